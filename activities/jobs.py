@@ -1,0 +1,250 @@
+"""Job activities: resolve what a job will use, ingest its source, close it.
+
+`prepare_job` turns names into versions once, at the start (policy id → version + sha256,
+source → S3 version id), so the job keeps them to the end even if files change meanwhile.
+Bad input raises a non-retryable ApplicationError whose type and message name the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.payloads import (
+    FinishJobInput,
+    IngestInput,
+    IngestResult,
+    JobPlan,
+    PolicyRefPayload,
+    PrepareJobInput,
+)
+from activities.s3 import S3Client
+from activities.sources import Record, SourceError, parse_s3_uri, read_records, source_format
+from agents.tasks import TaskError, load_task
+from catalog import db
+from policy_rules.engine import PolicyError, resolve
+
+INGEST_BATCH = 2000
+
+
+def bad_input(kind: str, message: str) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+@dataclass
+class JobActivities:
+    engine: AsyncEngine
+    s3: S3Client
+    s3_endpoint: str
+    tasks_dir: Path
+    policies_dir: Path
+
+    @activity.defn(name="prepare_job")
+    async def prepare_job(self, inp: PrepareJobInput) -> JobPlan:
+        try:
+            task = load_task(self.tasks_dir, inp.task)
+        except TaskError as err:
+            raise bad_input("UnknownTask", str(err)) from err
+        known = [a.name for a in task.agents]
+        agents = list(inp.agents) if inp.agents else known
+        unknown = [a for a in agents if a not in known]
+        if unknown:
+            raise bad_input(
+                "UnknownAgent",
+                f"task {task.name!r} has no agent {', '.join(map(repr, unknown))}; "
+                f"its agents: {', '.join(known)}",
+            )
+        try:
+            ref = resolve(self.policies_dir, inp.policy)
+        except PolicyError as err:
+            raise bad_input("UnknownPolicy", str(err)) from err
+        try:
+            source_format(inp.source)
+        except SourceError as err:
+            raise bad_input("BadSource", str(err)) from err
+        await asyncio.to_thread(self._check_source, inp.source)
+
+        policy = PolicyRefPayload(id=ref.id, version=ref.version, sha256=ref.sha256)
+        async with self.engine.begin() as conn:
+            await db.create_job(
+                conn,
+                {
+                    "id": inp.job_id,
+                    "dataset": inp.dataset,
+                    "task": task.name,
+                    "source": inp.source,
+                    "policy_id": ref.id,
+                    "policy_version": ref.version,
+                    "policy_sha256": ref.sha256,
+                    "agents": agents,
+                    "status": "running",
+                    "items": 0,
+                    "duplicates": 0,
+                    "quarantined": 0,
+                },
+            )
+            await db.append_audit(
+                conn,
+                key=f"{inp.job_id}:started",
+                actor="labelfabric",
+                kind="job_started",
+                subject=inp.job_id,
+                payload={
+                    "dataset": inp.dataset,
+                    "task": task.name,
+                    "source": inp.source,
+                    "policy": f"{ref.id}@{ref.version}",
+                    "policy_sha256": ref.sha256,
+                    "agents": agents,
+                },
+            )
+        return JobPlan(policy=policy, agents=agents)
+
+    def _check_source(self, source: str) -> None:
+        if not source.startswith("s3://"):
+            if not Path(source).is_file():
+                raise bad_input("SourceNotFound", f"source not found: {source} is not a file")
+            return
+        bucket, key = parse_s3_uri(source)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                raise bad_input("SourceNotFound", f"source not found: {source}") from err
+            raise
+        except (EndpointConnectionError, BotoCoreError) as err:
+            raise ApplicationError(
+                f"S3 endpoint {self.s3_endpoint} is unreachable while reading {source}: {err}",
+                type="S3Unreachable",
+            ) from err
+
+    @activity.defn(name="ingest")
+    async def ingest(self, inp: IngestInput) -> IngestResult:
+        """Validate every record, store new items, list this job's items in source order.
+
+        A retry starts again from the top: ordinals are the order of first appearance in the
+        source and every insert ignores conflicts, so nothing is stored twice.
+        """
+        try:
+            task = load_task(self.tasks_dir, inp.task)
+            fmt = source_format(inp.source)
+        except (TaskError, SourceError) as err:
+            raise bad_input("BadSource", str(err)) from err
+        seen: set[bytes] = set()
+        items: list[dict[str, Any]] = []
+        job_items: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        duplicates = quarantined = 0
+
+        async def flush() -> None:
+            async with self.engine.begin() as conn:
+                await db.record_ingest(
+                    conn, job_id=inp.job_id, items=items, job_items=job_items, rejected=rejected
+                )
+            items.clear()
+            job_items.clear()
+            rejected.clear()
+
+        async with self._open(inp.source) as stream:
+            records = read_records(
+                stream, fmt, text_field=task.text_field, max_chars=task.max_chars
+            )
+            try:
+                for rec in records:
+                    if isinstance(rec, Record):
+                        digest = bytes.fromhex(rec.item_id)
+                        if digest in seen:
+                            duplicates += 1
+                            continue
+                        seen.add(digest)
+                        items.append(
+                            {
+                                "dataset": inp.dataset,
+                                "id": rec.item_id,
+                                "text": rec.text,
+                                "source_uri": inp.source,
+                                "source_line": rec.line,
+                                "sensitivity": "normal",
+                                "redactions": [],
+                                "created_at": db.utcnow(),
+                            }
+                        )
+                        job_items.append(
+                            {"job_id": inp.job_id, "ordinal": len(seen) - 1, "item_id": rec.item_id}
+                        )
+                    else:
+                        quarantined += 1
+                        rejected.append(
+                            {
+                                "job_id": inp.job_id,
+                                "line": rec.line,
+                                "reason": rec.reason,
+                                "excerpt": rec.excerpt,
+                            }
+                        )
+                    if len(items) + len(rejected) >= INGEST_BATCH:
+                        await flush()
+                        activity.heartbeat(len(seen) + quarantined + duplicates)
+            except SourceError as err:
+                raise bad_input("BadSource", f"{inp.source}: {err}") from err
+        await flush()
+        async with self.engine.begin() as conn:
+            await db.set_job_counts(
+                conn, inp.job_id, items=len(seen), duplicates=duplicates, quarantined=quarantined
+            )
+            await db.append_audit(
+                conn,
+                key=f"{inp.job_id}:ingested",
+                actor="labelfabric",
+                kind="ingested",
+                subject=inp.job_id,
+                payload={"items": len(seen), "duplicates": duplicates, "quarantined": quarantined},
+            )
+        return IngestResult(items=len(seen), duplicates=duplicates, quarantined=quarantined)
+
+    @asynccontextmanager
+    async def _open(self, source: str) -> AsyncIterator[IO[bytes]]:
+        if not source.startswith("s3://"):
+            try:
+                fh = await asyncio.to_thread(open, source, "rb")
+            except FileNotFoundError as err:
+                raise bad_input("SourceNotFound", f"source not found: {source}") from err
+            with fh:
+                yield fh
+            return
+        bucket, key = parse_s3_uri(source)
+        # Spooled to a local temp file so a large object streams from disk, not memory.
+        with tempfile.TemporaryFile() as tmp:
+            try:
+                await asyncio.to_thread(self.s3.download_fileobj, bucket, key, tmp)
+            except (EndpointConnectionError, BotoCoreError) as err:
+                raise ApplicationError(
+                    f"S3 endpoint {self.s3_endpoint} is unreachable while reading {source}: {err}",
+                    type="S3Unreachable",
+                ) from err
+            tmp.seek(0)
+            yield tmp
+
+    @activity.defn(name="finish_job")
+    async def finish_job(self, inp: FinishJobInput) -> None:
+        async with self.engine.begin() as conn:
+            await db.finish_job(conn, inp.job_id, inp.status)
+            await db.append_audit(
+                conn,
+                key=f"{inp.job_id}:{inp.status}",
+                actor="labelfabric",
+                kind=f"job_{inp.status}",
+                subject=inp.job_id,
+                payload={},
+            )

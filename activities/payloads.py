@@ -1,0 +1,158 @@
+"""Every type that crosses Temporal: frozen, kw_only dataclasses.
+
+Payloads are stored in workflow history and shown in the Web UI, so they carry references
+(dataset, job id, chunk ranges, policy version + sha256, S3 version ids), never item text,
+settings or secrets. New fields get defaults; released fields are never renamed or retyped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelDatasetInput:
+    dataset: str
+    source: str  # a path on the workers' file system or s3://bucket/key
+    task: str
+    policy: str = "route_default"  # "id" (newest version at job start) or "id@version"
+    agents: list[str] | None = None  # None: every agent the task configures
+    chunk_size: int = 500
+    parallelism: int = 4  # label_chunk activities in flight at once
+    chunk_heartbeat_timeout_s: int = 30
+    # Carried across continue-as-new; never set by callers.
+    resume: ResumeState | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutcomeCounts:
+    auto_accept: int = 0
+    human_review: int = 0
+    quarantine: int = 0
+    reject: int = 0
+
+    def __add__(self, other: OutcomeCounts) -> OutcomeCounts:
+        return OutcomeCounts(
+            auto_accept=self.auto_accept + other.auto_accept,
+            human_review=self.human_review + other.human_review,
+            quarantine=self.quarantine + other.quarantine,
+            reject=self.reject + other.reject,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.auto_accept + self.human_review + self.quarantine + self.reject
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyRefPayload:
+    id: str
+    version: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareJobInput:
+    job_id: str
+    dataset: str
+    source: str
+    task: str
+    policy: str
+    agents: list[str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobPlan:
+    """What a job resolved at its start and keeps to its end."""
+
+    policy: PolicyRefPayload
+    agents: list[str]  # resolved agent names, in task order
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestInput:
+    job_id: str
+    dataset: str
+    source: str
+    task: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestResult:
+    items: int  # distinct items this job labels
+    duplicates: int  # records whose content repeated an earlier record of the source
+    quarantined: int  # records refused, each kept with line and reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkInput:
+    job_id: str
+    dataset: str
+    task: str
+    agents: list[str]
+    policy: PolicyRefPayload
+    chunk: int
+    start: int  # ordinals [start, end) of job_item
+    end: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkResult:
+    chunk: int
+    counts: OutcomeCounts
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotInput:
+    job_id: str
+    dataset: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotRef:
+    dataset: str
+    version: int
+    s3_key: str
+    s3_version_id: str
+    manifest_version_id: str
+    item_count: int
+    content_sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinishJobInput:
+    job_id: str
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeState:
+    plan: JobPlan
+    ingest: IngestResult
+    next_chunk: int
+    counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    phase: str  # preparing | ingesting | labeling | snapshotting | done
+    items: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelDatasetResult:
+    job_id: str
+    dataset: str
+    items: int
+    duplicates: int
+    quarantined: int
+    counts: OutcomeCounts
+    policy: PolicyRefPayload
+    snapshot: SnapshotRef

@@ -1,0 +1,58 @@
+"""S3 client construction and the versioned snapshot bucket.
+
+Temporal owns retries, so the client's own retries are kept small: an unreachable endpoint
+surfaces within seconds as an error that names the endpoint, and the activity's retry policy
+decides what happens next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Target:
+    endpoint_url: str
+    bucket: str
+    region: str = "us-east-1"
+    access_key: str = "labelfabric"
+    secret_key: str = "labelfabric"
+
+
+def make_s3_client(target: S3Target) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=target.endpoint_url,
+        region_name=target.region,
+        aws_access_key_id=target.access_key,
+        aws_secret_access_key=target.secret_key,
+        config=Config(
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=30,
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+def ensure_versioned_bucket(client: S3Client, bucket: str) -> None:
+    """Create the bucket if needed and switch versioning on. Safe to call any number of times."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        client.create_bucket(Bucket=bucket)
+    status = client.get_bucket_versioning(Bucket=bucket).get("Status")
+    if status != "Enabled":
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})

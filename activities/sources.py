@@ -1,0 +1,152 @@
+"""Reading and validating a labeling source (JSONL or CSV, local path or s3:// object).
+
+A record is refused with its line number and a reason a person can act on; a refused record
+never stops the job. Item identity is the sha256 of the text, so a record repeated in the
+source is labeled once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+MAX_RECORD_BYTES = 1 << 20  # one record over 1 MiB is refused, not loaded
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+class SourceError(ValueError):
+    """The source as a whole cannot be read (unknown format, missing, unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    line: int
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    line: int
+    reason: str
+    excerpt: str
+
+
+def source_format(source: str) -> str:
+    suffix = Path(source.split("?", 1)[0]).suffix.lower()
+    if suffix not in FORMATS:
+        raise SourceError(
+            f"unsupported source format {suffix or '(none)'!r} for {source}: "
+            f"use one of {', '.join(sorted(FORMATS))}"
+        )
+    return FORMATS[suffix]
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    rest = uri.removeprefix("s3://")
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        raise SourceError(f"malformed S3 uri {uri!r}: expected s3://bucket/key")
+    return bucket, key
+
+
+def _excerpt(raw: bytes) -> str:
+    return raw[:200].decode("utf-8", errors="replace")
+
+
+def _check_text(value: object, field: str, max_chars: int) -> str | None:
+    """The reason a text value is refused, or None when it is acceptable."""
+    if not isinstance(value, str):
+        return f"field {field!r} must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return f"field {field!r} is empty"
+    if len(value) > max_chars:
+        return f"field {field!r} has {len(value)} characters, over the task's limit of {max_chars}"
+    return None
+
+
+def read_records(
+    stream: IO[bytes], fmt: str, *, text_field: str, max_chars: int
+) -> Iterator[Record | Refusal]:
+    reader = _read_jsonl if fmt == "jsonl" else _read_csv
+    yield from reader(stream, text_field, max_chars)
+
+
+def _read_jsonl(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Record | Refusal]:
+    for line_no, raw in enumerate(stream, start=1):
+        body = raw.rstrip(b"\r\n")
+        if len(body) > MAX_RECORD_BYTES:
+            yield Refusal(line_no, f"record has {len(body)} bytes, over {MAX_RECORD_BYTES}", "")
+            continue
+        if not body.strip():
+            yield Refusal(line_no, "empty line", "")
+            continue
+        try:
+            decoded = body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield Refusal(line_no, f"not valid UTF-8 at byte {err.start}", _excerpt(body))
+            continue
+        try:
+            obj = json.loads(decoded)
+        except json.JSONDecodeError as err:
+            yield Refusal(line_no, f"bad JSON: {err.msg} at column {err.colno}", _excerpt(body))
+            continue
+        if not isinstance(obj, dict):
+            yield Refusal(
+                line_no, f"expected a JSON object, got {type(obj).__name__}", _excerpt(body)
+            )
+            continue
+        if field not in obj:
+            yield Refusal(line_no, f"missing field {field!r}", _excerpt(body))
+            continue
+        reason = _check_text(obj[field], field, max_chars)
+        if reason:
+            yield Refusal(line_no, reason, _excerpt(body))
+            continue
+        text = obj[field]
+        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text)
+
+
+def _read_csv(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Record | Refusal]:
+    # surrogateescape keeps undecodable bytes visible as lone surrogates, so a bad record is
+    # refused by itself instead of aborting the whole file.
+    text_stream = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.reader(text_stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    if field not in header:
+        raise SourceError(f"CSV header has no column {field!r} (columns: {', '.join(header)})")
+    col = header.index(field)
+    first_line = reader.line_num + 1
+    for row in reader:
+        line_no, first_line = first_line, reader.line_num + 1
+        joined = ",".join(row)
+        if not row or not joined.strip():
+            yield Refusal(line_no, "empty line", "")
+            continue
+        if len(joined.encode("utf-8", errors="surrogateescape")) > MAX_RECORD_BYTES:
+            yield Refusal(line_no, f"record over {MAX_RECORD_BYTES} bytes", "")
+            continue
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = joined.encode("utf-8", errors="surrogateescape")
+            yield Refusal(line_no, f"not valid UTF-8 at character {err.start}", _excerpt(bad))
+            continue
+        if len(row) != len(header):
+            yield Refusal(line_no, f"expected {len(header)} columns, got {len(row)}", joined[:200])
+            continue
+        reason = _check_text(row[col], field, max_chars)
+        if reason:
+            yield Refusal(line_no, reason, joined[:200])
+            continue
+        text = row[col]
+        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text)

@@ -1,0 +1,232 @@
+"""Labeling tasks: `tasks/<name>.yaml` parsed into a `TaskSpec`, and its agents built from it.
+
+Role: the single reader of task files. A task names its labels, the record field holding the
+text, the longest text accepted at ingest, and the agents that label it:
+
+    name: sentiment              # must equal the file name
+    description: ...
+    labels: [positive, negative]
+    text_field: text             # default "text"
+    max_chars: 20000             # default 20000; longer records are refused at ingest
+    agents:
+      - {name: keywords, kind: rules, rules: [{label: positive, patterns: [...]}, ...]}
+      - {name: tfidf_logreg, kind: sklearn, seed: sentiment_seed.jsonl}
+
+Invariants:
+- Every error is a `TaskError` whose message names the file and the field or agent at fault;
+  unknown fields are errors, not silently ignored (a typo must not change behaviour).
+- `load_task` validates everything that is cheap to check (types, labels, regexes, that the
+  seed file exists) without training anything and without importing scikit-learn;
+  `build_agents` does the expensive part.
+- Seed paths are relative to the task file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.base import Agent, TaskError
+from agents.rules import RulesAgent
+
+__all__ = ["AgentSpec", "TaskError", "TaskSpec", "build_agents", "list_tasks", "load_task"]
+
+DEFAULT_MAX_CHARS = 20_000
+DEFAULT_TEXT_FIELD = "text"
+AGENT_KINDS = ("rules", "sklearn")
+
+_TASK_KEYS = ("name", "description", "labels", "text_field", "max_chars", "agents")
+# Settings each agent kind accepts besides `name` and `kind`.
+_KIND_SETTINGS: dict[str, frozenset[str]] = {
+    "rules": frozenset({"rules"}),
+    "sklearn": frozenset({"seed"}),
+}
+# Names end up in file names (model artifacts) and CLI arguments: keep them plain.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentSpec:
+    name: str
+    kind: str  # one of AGENT_KINDS
+    settings: Mapping[str, Any]  # the agent's YAML entry minus name and kind
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    name: str
+    path: Path
+    description: str
+    labels: tuple[str, ...]
+    text_field: str
+    max_chars: int  # records longer than this are refused at ingest
+    agents: tuple[AgentSpec, ...]
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.agents)
+
+
+def load_task(tasks_dir: Path, name: str) -> TaskSpec:
+    tasks_dir = Path(tasks_dir)
+    path = tasks_dir / f"{name}.yaml"
+    if not _NAME_RE.fullmatch(name) or not path.is_file():
+        known = ", ".join(_task_names(tasks_dir)) or "(none)"
+        raise TaskError(
+            f"unknown task '{name}': no {tasks_dir.name}/{name}.yaml; known tasks: {known}"
+        )
+    return _parse_task(path)
+
+
+def list_tasks(tasks_dir: Path) -> list[TaskSpec]:
+    tasks_dir = Path(tasks_dir)
+    return [_parse_task(tasks_dir / f"{n}.yaml") for n in _task_names(tasks_dir)]
+
+
+def build_agents(task: TaskSpec, names: Sequence[str] | None, *, models_dir: Path) -> list[Agent]:
+    """The task's agents named in `names` (all, in file order, when None), ready to predict."""
+    by_name = {spec.name: spec for spec in task.agents}
+    if names is None:
+        selected = list(task.agents)
+    else:
+        if isinstance(names, str):
+            # A bare string would be iterated letter by letter.
+            names = [names]
+        if not names:
+            raise TaskError(f"task '{task.name}': no agents selected")
+        selected = []
+        for agent_name in names:
+            if agent_name not in by_name:
+                raise TaskError(
+                    f"task '{task.name}' ({task.path}) has no agent '{agent_name}'; "
+                    f"its agents: {', '.join(by_name)}"
+                )
+            if by_name[agent_name] in selected:
+                raise TaskError(f"task '{task.name}': agent '{agent_name}' selected twice")
+            selected.append(by_name[agent_name])
+    return [_build(task, spec, Path(models_dir)) for spec in selected]
+
+
+def _build(task: TaskSpec, spec: AgentSpec, models_dir: Path) -> Agent:
+    if spec.kind == "rules":
+        return RulesAgent(spec.name, task.labels, spec.settings["rules"], source=task.path)
+    if spec.kind == "sklearn":
+        # Imported here: scikit-learn is slow to import and only needed to build this agent,
+        # not to read or validate tasks.
+        from agents.sklearn_model import SklearnAgent
+
+        seed = task.path.parent / str(spec.settings["seed"])
+        return SklearnAgent.from_seed(spec.name, seed, task.labels, models_dir)
+    raise TaskError(f"{task.path}: agent '{spec.name}': unknown kind '{spec.kind}'")
+
+
+def _task_names(tasks_dir: Path) -> list[str]:
+    if not tasks_dir.is_dir():
+        return []
+    return sorted(p.stem for p in tasks_dir.glob("*.yaml") if p.is_file())
+
+
+def _parse_task(path: Path) -> TaskSpec:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise TaskError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise TaskError(f"{path}: expected a mapping with fields {', '.join(_TASK_KEYS)}")
+    unknown = sorted(str(k) for k in raw if k not in _TASK_KEYS)
+    if unknown:
+        raise TaskError(
+            f"{path}: unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"expected: {', '.join(_TASK_KEYS)}"
+        )
+
+    name = raw.get("name")
+    if name != path.stem:
+        raise TaskError(f"{path}: field 'name' is {name!r}, must be the file name {path.stem!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise TaskError(f"{path}: field 'description' must be a string")
+
+    labels = raw.get("labels")
+    if (
+        not isinstance(labels, list)
+        or len(labels) < 2
+        or not all(isinstance(label, str) and label for label in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise TaskError(f"{path}: field 'labels' must be a list of at least two distinct strings")
+
+    text_field = raw.get("text_field", DEFAULT_TEXT_FIELD)
+    if not isinstance(text_field, str) or not text_field:
+        raise TaskError(f"{path}: field 'text_field' must be a non-empty string")
+
+    max_chars = raw.get("max_chars", DEFAULT_MAX_CHARS)
+    # bool is an int subclass; `max_chars: yes` is a mistake, not 1.
+    if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars <= 0:
+        raise TaskError(f"{path}: field 'max_chars' must be a positive integer")
+
+    agents = _parse_agents(path, raw.get("agents"), tuple(labels))
+    return TaskSpec(
+        name=name,
+        path=path,
+        description=description.strip(),
+        labels=tuple(labels),
+        text_field=text_field,
+        max_chars=max_chars,
+        agents=agents,
+    )
+
+
+def _parse_agents(path: Path, raw: object, labels: tuple[str, ...]) -> tuple[AgentSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise TaskError(f"{path}: field 'agents' must be a non-empty list")
+    specs: list[AgentSpec] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise TaskError(f"{path}: agents[{i}] must be a mapping with 'name' and 'kind'")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise TaskError(
+                f"{path}: agents[{i}].name must be letters, digits, '_' or '-', got {name!r}"
+            )
+        if any(s.name == name for s in specs):
+            raise TaskError(f"{path}: agent '{name}' is defined twice")
+        kind = entry.get("kind")
+        if kind not in _KIND_SETTINGS:
+            raise TaskError(
+                f"{path}: agent '{name}': field 'kind' must be one of {', '.join(AGENT_KINDS)}, "
+                f"got {kind!r}"
+            )
+        settings = {k: v for k, v in entry.items() if k not in ("name", "kind")}
+        allowed = _KIND_SETTINGS[kind]
+        extra = sorted(str(k) for k in settings if k not in allowed)
+        if extra:
+            raise TaskError(
+                f"{path}: agent '{name}': unknown field(s) {', '.join(map(repr, extra))} for "
+                f"kind '{kind}'; expected: {', '.join(sorted(allowed))}"
+            )
+        missing = sorted(allowed - set(settings))
+        if missing:
+            raise TaskError(
+                f"{path}: agent '{name}': missing field(s) {', '.join(map(repr, missing))}"
+            )
+        if kind == "rules":
+            # Compiles every pattern now, so a bad regex fails at load, naming file and agent.
+            RulesAgent(name, labels, settings["rules"], source=path)
+        else:
+            seed = settings["seed"]
+            if not isinstance(seed, str) or not seed:
+                raise TaskError(f"{path}: agent '{name}': field 'seed' must be a file name")
+            if not (path.parent / seed).is_file():
+                raise TaskError(
+                    f"{path}: agent '{name}': seed file {path.parent / seed} does not exist"
+                )
+        specs.append(AgentSpec(name=name, kind=kind, settings=settings))
+    return tuple(specs)

@@ -1,0 +1,110 @@
+"""Durable job vs plain loop: items/s of the same agents and policy, on this machine.
+
+Starts its own embedded stack on bench ports in a temporary state dir (loopback only), runs
+the sample through a plain in-process loop (agents → majority vote → policy, no I/O), then
+through a real LabelDataset job with an in-process worker, prints both figures, the ratio
+(DESIGN §10 budget: ≥ 80 %) and the job's history size, and stops the stack it started.
+
+    python benchmarks/bench_job.py [--repeat 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from temporalio.client import Client  # noqa: E402
+
+from activities.labeling import policy_inputs, safe_predict  # noqa: E402
+from activities.payloads import LabelDatasetInput, LabelDatasetResult  # noqa: E402
+from agents.aggregate import majority_vote  # noqa: E402
+from agents.samples import write_sample  # noqa: E402
+from agents.tasks import build_agents, load_task  # noqa: E402
+from policy_rules.engine import Policy  # noqa: E402
+from worker import stack  # noqa: E402
+from worker.main import build_runtime, make_worker  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+
+BENCH_PORTS = {
+    "temporal_port": 27233,
+    "temporal_ui_port": 28233,
+    "temporal_http_port": 27243,
+    "temporal_metrics_port": 27244,
+    "postgres_port": 35432,
+    "s3_port": 28333,
+    "weed_master_port": 29333,
+    "weed_volume_port": 29340,
+    "weed_filer_port": 28888,
+    "weed_admin_port": 34646,
+}
+
+
+def plain_loop(settings: Settings, texts: list[str]) -> float:
+    task = load_task(settings.tasks_dir, "sentiment")
+    agents = build_agents(task, None, models_dir=settings.models_dir)
+    policy = Policy.load(settings.policies_dir, "route_default")
+    started = time.perf_counter()
+    for i in range(0, len(texts), 500):
+        chunk = texts[i : i + 500]
+        per_agent = [safe_predict(a, task.labels, chunk) for a in agents]
+        for j, text in enumerate(chunk):
+            ens = majority_vote([votes[j] for votes in per_agent])
+            policy.evaluate(policy_inputs(text, ens))
+    return len(texts) / (time.perf_counter() - started)
+
+
+async def durable_job(settings: Settings, source: Path) -> tuple[float, LabelDatasetResult, int]:
+    runtime = await build_runtime(settings)
+    client = await Client.connect(settings.temporal_address)
+    try:
+        async with make_worker(client, settings, runtime):
+            started = time.perf_counter()
+            wid = f"label:bench:{int(time.time())}"
+            result = await client.execute_workflow(
+                "LabelDataset",
+                LabelDatasetInput(dataset="bench", source=str(source), task="sentiment"),
+                id=wid,
+                task_queue=settings.task_queue,
+                result_type=LabelDatasetResult,
+            )
+            seconds = time.perf_counter() - started
+            history = await client.get_workflow_handle(wid).fetch_history()
+    finally:
+        await runtime.close()
+    return result.items / seconds, result, len(history.events)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=4, help="copies of the sample (distinct)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home), **BENCH_PORTS)  # type: ignore[arg-type]
+        files = write_sample(Path(home) / "samples")
+        base = [json.loads(x)["text"] for x in files.items.read_text().splitlines()]
+        texts = [f"{t} [{k}]" if k else t for k in range(args.repeat) for t in base]
+        source = Path(home) / "bench.jsonl"
+        source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        stack.up(settings)
+        try:
+            loop_rate = plain_loop(settings, texts)
+            job_rate, result, events = asyncio.run(durable_job(settings, source))
+        finally:
+            stack.down(settings)
+    print(f"items                 {len(texts)}")
+    print(f"plain loop            {loop_rate:,.0f} items/s")
+    print(f"durable job           {job_rate:,.0f} items/s  (ingest + label + snapshot, end to end)")
+    print(f"ratio                 {job_rate / loop_rate:.0%}  (budget: >= 80 %)")
+    print(f"history events        {events}")
+    print(f"outcomes              {result.counts}")
+
+
+if __name__ == "__main__":
+    main()

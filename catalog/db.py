@@ -1,0 +1,343 @@
+"""Catalog access: the engine, migrations, and the few statements the activities need.
+
+Every write is keyed by workflow state and uses `ON CONFLICT DO NOTHING`, so a retried
+activity repeats nothing. Functions take an open connection; the caller owns the
+transaction, which is what makes one chunk's votes, decisions, labels and audit event land
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from catalog.models import (
+    AuditEvent,
+    Decision,
+    Item,
+    Job,
+    JobItem,
+    Label,
+    RejectedRecord,
+    Snapshot,
+    Vote,
+    utcnow,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "infra" / "migrations"
+AUDIT_LOCK = 0x6175_6469_74  # "audit": one writer at a time extends the hash chain
+GENESIS_HASH = "0" * 64
+# asyncpg allows 32767 bind parameters per statement; keep batches well below.
+BATCH_ROWS = 1000
+
+T_JOB = Job.__table__  # type: ignore[attr-defined]
+T_ITEM = Item.__table__  # type: ignore[attr-defined]
+T_JOB_ITEM = JobItem.__table__  # type: ignore[attr-defined]
+T_REJECTED = RejectedRecord.__table__  # type: ignore[attr-defined]
+T_VOTE = Vote.__table__  # type: ignore[attr-defined]
+T_DECISION = Decision.__table__  # type: ignore[attr-defined]
+T_LABEL = Label.__table__  # type: ignore[attr-defined]
+T_SNAPSHOT = Snapshot.__table__  # type: ignore[attr-defined]
+T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest migration. Idempotent; safe from many processes at once.
+
+    Synchronous (Alembic drives its own event loop): call it through `asyncio.to_thread`
+    from async code.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+async def _insert_ignore(
+    conn: AsyncConnection, table: Any, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    for i in range(0, len(rows), BATCH_ROWS):
+        batch = rows[i : i + BATCH_ROWS]
+        if batch:
+            await conn.execute(insert(table).values(list(batch)).on_conflict_do_nothing())
+
+
+# --- audit -------------------------------------------------------------------------------
+
+
+def event_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+async def append_audit(
+    conn: AsyncConnection,
+    *,
+    key: str,
+    actor: str,
+    kind: str,
+    subject: str,
+    payload: Mapping[str, Any],
+) -> None:
+    """Append one event to the hash chain, once per `key`, inside the caller's transaction."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
+    exists = await conn.scalar(select(T_AUDIT.c.id).where(T_AUDIT.c.event_key == key))
+    if exists is not None:
+        return
+    prev = await conn.scalar(select(T_AUDIT.c.hash).order_by(T_AUDIT.c.id.desc()).limit(1))
+    at = utcnow()
+    content = {
+        "key": key,
+        "at": at.isoformat(),
+        "actor": actor,
+        "kind": kind,
+        "subject": subject,
+        "payload": dict(payload),
+    }
+    prev_hash = prev or GENESIS_HASH
+    await conn.execute(
+        insert(T_AUDIT).values(
+            event_key=key,
+            at=at,
+            actor=actor,
+            kind=kind,
+            subject=subject,
+            payload=dict(payload),
+            prev_hash=prev_hash,
+            hash=event_hash(prev_hash, content),
+        )
+    )
+
+
+# --- jobs and ingest ---------------------------------------------------------------------
+
+
+async def create_job(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    values = {"started_at": utcnow(), **row}
+    await conn.execute(insert(T_JOB).values(**values).on_conflict_do_nothing())
+
+
+async def record_ingest(
+    conn: AsyncConnection,
+    *,
+    job_id: str,
+    items: Sequence[Mapping[str, Any]],
+    job_items: Sequence[Mapping[str, Any]],
+    rejected: Sequence[Mapping[str, Any]],
+) -> None:
+    await _insert_ignore(conn, T_ITEM, items)
+    await _insert_ignore(conn, T_JOB_ITEM, job_items)
+    await _insert_ignore(conn, T_REJECTED, rejected)
+
+
+async def set_job_counts(
+    conn: AsyncConnection, job_id: str, *, items: int, duplicates: int, quarantined: int
+) -> None:
+    await conn.execute(
+        update(T_JOB)
+        .where(T_JOB.c.id == job_id)
+        .values(items=items, duplicates=duplicates, quarantined=quarantined)
+    )
+
+
+async def finish_job(conn: AsyncConnection, job_id: str, status: str) -> None:
+    await conn.execute(
+        update(T_JOB)
+        .where(T_JOB.c.id == job_id, T_JOB.c.finished_at.is_(None))
+        .values(status=status, finished_at=utcnow())
+    )
+
+
+# --- chunks ------------------------------------------------------------------------------
+
+
+async def chunk_items(
+    conn: AsyncConnection, *, job_id: str, dataset: str, start: int, end: int
+) -> list[tuple[str, str]]:
+    """(item id, text) for ordinals [start, end) of a job, in ordinal order."""
+    rows = await conn.execute(
+        select(T_JOB_ITEM.c.item_id, T_ITEM.c.text)
+        .join(T_ITEM, (T_ITEM.c.id == T_JOB_ITEM.c.item_id) & (T_ITEM.c.dataset == dataset))
+        .where(T_JOB_ITEM.c.job_id == job_id, T_JOB_ITEM.c.ordinal >= start)
+        .where(T_JOB_ITEM.c.ordinal < end)
+        .order_by(T_JOB_ITEM.c.ordinal)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def decided_outcomes(
+    conn: AsyncConnection, *, job_id: str, item_ids: Sequence[str]
+) -> dict[str, str]:
+    """Outcomes already recorded for these items in this job (a retried chunk skips them)."""
+    if not item_ids:
+        return {}
+    rows = await conn.execute(
+        select(T_DECISION.c.item_id, T_DECISION.c.outcome).where(
+            T_DECISION.c.job_id == job_id, T_DECISION.c.item_id.in_(list(item_ids))
+        )
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def record_chunk(
+    conn: AsyncConnection,
+    *,
+    dataset: str,
+    job_id: str,
+    votes: Sequence[Mapping[str, Any]],
+    decisions: Sequence[Mapping[str, Any]],
+    accepted: Mapping[str, str],
+) -> None:
+    """Votes, decisions and the labels of auto-accepted items (item id → label)."""
+    await _insert_ignore(conn, T_VOTE, votes)
+    await _insert_ignore(conn, T_DECISION, decisions)
+    if accepted:
+        await set_labels(conn, dataset=dataset, job_id=job_id, labels=accepted, source="agent")
+
+
+async def set_labels(
+    conn: AsyncConnection,
+    *,
+    dataset: str,
+    job_id: str,
+    labels: Mapping[str, str],
+    source: str,
+    reviewers: Sequence[str] = (),
+) -> None:
+    """Make `labels` current; each new row names the row it supersedes, history stays."""
+    # Serialise label changes per dataset so an item never has two current labels.
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"label:{dataset}"}
+    )
+    ids = sorted(labels)
+    current: dict[str, tuple[int, str]] = {}
+    for i in range(0, len(ids), BATCH_ROWS):
+        rows = await conn.execute(
+            select(T_LABEL.c.item_id, T_LABEL.c.id, T_LABEL.c.job_id).where(
+                T_LABEL.c.dataset == dataset,
+                T_LABEL.c.is_current.is_(True),
+                T_LABEL.c.item_id.in_(ids[i : i + BATCH_ROWS]),
+            )
+        )
+        current.update({r[0]: (r[1], r[2]) for r in rows})
+    # A label this job already set stays as it is (retry); others are superseded.
+    new_rows = [
+        {
+            "dataset": dataset,
+            "item_id": item_id,
+            "label": labels[item_id],
+            "source": source,
+            "job_id": job_id,
+            "reviewers": list(reviewers),
+            "is_current": True,
+            "supersedes_id": current[item_id][0] if item_id in current else None,
+            "created_at": utcnow(),
+        }
+        for item_id in ids
+        if current.get(item_id, (0, ""))[1] != job_id
+    ]
+    superseded = [row["supersedes_id"] for row in new_rows if row["supersedes_id"] is not None]
+    for i in range(0, len(superseded), BATCH_ROWS):
+        await conn.execute(
+            update(T_LABEL)
+            .where(T_LABEL.c.id.in_(superseded[i : i + BATCH_ROWS]))
+            .values(is_current=False)
+        )
+    await _insert_ignore(conn, T_LABEL, new_rows)
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+async def current_labels(
+    engine: AsyncEngine, dataset: str, *, batch: int = 5000
+) -> AsyncIterator[tuple[str, str, str, str, str]]:
+    """Stream (item id, text, label, source, job id) of a dataset's current labels, by id."""
+    async with engine.connect() as conn:
+        result = await conn.stream(
+            select(
+                T_LABEL.c.item_id,
+                T_ITEM.c.text,
+                T_LABEL.c.label,
+                T_LABEL.c.source,
+                T_LABEL.c.job_id,
+            )
+            .join(
+                T_ITEM, (T_ITEM.c.dataset == T_LABEL.c.dataset) & (T_ITEM.c.id == T_LABEL.c.item_id)
+            )
+            .where(T_LABEL.c.dataset == dataset, T_LABEL.c.is_current.is_(True))
+            .order_by(T_LABEL.c.item_id)
+            .execution_options(yield_per=batch)
+        )
+        async for row in result:
+            yield row[0], row[1], row[2], row[3], row[4]
+
+
+async def snapshot_for_job(conn: AsyncConnection, dataset: str, job_id: str) -> Any | None:
+    return (
+        await conn.execute(
+            select(T_SNAPSHOT).where(T_SNAPSHOT.c.dataset == dataset, T_SNAPSHOT.c.job_id == job_id)
+        )
+    ).first()
+
+
+async def latest_snapshot(conn: AsyncConnection, dataset: str) -> Any | None:
+    return (
+        await conn.execute(
+            select(T_SNAPSHOT)
+            .where(T_SNAPSHOT.c.dataset == dataset)
+            .order_by(T_SNAPSHOT.c.version.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def lock_dataset_snapshots(conn: AsyncConnection, dataset: str) -> None:
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"snapshot:{dataset}"}
+    )
+
+
+async def next_snapshot_version(conn: AsyncConnection, dataset: str) -> int:
+    top = await conn.scalar(
+        select(func.max(T_SNAPSHOT.c.version)).where(T_SNAPSHOT.c.dataset == dataset)
+    )
+    return int(top or 0) + 1
+
+
+async def insert_snapshot(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    await conn.execute(insert(T_SNAPSHOT).values(**row).on_conflict_do_nothing())
+
+
+async def job_agents_and_policies(conn: AsyncConnection, job_ids: Iterable[str]) -> dict[str, Any]:
+    """Agent versions and policy versions that produced a set of jobs' decisions."""
+    ids = sorted(set(job_ids))
+    agents = await conn.execute(
+        select(T_VOTE.c.agent, T_VOTE.c.agent_version)
+        .where(T_VOTE.c.job_id.in_(ids))
+        .distinct()
+        .order_by(T_VOTE.c.agent, T_VOTE.c.agent_version)
+    )
+    policies = await conn.execute(
+        select(T_JOB.c.policy_id, T_JOB.c.policy_version, T_JOB.c.policy_sha256)
+        .where(T_JOB.c.id.in_(ids))
+        .distinct()
+        .order_by(T_JOB.c.policy_id, T_JOB.c.policy_version)
+    )
+    return {
+        "agents": [{"name": a, "version": v} for a, v in agents],
+        "policies": [{"id": p, "version": v, "sha256": s} for p, v, s in policies],
+    }

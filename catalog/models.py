@@ -1,0 +1,156 @@
+"""Catalog tables: the provenance of every item, vote, decision, label and snapshot.
+
+Rows never cross the Temporal boundary; activities convert them to payload dataclasses.
+Every primary or unique key derives from workflow state (job id, item id, agent, chunk), so
+each write can be an `ON CONFLICT DO NOTHING` and a retried activity changes nothing.
+The schema itself is owned by the Alembic migrations in `infra/migrations/`; these classes
+must match them (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), **kw))
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(primary_key=True)  # the LabelDataset workflow id
+    dataset: str = Field(index=True)
+    task: str
+    source: str
+    policy_id: str
+    policy_version: int
+    policy_sha256: str
+    agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = "running"  # running | completed | failed
+    items: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    started_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Item(SQLModel, table=True):
+    dataset: str = Field(primary_key=True)
+    id: str = Field(primary_key=True)  # sha256 of the text, hex
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    source_uri: str
+    source_line: int
+    split: str | None = None
+    sensitivity: str = "normal"
+    redactions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+
+
+class JobItem(SQLModel, table=True):
+    """Which items a job labels, in source order: chunks are ranges of `ordinal`."""
+
+    __tablename__ = "job_item"
+    __table_args__ = (UniqueConstraint("job_id", "item_id"),)
+    job_id: str = Field(primary_key=True)
+    ordinal: int = Field(primary_key=True)
+    item_id: str
+
+
+class RejectedRecord(SQLModel, table=True):
+    """A source record refused at ingest, with where it was and why: nothing is dropped silently."""
+
+    __tablename__ = "rejected_record"
+    job_id: str = Field(primary_key=True)
+    line: int = Field(primary_key=True)
+    reason: str
+    excerpt: str
+
+
+class Vote(SQLModel, table=True):
+    job_id: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    agent: str = Field(primary_key=True)
+    agent_version: str
+    dataset: str
+    label: str | None = None  # None: the agent abstained
+    confidence: float
+    rationale: str
+    input_sha256: str
+    chunk: int
+    latency_ms: float
+
+
+class Decision(SQLModel, table=True):
+    __table_args__ = (Index("ix_decision_dataset_outcome", "dataset", "outcome"),)
+    job_id: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    dataset: str
+    chunk: int
+    policy_id: str
+    policy_version: int
+    policy_sha256: str
+    rule_id: str
+    outcome: str  # auto_accept | human_review | quarantine | reject
+    ensemble_label: str | None = None
+    ensemble_confidence: float
+    aggregator: str
+    error: str | None = None
+    decided_at: datetime = _ts(nullable=False)
+
+
+class Label(SQLModel, table=True):
+    """Label history: a new label supersedes the current one; no row is ever overwritten
+    except its `is_current` flag."""
+
+    __table_args__ = (
+        UniqueConstraint("dataset", "item_id", "job_id", "source"),
+        Index("ix_label_current", "dataset", "is_current"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    dataset: str
+    item_id: str
+    label: str
+    source: str  # agent | human
+    job_id: str
+    reviewers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    supersedes_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    is_current: bool = True
+    created_at: datetime = _ts(nullable=False)
+
+
+class Snapshot(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("dataset", "job_id"),)
+    dataset: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    job_id: str
+    s3_key: str
+    s3_version_id: str
+    manifest_key: str
+    manifest_version_id: str
+    manifest_sha256: str
+    content_sha256: str
+    item_count: int
+    gate_result: str | None = None
+    created_at: datetime = _ts(nullable=False)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only; each row's hash covers its content and the previous row's hash."""
+
+    __tablename__ = "audit_event"
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    event_key: str = Field(unique=True)  # idempotency: a retried activity appends nothing new
+    at: datetime = _ts(nullable=False)
+    actor: str
+    kind: str
+    subject: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str
+    hash: str

@@ -1,0 +1,529 @@
+"""Routing policies: versioned YAML files of CEL rules that decide what happens to a label.
+
+Role: the only module that knows the CEL engine (Google's `cel_expr_python`). A policy lives in
+`<policies_dir>/<id>/v<N>.yaml` next to its `cases.yaml`:
+
+    id: route_default              # must equal the folder name
+    version: 1                     # must equal N in vN.yaml
+    description: ...
+    inputs:                        # flat dotted name -> CEL type: int, double, string, bool
+      ensemble.confidence: double
+    params:                        # named constants, bound as `params.<name>` (type from value)
+      min_confidence: 0.7
+    rules:                         # ordered; the first whose `when` is true decides
+      - {id: confident, when: "ensemble.confidence >= params.min_confidence",
+         outcome: auto_accept}
+    default: {outcome: human_review}
+
+Invariants:
+- Everything that can be checked is checked at load: unknown or missing fields, duplicate keys
+  and rule ids, outcomes outside OUTCOMES, and every `when` is compiled against the declared
+  inputs and params (an undeclared name or a string compared with a number fails with CEL's
+  line:column) and must return bool. Errors are `PolicyError`s naming the file (with the
+  YAML line:column) and the rule id.
+- `evaluate` never raises. A rule that errors at run time (division by zero, a missing or
+  mistyped input) routes the item to `human_review`, recording the rule id and the error: a
+  broken rule must never auto-accept or silently drop an item. Input problems found before
+  any rule runs are reported under the rule id "inputs"; no rule firing gives "default".
+- Inputs are the caller's dict keyed by the declared flat names; int values are accepted for
+  double inputs (converted), keys the policy does not declare are ignored.
+- A `PolicyRef` pins the exact bytes: sha256 of the version file, so a recorded decision can
+  always be traced to the rules that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cel_expr_python import cel
+
+OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
+# Where an item goes when a rule cannot be evaluated: a person looks at it.
+ERROR_OUTCOME = "human_review"
+DEFAULT_RULE_ID = "default"
+INPUTS_RULE_ID = "inputs"
+
+_CEL_TYPES: dict[str, Any] = {
+    "int": cel.Type.INT,
+    "double": cel.Type.DOUBLE,
+    "string": cel.Type.STRING,
+    "bool": cel.Type.BOOL,
+}
+_POLICY_KEYS = ("id", "version", "description", "inputs", "params", "rules", "default")
+_REQUIRED_KEYS = ("id", "version", "inputs", "rules", "default")
+_RULE_KEYS = ("id", "when", "outcome")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_REF_RE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9_-]*)(?:@(?P<version>[0-9]+))?$")
+_VERSION_FILE_RE = re.compile(r"^v(?P<version>[1-9][0-9]*)\.yaml$")
+_INPUT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CEL_POS_RE = re.compile(r"(?P<line>\d+):(?P<col>\d+): ")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class PolicyError(ValueError):
+    """An invalid or unknown policy; names the file, rule id and line:column where known."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyRef:
+    id: str
+    version: int
+    sha256: str  # of the version file's bytes, full 64 hex
+
+    def __str__(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Decision:
+    outcome: str
+    rule_id: str  # "default" when no rule fired, "inputs" when the inputs were unusable
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rule:
+    id: str
+    when: str
+    outcome: str
+
+
+class Policy:
+    """A loaded, fully compiled policy version; immutable and safe to share between threads."""
+
+    ref: PolicyRef
+    path: Path
+    description: str
+    params: Mapping[str, float | int | str | bool]
+    inputs: Mapping[str, str]
+    rules: tuple[Rule, ...]
+    default_outcome: str
+
+    def __init__(
+        self,
+        *,
+        ref: PolicyRef,
+        path: Path,
+        description: str,
+        params: Mapping[str, float | int | str | bool],
+        inputs: Mapping[str, str],
+        rules: tuple[Rule, ...],
+        default_outcome: str,
+        programs: tuple[Any, ...],
+    ) -> None:
+        self.ref = ref
+        self.path = path
+        self.description = description
+        self.params = dict(params)
+        self.inputs = dict(inputs)
+        self.rules = rules
+        self.default_outcome = default_outcome
+        self._programs = programs
+        # Bound once: every evaluation merges these into the caller's inputs.
+        self._param_data = {f"params.{k}": v for k, v in self.params.items()}
+
+    @classmethod
+    def load(cls, policies_dir: Path, ref: str) -> Policy:
+        path, policy_id, version = _locate(Path(policies_dir), ref)
+        # Hash and parse the same bytes: the ref can never describe a file other than the one
+        # that was compiled, even if it is edited meanwhile.
+        data = _read(path)
+        pref = PolicyRef(id=policy_id, version=version, sha256=hashlib.sha256(data).hexdigest())
+        return _parse(path, data, pref)
+
+    def evaluate(self, inputs: Mapping[str, object]) -> Decision:
+        data: dict[str, object] = dict(self._param_data)
+        for name, type_name in self.inputs.items():
+            if name not in inputs:
+                return _input_error(f"missing input '{name}' ({type_name})")
+            value = _coerce(inputs[name], type_name)
+            if value is None:
+                got = type(inputs[name]).__name__
+                return _input_error(f"input '{name}' must be {type_name}, got {got}")
+            data[name] = value
+        for rule, program in zip(self.rules, self._programs, strict=True):
+            try:
+                result = program.eval(data=data).value()
+            except Exception as exc:  # the engine is foreign code: never let it escape
+                return Decision(outcome=ERROR_OUTCOME, rule_id=rule.id, error=f"{exc}")
+            if result is True:
+                return Decision(outcome=rule.outcome, rule_id=rule.id)
+            if result is not False:
+                # CEL returns errors as values (a status string) rather than raising.
+                return Decision(outcome=ERROR_OUTCOME, rule_id=rule.id, error=str(result))
+        return Decision(outcome=self.default_outcome, rule_id=DEFAULT_RULE_ID)
+
+
+def resolve(policies_dir: Path, ref: str) -> PolicyRef:
+    """`<id>` (highest version) or `<id>@<version>` -> the exact file version, by hash."""
+    path, policy_id, version = _locate(Path(policies_dir), ref)
+    return PolicyRef(id=policy_id, version=version, sha256=hashlib.sha256(_read(path)).hexdigest())
+
+
+def list_policies(policies_dir: Path) -> list[str]:
+    """Ids of the policies under `policies_dir` (folders holding at least one vN.yaml)."""
+    policies_dir = Path(policies_dir)
+    if not policies_dir.is_dir():
+        return []
+    return sorted(p.name for p in policies_dir.iterdir() if p.is_dir() and _versions(p))
+
+
+def check_cases(policy: Policy, cases_path: Path) -> list[str]:
+    """Run a policy's example cases; returns failure messages ([] = all pass).
+
+    Each case is `{name, input: {...}, expect: {outcome, rule, error?}}` (`error`: a substring
+    the recorded error must contain; without it, the decision must carry no error). Every rule
+    of the policy not hit by any case is a failure too: an untested rule is a liability.
+    """
+    try:
+        raw = yaml.load(_read(Path(cases_path)), Loader=_MarkedLoader)  # a SafeLoader subclass
+    except (PolicyError, yaml.YAMLError) as exc:
+        return [f"{cases_path}: cannot load cases: {exc}"]
+    if not isinstance(raw, list) or not raw:
+        return [f"{cases_path}: expected a non-empty list of cases"]
+    failures: list[str] = []
+    hit: set[str] = set()
+    names: set[str] = set()
+    for i, case in enumerate(raw):
+        where = f"{cases_path}:{_pos(case)}" if isinstance(case, _Mapping) else f"{cases_path}"
+        if not isinstance(case, dict):
+            failures.append(f"{where}: case {i} must be a mapping with name, input and expect")
+            continue
+        name = str(case.get("name", f"#{i}"))
+        label = f"{where}: case '{name}'"
+        unknown = sorted(str(k) for k in case if k not in ("name", "input", "expect"))
+        if unknown:
+            failures.append(f"{label}: unknown field(s) {', '.join(unknown)}")
+            continue
+        if name in names:
+            failures.append(f"{label}: duplicate case name")
+        names.add(name)
+        inputs, expect = case.get("input"), case.get("expect")
+        if not isinstance(inputs, dict) or not isinstance(expect, dict):
+            failures.append(f"{label}: needs an 'input' mapping and an 'expect' mapping")
+            continue
+        if set(expect) - {"outcome", "rule", "error"} or not {"outcome", "rule"} <= set(expect):
+            failures.append(f"{label}: expect must have outcome and rule (and optionally error)")
+            continue
+        decision = policy.evaluate(inputs)
+        if decision.error is None:
+            # A rule that only ever errors in the cases has not shown what it decides.
+            hit.add(decision.rule_id)
+        got = f"{decision.outcome} by rule '{decision.rule_id}'"
+        if decision.error:
+            got += f" (error: {decision.error})"
+        want = f"{expect['outcome']} by rule '{expect['rule']}'"
+        expected_error = expect.get("error")
+        if (
+            decision.outcome != expect["outcome"]
+            or decision.rule_id != expect["rule"]
+            or (expected_error is None and decision.error is not None)
+            or (expected_error is not None and str(expected_error) not in (decision.error or ""))
+        ):
+            failures.append(f"{label}: expected {want}, got {got}")
+    for rule in policy.rules:
+        if rule.id not in hit:
+            failures.append(f"{cases_path}: rule '{rule.id}' is not hit by any case")
+    return failures
+
+
+# --- locating and reading -------------------------------------------------------------------
+
+
+def _locate(policies_dir: Path, ref: str) -> tuple[Path, str, int]:
+    m = _REF_RE.fullmatch(ref)
+    if m is None:
+        raise PolicyError(f"bad policy ref '{ref}': expected '<id>' or '<id>@<version>'")
+    policy_id = m["id"]
+    versions = _versions(policies_dir / policy_id)
+    if not versions:
+        known = ", ".join(list_policies(policies_dir)) or "(none)"
+        raise PolicyError(
+            f"unknown policy '{policy_id}': no {policies_dir}/{policy_id}/v<N>.yaml; "
+            f"known policies: {known}"
+        )
+    version = int(m["version"]) if m["version"] is not None else max(versions)
+    if version not in versions:
+        known = ", ".join(str(v) for v in sorted(versions))
+        raise PolicyError(f"policy '{policy_id}' has no version {version}; known versions: {known}")
+    return versions[version], policy_id, version
+
+
+def _versions(folder: Path) -> dict[int, Path]:
+    if not folder.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for path in folder.iterdir():
+        m = _VERSION_FILE_RE.fullmatch(path.name)
+        if m and path.is_file():
+            found[int(m["version"])] = path
+    return found
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read: {exc}") from exc
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+class _Mapping(dict[Any, Any]):
+    """A YAML mapping that remembers where it and each of its values start in the file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start: Any = None
+        self.value_marks: dict[Any, Any] = {}
+        self.key_marks: dict[Any, Any] = {}
+
+
+class _MarkedLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings carry positions and which refuses duplicate keys (PyYAML
+    silently keeps the last one, so `when` written twice would hide a rule's real condition)."""
+
+
+def _construct_mapping(loader: _MarkedLoader, node: Any) -> _Mapping:
+    loader.flatten_mapping(node)
+    mapping = _Mapping()
+    mapping.start = node.start_mark
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                None, None, "unhashable mapping key", key_node.start_mark
+            )
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_marks[key] = key_node.start_mark
+        mapping.value_marks[key] = value_node.start_mark
+    return mapping
+
+
+_MarkedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _pos(mapping: _Mapping, key: Any = None, *, of_key: bool = False) -> str:
+    """'line:column' (1-based) of a mapping's value for `key`, of the key, or of the mapping."""
+    marks = mapping.key_marks if of_key else mapping.value_marks
+    mark = marks.get(key) if key is not None else None
+    mark = mark or mapping.start
+    return f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "?:?"
+
+
+def _parse(path: Path, data: bytes, ref: PolicyRef) -> Policy:
+    try:
+        raw = yaml.load(data, Loader=_MarkedLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
+        problem = getattr(exc, "problem", None) or exc
+        raise PolicyError(f"{where}: not valid YAML: {problem}") from exc
+    if not isinstance(raw, _Mapping):
+        raise PolicyError(f"{path}: expected a mapping with fields {', '.join(_POLICY_KEYS)}")
+
+    for key in raw:
+        if key not in _POLICY_KEYS:
+            raise PolicyError(
+                f"{path}:{_pos(raw, key, of_key=True)}: unknown field '{key}'; "
+                f"expected: {', '.join(_POLICY_KEYS)}"
+            )
+    missing = [k for k in _REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise PolicyError(f"{path}: missing field(s) {', '.join(missing)}")
+    if raw["id"] != ref.id:
+        raise PolicyError(
+            f"{path}:{_pos(raw, 'id')}: id is {raw['id']!r} but the folder is '{ref.id}'"
+        )
+    if raw["version"] != ref.version or isinstance(raw["version"], bool):
+        raise PolicyError(
+            f"{path}:{_pos(raw, 'version')}: version is {raw['version']!r} but the file is "
+            f"v{ref.version}.yaml"
+        )
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise PolicyError(f"{path}:{_pos(raw, 'description')}: description must be a string")
+
+    inputs = _parse_inputs(path, raw)
+    params = _parse_params(path, raw)
+    variables = {name: _CEL_TYPES[t] for name, t in inputs.items()}
+    variables.update({f"params.{name}": _cel_type_of(value) for name, value in params.items()})
+    env = cel.NewEnv(variables=variables)
+
+    rules_raw = raw["rules"]
+    if not isinstance(rules_raw, list) or not rules_raw:
+        raise PolicyError(f"{path}:{_pos(raw, 'rules')}: rules must be a non-empty list")
+    rules: list[Rule] = []
+    programs: list[Any] = []
+    for i, entry in enumerate(rules_raw):
+        rule = _parse_rule(path, i, entry, {r.id for r in rules})
+        programs.append(_compile(path, env, rule, entry))
+        rules.append(rule)
+
+    default = raw["default"]
+    if not isinstance(default, _Mapping) or set(default) != {"outcome"}:
+        raise PolicyError(f"{path}:{_pos(raw, 'default')}: default must be {{outcome: ...}}")
+    if default["outcome"] not in OUTCOMES:
+        raise PolicyError(
+            f"{path}:{_pos(default, 'outcome')}: default outcome {default['outcome']!r} is not "
+            f"one of {', '.join(OUTCOMES)}"
+        )
+    return Policy(
+        ref=ref,
+        path=path,
+        description=description.strip(),
+        params=params,
+        inputs=inputs,
+        rules=tuple(rules),
+        default_outcome=default["outcome"],
+        programs=tuple(programs),
+    )
+
+
+def _parse_inputs(path: Path, raw: _Mapping) -> dict[str, str]:
+    inputs = raw["inputs"]
+    if not isinstance(inputs, _Mapping) or not inputs:
+        raise PolicyError(f"{path}:{_pos(raw, 'inputs')}: inputs must map names to CEL types")
+    out: dict[str, str] = {}
+    for name, type_name in inputs.items():
+        where = f"{path}:{_pos(inputs, name, of_key=True)}"
+        if not isinstance(name, str) or not _INPUT_NAME_RE.fullmatch(name):
+            raise PolicyError(f"{where}: input name {name!r} must be a dotted identifier")
+        if name.startswith("params."):
+            raise PolicyError(f"{where}: input '{name}': 'params.' is reserved for params")
+        if type_name not in _CEL_TYPES:
+            raise PolicyError(
+                f"{where}: input '{name}' has type {type_name!r}; expected one of "
+                f"{', '.join(_CEL_TYPES)}"
+            )
+        out[name] = type_name
+    return out
+
+
+def _parse_params(path: Path, raw: _Mapping) -> dict[str, float | int | str | bool]:
+    params = raw.get("params", None)
+    if params is None:
+        return {}
+    if not isinstance(params, _Mapping):
+        raise PolicyError(f"{path}:{_pos(raw, 'params')}: params must be a mapping")
+    out: dict[str, float | int | str | bool] = {}
+    for name, value in params.items():
+        where = f"{path}:{_pos(params, name, of_key=True)}"
+        if not isinstance(name, str) or not _PARAM_NAME_RE.fullmatch(name):
+            raise PolicyError(f"{where}: param name {name!r} must be an identifier")
+        if not isinstance(value, bool | int | float | str):
+            raise PolicyError(f"{where}: param '{name}' must be a number, string or bool")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PolicyError(f"{where}: param '{name}' must be finite")
+        out[name] = value
+    return out
+
+
+def _parse_rule(path: Path, i: int, entry: object, seen: set[str]) -> Rule:
+    if not isinstance(entry, _Mapping):
+        raise PolicyError(f"{path}: rules[{i}] must be a mapping with id, when and outcome")
+    rule_id = entry.get("id")
+    if not isinstance(rule_id, str) or not _ID_RE.fullmatch(rule_id):
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'id')}: rules[{i}]: id must be letters, digits, '_' or '-', "
+            f"got {rule_id!r}"
+        )
+    if rule_id in seen or rule_id in (DEFAULT_RULE_ID, INPUTS_RULE_ID):
+        raise PolicyError(f"{path}:{_pos(entry, 'id')}: rule '{rule_id}': duplicate or reserved id")
+    for key in entry:
+        if key not in _RULE_KEYS:
+            raise PolicyError(
+                f"{path}:{_pos(entry, key, of_key=True)}: rule '{rule_id}': unknown field "
+                f"'{key}'; expected: {', '.join(_RULE_KEYS)}"
+            )
+    for key in _RULE_KEYS:
+        if key not in entry:
+            raise PolicyError(f"{path}:{_pos(entry)}: rule '{rule_id}': missing field '{key}'")
+    when, outcome = entry["when"], entry["outcome"]
+    if not isinstance(when, str) or not when.strip():
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'when')}: rule '{rule_id}': when must be a CEL expression "
+            f"string, got {when!r} (quote it)"
+        )
+    if outcome not in OUTCOMES:
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'outcome')}: rule '{rule_id}': outcome {outcome!r} is not one "
+            f"of {', '.join(OUTCOMES)}"
+        )
+    return Rule(id=rule_id, when=when.strip(), outcome=outcome)
+
+
+def _compile(path: Path, env: Any, rule: Rule, entry: _Mapping) -> Any:
+    where = f"{path}:{_pos(entry, 'when')}: rule '{rule.id}'"
+    try:
+        program = env.compile(rule.when)
+    except RuntimeError as exc:
+        message = str(exc)
+        detail = _clean(message)
+        m = _CEL_POS_RE.match(detail)
+        at = ""
+        if m:
+            # Headline position; further errors, if any, keep their own "line:col:" prefix.
+            at = f" at {m['line']}:{m['col']} of the expression"
+            detail = detail[m.end() :]
+        raise PolicyError(f"{where}: when does not compile{at}: {detail}") from exc
+    return_type = program.return_type()
+    if return_type != cel.Type.BOOL:
+        raise PolicyError(
+            f"{where}: when must be a bool expression, got {return_type.name().lower()}"
+        )
+    return program
+
+
+def _clean(message: str) -> str:
+    # CEL wraps the useful part ("<input>:1:9: undeclared reference ... + caret display") in
+    # status boilerplate; keep the part a policy author can act on.
+    message = message.removeprefix("INVALID_ARGUMENT: ").removesuffix(" [INVALID_ARGUMENT]")
+    return message.replace("ERROR: <input>:", "")
+
+
+def _cel_type_of(value: object) -> Any:
+    # bool first: it is an int subclass.
+    if isinstance(value, bool):
+        return cel.Type.BOOL
+    if isinstance(value, int):
+        return cel.Type.INT
+    if isinstance(value, float):
+        return cel.Type.DOUBLE
+    return cel.Type.STRING
+
+
+def _coerce(value: object, type_name: str) -> object | None:
+    """The value as CEL should see it, or None when it does not fit the declared type."""
+    if type_name == "int":
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and _INT64[0] <= value <= _INT64[1]
+        ):
+            return value
+        return None
+    if type_name == "double":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return None
+    if type_name == "string":
+        return value if isinstance(value, str) else None
+    return value if isinstance(value, bool) else None
+
+
+def _input_error(message: str) -> Decision:
+    return Decision(outcome=ERROR_OUTCOME, rule_id=INPUTS_RULE_ID, error=message)

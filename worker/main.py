@@ -1,0 +1,123 @@
+"""The worker process: build clients once, inject them into the activity classes, run.
+
+Stateless: any number of workers may serve the `labeling` task queue on any machine. Start-up
+migrates the catalog (idempotent, serialised by an advisory lock) and checks the snapshot
+bucket, so a worker refuses to start, with the reason, rather than fail jobs later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.worker import Worker
+
+from activities.jobs import JobActivities
+from activities.labeling import LabelingActivities
+from activities.s3 import S3Target, ensure_versioned_bucket, make_s3_client
+from activities.snapshot import SnapshotActivities
+from catalog import db
+from worker.settings import Settings
+from worker.telemetry import setup_tracing
+from workflows.label_dataset import LabelDataset
+
+log = logging.getLogger("labelfabric.worker")
+
+WORKFLOWS: Sequence[type] = (LabelDataset,)
+
+
+def s3_target(settings: Settings) -> S3Target:
+    return S3Target(
+        endpoint_url=settings.s3_url,
+        bucket=settings.s3_bucket,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        interceptors=[TracingInterceptor()],
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything a worker builds once at start; closed when it stops."""
+
+    engine: AsyncEngine
+    jobs: JobActivities
+    labeling: LabelingActivities
+    snapshots: SnapshotActivities
+
+    @property
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.jobs.prepare_job,
+            self.jobs.ingest,
+            self.jobs.finish_job,
+            self.labeling.label_chunk,
+            self.snapshots.snapshot,
+        ]
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    await asyncio.to_thread(db.migrate, settings.catalog_url)
+    engine = db.make_engine(settings.catalog_url)
+    s3 = make_s3_client(s3_target(settings))
+    await asyncio.to_thread(ensure_versioned_bucket, s3, settings.s3_bucket)
+    jobs = JobActivities(
+        engine=engine,
+        s3=s3,
+        s3_endpoint=settings.s3_url,
+        tasks_dir=settings.tasks_dir,
+        policies_dir=settings.policies_dir,
+    )
+    labeling = LabelingActivities(
+        engine=engine,
+        tasks_dir=settings.tasks_dir,
+        policies_dir=settings.policies_dir,
+        models_dir=settings.models_dir,
+    )
+    snapshots = SnapshotActivities(engine=engine, s3=s3, bucket=settings.s3_bucket)
+    return Runtime(engine=engine, jobs=jobs, labeling=labeling, snapshots=snapshots)
+
+
+def make_worker(client: Client, settings: Settings, runtime: Runtime) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=runtime.activities,
+        max_concurrent_activities=settings.max_concurrent_activities,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    setup_tracing("labelfabric-worker")
+    client = await connect(settings)
+    runtime = await build_runtime(settings)
+    worker = make_worker(client, settings, runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker serving task queue %r on %s", settings.task_queue, settings.temporal_address)
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        await runtime.close()

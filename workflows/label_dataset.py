@@ -1,0 +1,189 @@
+"""LabelDataset: one labeling job, id `label:{dataset}:{job}`.
+
+prepare (resolve task, agents, policy version + sha256, source) → ingest → label_chunk over
+chunks with a sliding window of `parallelism` activities → snapshot → finish.
+
+Deterministic orchestration only: every read of the world happens in an activity. Payloads
+carry chunk ranges and versions, never item text, so an auto-accepted item adds no history
+of its own; a long job continues as new before its history grows large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.jobs import JobActivities
+    from activities.labeling import LabelingActivities
+    from activities.payloads import (
+        ChunkInput,
+        ChunkResult,
+        FinishJobInput,
+        IngestInput,
+        LabelDatasetInput,
+        LabelDatasetResult,
+        OutcomeCounts,
+        PrepareJobInput,
+        Progress,
+        ResumeState,
+        SnapshotInput,
+    )
+    from activities.snapshot import SnapshotActivities
+
+LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
+LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
+# ~3 history events per chunk plus workflow tasks: 400 chunks keep a run far below 10,000.
+MAX_CHUNKS_PER_RUN = 400
+
+BAD_INPUT = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadSource"])
+PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+@workflow.defn(name="LabelDataset")
+class LabelDataset:
+    def __init__(self) -> None:
+        self._progress = Progress(phase="preparing")
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self._progress
+
+    @workflow.run
+    async def run(self, inp: LabelDatasetInput) -> LabelDatasetResult:
+        job_id = workflow.info().workflow_id
+        try:
+            return await self._run(job_id, inp)
+        except ActivityError as err:
+            await workflow.execute_activity_method(
+                JobActivities.finish_job,
+                FinishJobInput(job_id=job_id, status="failed"),
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
+            raise
+
+    async def _run(self, job_id: str, inp: LabelDatasetInput) -> LabelDatasetResult:
+        if inp.chunk_size < 1 or inp.parallelism < 1:
+            raise ApplicationError("chunk_size and parallelism must be at least 1", type="BadInput")
+        state = inp.resume or await self._start(job_id, inp)
+        items = state.ingest.items
+        chunks_total = -(-items // inp.chunk_size)
+        counts, next_chunk = state.counts, state.next_chunk
+        self._progress = Progress(
+            phase="labeling",
+            items=items,
+            quarantined=state.ingest.quarantined,
+            duplicates=state.ingest.duplicates,
+            chunks_total=chunks_total,
+            chunks_done=next_chunk,
+            counts=counts,
+        )
+
+        in_flight: set[asyncio.Task[ChunkResult]] = set()
+        started_this_run = 0
+        while next_chunk < chunks_total or in_flight:
+            while (
+                len(in_flight) < inp.parallelism
+                and next_chunk < chunks_total
+                and started_this_run < MAX_CHUNKS_PER_RUN
+            ):
+                in_flight.add(asyncio.ensure_future(self._chunk(job_id, inp, state, next_chunk)))
+                next_chunk += 1
+                started_this_run += 1
+            done, pending = await workflow.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            in_flight = set(pending)
+            for task in done:
+                counts = counts + task.result().counts
+            self._progress = replace(
+                self._progress, chunks_done=self._progress.chunks_done + len(done), counts=counts
+            )
+            if (
+                not in_flight
+                and started_this_run >= MAX_CHUNKS_PER_RUN
+                and next_chunk < chunks_total
+            ):
+                workflow.continue_as_new(
+                    replace(inp, resume=replace(state, next_chunk=next_chunk, counts=counts))
+                )
+
+        self._progress = replace(self._progress, phase="snapshotting")
+        snapshot = await workflow.execute_activity_method(
+            SnapshotActivities.snapshot,
+            SnapshotInput(job_id=job_id, dataset=inp.dataset),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=PATIENT,
+        )
+        await workflow.execute_activity_method(
+            JobActivities.finish_job,
+            FinishJobInput(job_id=job_id, status="completed"),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        self._progress = replace(self._progress, phase="done")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return LabelDatasetResult(
+            job_id=job_id,
+            dataset=inp.dataset,
+            items=items,
+            duplicates=state.ingest.duplicates,
+            quarantined=state.ingest.quarantined,
+            counts=counts,
+            policy=state.plan.policy,
+            snapshot=snapshot,
+        )
+
+    async def _start(self, job_id: str, inp: LabelDatasetInput) -> ResumeState:
+        workflow.upsert_search_attributes(
+            [LABEL_DATASET.value_set(inp.dataset), LABEL_JOB.value_set(job_id)]
+        )
+        plan = await workflow.execute_activity_method(
+            JobActivities.prepare_job,
+            PrepareJobInput(
+                job_id=job_id,
+                dataset=inp.dataset,
+                source=inp.source,
+                task=inp.task,
+                policy=inp.policy,
+                agents=inp.agents,
+            ),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=BAD_INPUT,
+        )
+        self._progress = Progress(phase="ingesting")
+        ingest = await workflow.execute_activity_method(
+            JobActivities.ingest,
+            IngestInput(job_id=job_id, dataset=inp.dataset, source=inp.source, task=inp.task),
+            start_to_close_timeout=timedelta(hours=2),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=PATIENT,
+        )
+        return ResumeState(plan=plan, ingest=ingest, next_chunk=0, counts=OutcomeCounts())
+
+    async def _chunk(
+        self, job_id: str, inp: LabelDatasetInput, state: ResumeState, chunk: int
+    ) -> ChunkResult:
+        start = chunk * inp.chunk_size
+        return await workflow.execute_activity_method(
+            LabelingActivities.label_chunk,
+            ChunkInput(
+                job_id=job_id,
+                dataset=inp.dataset,
+                task=inp.task,
+                agents=state.plan.agents,
+                policy=state.plan.policy,
+                chunk=chunk,
+                start=start,
+                end=min(start + inp.chunk_size, state.ingest.items),
+            ),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=inp.chunk_heartbeat_timeout_s),
+            retry_policy=PATIENT,
+        )
