@@ -10,6 +10,7 @@ label set abstains with the reason; a rule that errors routes the item to human 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,11 +25,12 @@ from temporalio.exceptions import ApplicationError
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import Ensemble, majority_vote
 from agents.base import Agent, Vote
-from agents.tasks import TaskError, TaskSpec, build_agents, load_task
+from agents.tasks import TaskError, TaskSpec, build_agents, list_tasks, load_task
 from catalog import db
 from policy_rules.engine import Decision, Policy, PolicyError
 
 tracer = trace.get_tracer(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,26 +76,42 @@ class LabelingActivities:
     tasks_dir: Path
     policies_dir: Path
     models_dir: Path
-    _agents: dict[tuple[str, tuple[str, ...]], tuple[TaskSpec, list[Agent]]] = field(
-        default_factory=dict
-    )
+    _tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    _agents: dict[tuple[str, str], Agent] = field(default_factory=dict)
     _policies: dict[tuple[str, int], Policy] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    async def warm(self) -> None:
+        """Build every known task's agents now, at worker start, not in a job's first chunk.
+
+        A task that fails to build is logged and left for its first chunk to report.
+        """
+        for task in list_tasks(self.tasks_dir):
+            try:
+                async with self._lock:
+                    await self._build(task.name, [a.name for a in task.agents])
+            except (TaskError, ApplicationError) as err:
+                log.warning("task %s: agents not built at start: %s", task.name, err)
+
+    async def _build(self, task_name: str, names: Sequence[str]) -> tuple[TaskSpec, list[Agent]]:
+        """The task and its named agents; each agent is built once per process. Needs _lock."""
+        try:
+            if task_name not in self._tasks:
+                self._tasks[task_name] = load_task(self.tasks_dir, task_name)
+            task = self._tasks[task_name]
+            missing = [n for n in names if (task_name, n) not in self._agents]
+            if missing:
+                built = await asyncio.to_thread(
+                    build_agents, task, missing, models_dir=self.models_dir
+                )
+                self._agents.update({(task_name, a.name): a for a in built})
+        except TaskError as err:
+            raise ApplicationError(str(err), type="UnknownTask", non_retryable=True) from err
+        return task, [self._agents[(task_name, n)] for n in names]
+
     async def _load(self, inp: ChunkInput) -> tuple[TaskSpec, list[Agent], Policy]:
-        key = (inp.task, tuple(inp.agents))
         async with self._lock:  # a model trains once per process, not once per chunk
-            if key not in self._agents:
-                try:
-                    task = load_task(self.tasks_dir, inp.task)
-                    agents = await asyncio.to_thread(
-                        build_agents, task, inp.agents, models_dir=self.models_dir
-                    )
-                except TaskError as err:
-                    raise ApplicationError(
-                        str(err), type="UnknownTask", non_retryable=True
-                    ) from err
-                self._agents[key] = (task, agents)
+            task, agents = await self._build(inp.task, inp.agents)
             pkey = (inp.policy.id, inp.policy.version)
             if pkey not in self._policies:
                 try:
@@ -113,7 +131,6 @@ class LabelingActivities:
                 type="PolicyError",
                 non_retryable=True,
             )
-        task, agents = self._agents[key]
         return task, agents, policy
 
     @activity.defn(name="label_chunk")

@@ -22,6 +22,8 @@ class LabelDatasetInput:
     chunk_size: int = 500
     parallelism: int = 4  # label_chunk activities in flight at once
     chunk_heartbeat_timeout_s: int = 30
+    # A run continues as new after this many chunks, so no history grows with the dataset.
+    max_chunks_per_run: int = 400
     # Carried across continue-as-new; never set by callers.
     resume: ResumeState | None = None
 

@@ -16,7 +16,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,7 +62,9 @@ def plain_loop(settings: Settings, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-async def durable_job(settings: Settings, source: Path) -> tuple[float, LabelDatasetResult, int]:
+async def durable_job(
+    settings: Settings, source: Path, parallelism: int, chunk_size: int
+) -> tuple[float, LabelDatasetResult, int]:
     runtime = await build_runtime(settings)
     client = await Client.connect(settings.temporal_address)
     try:
@@ -69,7 +73,13 @@ async def durable_job(settings: Settings, source: Path) -> tuple[float, LabelDat
             wid = f"label:bench:{int(time.time())}"
             result = await client.execute_workflow(
                 "LabelDataset",
-                LabelDatasetInput(dataset="bench", source=str(source), task="sentiment"),
+                LabelDatasetInput(
+                    dataset="bench",
+                    source=str(source),
+                    task="sentiment",
+                    parallelism=parallelism,
+                    chunk_size=chunk_size,
+                ),
                 id=wid,
                 task_queue=settings.task_queue,
                 result_type=LabelDatasetResult,
@@ -78,12 +88,32 @@ async def durable_job(settings: Settings, source: Path) -> tuple[float, LabelDat
             history = await client.get_workflow_handle(wid).fetch_history()
     finally:
         await runtime.close()
+    print_phases(history.events)
     return result.items / seconds, result, len(history.events)
+
+
+def print_phases(events: Sequence[Any]) -> None:
+    """Wall-clock span of each activity type, from the job's own history."""
+    kind: dict[int, str] = {}
+    spans: dict[str, list[float]] = {}
+    for e in events:
+        t = e.event_time.seconds + e.event_time.nanos / 1e9
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            kind[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+            spans.setdefault(kind[e.event_id], [t, t])
+        elif e.HasField("activity_task_completed_event_attributes"):
+            name = kind[e.activity_task_completed_event_attributes.scheduled_event_id]
+            spans[name][1] = t
+    first = events[0].event_time.seconds + events[0].event_time.nanos / 1e9
+    for name, (a, b) in spans.items():
+        print(f"  {name:<12} from {a - first:6.2f} s to {b - first:6.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=4, help="copies of the sample (distinct)")
+    parser.add_argument("--parallelism", type=int, default=4, help="label_chunk in flight")
+    parser.add_argument("--chunk-size", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home), **BENCH_PORTS)  # type: ignore[arg-type]
@@ -95,7 +125,9 @@ def main() -> None:
         stack.up(settings)
         try:
             loop_rate = plain_loop(settings, texts)
-            job_rate, result, events = asyncio.run(durable_job(settings, source))
+            job_rate, result, events = asyncio.run(
+                durable_job(settings, source, args.parallelism, args.chunk_size)
+            )
         finally:
             stack.down(settings)
     print(f"items                 {len(texts)}")

@@ -36,7 +36,7 @@ from catalog.models import (
 MIGRATIONS = Path(__file__).resolve().parent.parent / "infra" / "migrations"
 AUDIT_LOCK = 0x6175_6469_74  # "audit": one writer at a time extends the hash chain
 GENESIS_HASH = "0" * 64
-# asyncpg allows 32767 bind parameters per statement; keep batches well below.
+# Rows per IN (...) list when reading back by id.
 BATCH_ROWS = 1000
 
 T_JOB = Job.__table__  # type: ignore[attr-defined]
@@ -69,10 +69,10 @@ def migrate(url: str) -> None:
 async def _insert_ignore(
     conn: AsyncConnection, table: Any, rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    for i in range(0, len(rows), BATCH_ROWS):
-        batch = rows[i : i + BATCH_ROWS]
-        if batch:
-            await conn.execute(insert(table).values(list(batch)).on_conflict_do_nothing())
+    # executemany form: SQLAlchemy compiles the statement once and batches the rows
+    # ("insertmanyvalues"); a multi-VALUES literal is recompiled per call and was 4x slower.
+    if rows:
+        await conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
 
 
 # --- audit -------------------------------------------------------------------------------

@@ -21,11 +21,13 @@ TEST_PORTS = {
     "temporal_http_port": 17243,
     "temporal_metrics_port": 17244,
     "postgres_port": 25432,
-    "s3_port": 18333,
-    "weed_master_port": 19333,
-    "weed_volume_port": 19340,
-    "weed_filer_port": 18888,
-    "weed_admin_port": 24646,
+    # SeaweedFS also binds each port + 10000 (gRPC): keep clear of the default stack's
+    # 18333/19333/19340/18888/33646 so the suite runs beside `make demo`.
+    "s3_port": 21333,
+    "weed_master_port": 21334,
+    "weed_volume_port": 21335,
+    "weed_filer_port": 21336,
+    "weed_admin_port": 21337,
 }
 
 

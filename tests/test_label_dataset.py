@@ -312,3 +312,36 @@ async def test_label_chunk_twice_writes_once(
         after = await conn.scalar(select(func.count()).select_from(db.T_VOTE))
     assert before == after
     assert again.counts == result.counts
+
+
+async def test_long_job_continues_as_new_and_keeps_its_totals(
+    env: WorkflowEnvironment,
+    worker: Worker,
+    stack: Settings,
+    runtime: Runtime,
+    gold_rows: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    source = write_jsonl(tmp_path / "can.jsonl", [r["text"] for r in gold_rows[:40]])
+    dataset = f"ds{uuid.uuid4().hex[:6]}"
+    wid = f"label:{dataset}:can"
+    inp = LabelDatasetInput(
+        dataset=dataset,
+        source=str(source),
+        task="sentiment",
+        chunk_size=4,
+        max_chunks_per_run=3,
+        parallelism=2,
+    )
+    handle = await env.client.start_workflow(
+        "LabelDataset", inp, id=wid, task_queue=stack.task_queue, result_type=LabelDatasetResult
+    )
+    first_run = handle.first_execution_run_id or handle.result_run_id
+    result = await handle.result()
+    assert result.items == 40 and result.counts.total == 40
+    assert await scalar(runtime, "SELECT count(*) FROM decision WHERE job_id = :j", j=wid) == 40
+    # 10 chunks at 3 per run: four runs, the first ended by continue-as-new.
+    runs = [w async for w in env.client.list_workflows(f'WorkflowId = "{wid}"')]
+    assert len(runs) == 4
+    first = await env.client.get_workflow_handle(wid, run_id=first_run).fetch_history()
+    assert first.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")

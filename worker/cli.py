@@ -41,19 +41,21 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def status_table(parts: list[stack.PartStatus]) -> Table:
+def status_table(parts: list[stack.PartStatus], *, detail: bool = True) -> Table:
     table = Table(title="labelfabric stack")
-    for col in ("part", "address", "answers", "managed", "pid", "detail"):
-        table.add_column(col)
+    for col in ("part", "address", "answers", "managed", "pid"):
+        table.add_column(col, no_wrap=True)
+    if detail:
+        table.add_column("detail", overflow="fold")
     for p in parts:
-        table.add_row(
+        row = [
             p.name,
             p.address,
             "[green]yes[/]" if p.answers else "[red]no[/]",
             "yes" if p.managed else "no",
             str(p.pid or ""),
-            p.detail,
-        )
+        ]
+        table.add_row(*row, *([p.detail] if detail else []))
     return table
 
 
@@ -74,7 +76,7 @@ def up(
     migrate(settings.catalog_url)
     if with_worker:
         parts.append(stack.start_worker(settings))
-    console.print(status_table(parts))
+    console.print(status_table(parts, detail=False))
     console.print(f"Temporal Web UI: {settings.temporal_ui_url}")
 
 
@@ -255,8 +257,8 @@ async def _start_job(
 
 def print_summary(result: LabelDatasetResult, seconds: float, settings: Settings) -> None:
     table = Table(title=f"job {result.job_id}")
-    table.add_column("")
-    table.add_column("value", justify="right")
+    table.add_column("", no_wrap=True)
+    table.add_column("value", overflow="fold")
     c = result.counts
     rows: list[tuple[str, object]] = [
         ("items", result.items),

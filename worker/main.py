@@ -93,6 +93,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         models_dir=settings.models_dir,
     )
     snapshots = SnapshotActivities(engine=engine, s3=s3, bucket=settings.s3_bucket)
+    await labeling.warm()
     return Runtime(engine=engine, jobs=jobs, labeling=labeling, snapshots=snapshots)
 
 

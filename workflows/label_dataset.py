@@ -38,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
 
 LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
 LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
-# ~3 history events per chunk plus workflow tasks: 400 chunks keep a run far below 10,000.
-MAX_CHUNKS_PER_RUN = 400
 
 BAD_INPUT = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadSource"])
 PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -93,7 +91,7 @@ class LabelDataset:
             while (
                 len(in_flight) < inp.parallelism
                 and next_chunk < chunks_total
-                and started_this_run < MAX_CHUNKS_PER_RUN
+                and started_this_run < inp.max_chunks_per_run
             ):
                 in_flight.add(asyncio.ensure_future(self._chunk(job_id, inp, state, next_chunk)))
                 next_chunk += 1
@@ -107,7 +105,7 @@ class LabelDataset:
             )
             if (
                 not in_flight
-                and started_this_run >= MAX_CHUNKS_PER_RUN
+                and started_this_run >= inp.max_chunks_per_run
                 and next_chunk < chunks_total
             ):
                 workflow.continue_as_new(
