@@ -8,12 +8,17 @@ servers instead of starting its own, exactly as the product does.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from worker.main import Runtime, build_runtime, make_worker
 from worker.settings import Settings
+from worker.stack import find_binary
+from workflows.label_dataset import LABEL_DATASET, LABEL_JOB
 
 TEST_PORTS = {
     "temporal_port": 17233,
@@ -80,3 +85,33 @@ def gold_rows() -> list[dict[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         files = write_sample(Path(tmp))
         return [json.loads(line) for line in files.gold.read_text().splitlines()]
+
+
+# --- shared async fixtures: the real activities, an ephemeral dev server, a worker ----------
+
+
+@pytest.fixture(scope="session")
+async def runtime(stack: Settings) -> AsyncIterator[Runtime]:
+    rt = await build_runtime(stack)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    from temporalio.common import SearchAttributeKey
+
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(find_binary("temporal")),
+        search_attributes=[LABEL_DATASET, LABEL_JOB, SearchAttributeKey.for_keyword("ReviewState")],
+    ) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    env: WorkflowEnvironment, stack: Settings, runtime: Runtime
+) -> AsyncIterator[Worker]:
+    w = make_worker(env.client, stack, runtime)
+    async with w:
+        yield w

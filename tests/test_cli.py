@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,9 +17,11 @@ import pytest
 from temporalio.client import Client
 
 from activities.payloads import LabelDatasetResult
+from activities.s3 import make_s3_client
 from tests.conftest import settings_env
 from tests.helpers import write_jsonl
 from tests.test_durability import spawn_worker
+from worker.main import s3_target
 from worker.settings import PROJECT_ROOT, Settings
 from worker.stack import find_binary
 
@@ -82,7 +85,15 @@ def test_job_start_wait_prints_summary_and_snapshot_version(
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"label:{dataset}:j1" in out.stdout
-    assert "S3 version id" in out.stdout and f"{dataset}@1" in out.stdout
+    assert f"{dataset}@1" in out.stdout
+    # The version id printed is a real object version of the snapshot key.
+    match = re.search(r"S3 version id\s*│\s*(\S+)", out.stdout)
+    assert match, out.stdout
+    s3 = make_s3_client(s3_target(stack))
+    head = s3.head_object(
+        Bucket=stack.s3_bucket, Key=f"datasets/{dataset}/labels.jsonl", VersionId=match[1]
+    )
+    assert head["Metadata"]["labelfabric-job"] == f"label:{dataset}:j1"
     listed = subprocess.run(
         [
             str(find_binary("temporal")),

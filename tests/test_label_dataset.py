@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,39 +18,8 @@ from activities.payloads import LabelDatasetInput, LabelDatasetResult, Progress
 from activities.s3 import S3Target, make_s3_client
 from catalog import db
 from tests.helpers import write_jsonl
-from worker.main import Runtime, build_runtime, make_worker, s3_target
+from worker.main import Runtime, s3_target
 from worker.settings import Settings
-from worker.stack import find_binary
-from workflows.label_dataset import LABEL_DATASET, LABEL_JOB
-
-REVIEW_STATE = "ReviewState"
-
-
-@pytest.fixture(scope="session")
-async def runtime(stack: Settings) -> AsyncIterator[Runtime]:
-    rt = await build_runtime(stack)
-    yield rt
-    await rt.close()
-
-
-@pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    from temporalio.common import SearchAttributeKey
-
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(find_binary("temporal")),
-        search_attributes=[LABEL_DATASET, LABEL_JOB, SearchAttributeKey.for_keyword(REVIEW_STATE)],
-    ) as environment:
-        yield environment
-
-
-@pytest.fixture(scope="session")
-async def worker(
-    env: WorkflowEnvironment, stack: Settings, runtime: Runtime
-) -> AsyncIterator[Worker]:
-    w = make_worker(env.client, stack, runtime)
-    async with w:
-        yield w
 
 
 async def run_job(

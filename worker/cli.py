@@ -41,22 +41,19 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def status_table(parts: list[stack.PartStatus], *, detail: bool = True) -> Table:
+def print_status(parts: list[stack.PartStatus], *, detail: bool = True) -> None:
     table = Table(title="labelfabric stack")
     for col in ("part", "address", "answers", "managed", "pid"):
         table.add_column(col, no_wrap=True)
-    if detail:
-        table.add_column("detail", overflow="fold")
     for p in parts:
-        row = [
-            p.name,
-            p.address,
-            "[green]yes[/]" if p.answers else "[red]no[/]",
-            "yes" if p.managed else "no",
-            str(p.pid or ""),
-        ]
-        table.add_row(*row, *([p.detail] if detail else []))
-    return table
+        answers = "[green]yes[/]" if p.answers else "[red]no[/]"
+        managed = "yes" if p.managed else "external"
+        table.add_row(p.name, p.address, answers, managed, str(p.pid or ""))
+    console.print(table)
+    if detail:
+        for p in parts:
+            if p.detail:
+                console.print(f"  [bold]{p.name}[/]: {p.detail}", soft_wrap=True)
 
 
 @app.command()
@@ -76,7 +73,7 @@ def up(
     migrate(settings.catalog_url)
     if with_worker:
         parts.append(stack.start_worker(settings))
-    console.print(status_table(parts, detail=False))
+    print_status(parts, detail=False)
     console.print(f"Temporal Web UI: {settings.temporal_ui_url}")
 
 
@@ -91,7 +88,7 @@ def down() -> None:
 def status() -> None:
     """Show each part of the stack, its address and whether it answers."""
     parts = stack.status(Settings())
-    console.print(status_table(parts))
+    print_status(parts)
     if not all(p.answers for p in parts):
         raise typer.Exit(code=1)
 
