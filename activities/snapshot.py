@@ -51,7 +51,12 @@ class SnapshotActivities:
             content_sha, count, distribution, job_ids = await self._write_labels(inp.dataset, body)
             try:
                 data_version = await asyncio.to_thread(
-                    self._put_once, data_key(inp.dataset), body, inp.job_id, content_sha
+                    self._put_once,
+                    data_key(inp.dataset),
+                    body,
+                    inp.job_id,
+                    content_sha,
+                    "application/x-ndjson",
                 )
                 async with self.engine.begin() as conn:
                     # One snapshot writer per dataset at a time keeps version numbers dense.
@@ -85,11 +90,12 @@ class SnapshotActivities:
                     raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
                     manifest_sha = hashlib.sha256(raw).hexdigest()
                     manifest_version = await asyncio.to_thread(
-                        self._put_bytes_once,
+                        self._put_once,
                         manifest_key(inp.dataset),
                         raw,
                         inp.job_id,
                         manifest_sha,
+                        "application/json",
                     )
                     row = {
                         "dataset": inp.dataset,
@@ -166,7 +172,10 @@ class SnapshotActivities:
         out.seek(0)
         return digest.hexdigest(), count, distribution, job_ids
 
-    def _put_once(self, key: str, body: IO[bytes], job_id: str, sha: str) -> str:
+    def _put_once(
+        self, key: str, body: IO[bytes] | bytes, job_id: str, sha: str, content_type: str
+    ) -> str:
+        """Put a new object version, unless this job already put this content there."""
         found = self._version_written_by(key, job_id, sha)
         if found:
             return found
@@ -174,19 +183,7 @@ class SnapshotActivities:
             Bucket=self.bucket,
             Key=key,
             Body=body,
-            Metadata={"labelfabric-job": job_id, "content-sha256": sha},
-        )
-        return _version_id(resp, key)
-
-    def _put_bytes_once(self, key: str, raw: bytes, job_id: str, sha: str) -> str:
-        found = self._version_written_by(key, job_id, sha)
-        if found:
-            return found
-        resp = self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=raw,
-            ContentType="application/json",
+            ContentType=content_type,
             Metadata={"labelfabric-job": job_id, "content-sha256": sha},
         )
         return _version_id(resp, key)
