@@ -163,3 +163,11 @@ async def test_temporal_cli_start_as_in_the_readme(
     client = await Client.connect(stack.temporal_address)
     result = await client.get_workflow_handle(wid, result_type=LabelDatasetResult).result()
     assert result.items == 50 and result.snapshot.version == 1
+
+
+def test_job_start_warns_when_no_worker_polls(stack: Settings, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "idle.jsonl", ["fine"])
+    idle = stack.model_copy(update={"task_queue": f"idle-{uuid.uuid4().hex[:6]}"})
+    out = cli(idle, "job", "start", str(source), "--dataset", "idle", "--task", "sentiment")
+    assert out.returncode == 0, out.stderr
+    assert f"no worker is polling task queue '{idle.task_queue}'" in out.stdout.replace("\n", " ")

@@ -70,7 +70,10 @@ def up(
         parts = stack.up(settings, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
     except stack.StackError as err:
         raise fail(str(err)) from err
-    migrate(settings.catalog_url)
+    try:
+        migrate(settings.catalog_url)
+    except Exception as err:  # any driver error: say which catalog and why
+        raise fail(f"cannot migrate the catalog at {settings.catalog_url}: {err}") from err
     if with_worker:
         parts.append(stack.start_worker(settings))
     print_status(parts, detail=False)
@@ -216,6 +219,11 @@ async def _start_job(
         ),
     )
     console.print(f"started [bold]{workflow_id}[/]\n{ui_link(settings, workflow_id)}")
+    if not await has_pollers(client, settings.task_queue):
+        console.print(
+            f"[yellow]no worker is polling task queue {settings.task_queue!r} yet: the job "
+            "waits until one starts (labelfabric worker, or labelfabric up --worker)[/]"
+        )
     if not wait:
         return
     started = time.monotonic()
@@ -250,6 +258,21 @@ async def _start_job(
             cause = cause.cause
         raise fail(f"job {workflow_id} failed: {cause}") from err
     print_summary(result, time.monotonic() - started, settings)
+
+
+async def has_pollers(client: Client, task_queue: str) -> bool:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(resp.pollers) > 0
 
 
 def print_summary(result: LabelDatasetResult, seconds: float, settings: Settings) -> None:
