@@ -158,3 +158,158 @@ class LabelDatasetResult:
     counts: OutcomeCounts
     policy: PolicyRefPayload
     snapshot: SnapshotRef
+
+
+# --- human review --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewRulesPayload:
+    """From the routing policy version that sent the item to people."""
+
+    reviewers_needed: int = 1
+    timeout_s: int = 7 * 24 * 3600
+    escalate_to: str = ""
+    escalation_timeout_s: int = 24 * 3600
+    on_timeout: str = "quarantine"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewerGrant:
+    """A roster entry for the item's task, resolved when the item is routed."""
+
+    id: str
+    cleared: bool  # clearance covers the item's sensitivity
+    groups: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewItemInput:
+    dataset: str
+    item_id: str
+    job_id: str
+    task: str
+    labels: list[str]
+    sensitivity: str
+    policy: PolicyRefPayload
+    rule_id: str
+    rules: ReviewRulesPayload
+    reviewers: list[ReviewerGrant]
+    gold_label: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewSubmission:
+    reviewer: str
+    label: str
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewReceipt:
+    accepted: bool
+    state: str  # the item's review state after this submission
+    label: str | None = None  # set once the item is decided
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewRecord:
+    reviewer: str
+    label: str
+    note: str
+    via: str
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoteView:
+    agent: str
+    version: str
+    label: str | None
+    confidence: float
+    rationale: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewContext:
+    votes: list[VoteView]
+    ensemble_label: str | None
+    ensemble_confidence: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewStateView:
+    """What the `state` query returns: enough to decide, no item text."""
+
+    dataset: str
+    item_id: str
+    job_id: str
+    state: str  # awaiting | escalated | done | expired
+    rule_id: str
+    policy: PolicyRefPayload
+    labels: list[str]
+    votes: list[VoteView]
+    reviews: list[ReviewRecord]
+    label: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenReviewsInput:
+    job_id: str
+    dataset: str
+    task: str
+    policy: PolicyRefPayload
+    chunk: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadContextInput:
+    dataset: str
+    item_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordReviewInput:
+    key: str
+    workflow_id: str
+    dataset: str
+    item_id: str
+    job_id: str
+    submission: ReviewSubmission
+    via: str
+    accepted: bool
+    reason: str = ""
+    gold_label: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseReviewInput:
+    workflow_id: str
+    dataset: str
+    item_id: str
+    job_id: str
+    state: str  # done | expired
+    label: str | None = None
+    reviewers: list[str] = field(default_factory=list)
+    outcome: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetInput:
+    name: str
+    debounce_s: float = 0.5
+    # Continue as new well before Temporal's per-run limits (10,000 signals, history size).
+    max_batches_per_run: int = 200
+    max_signals_per_run: int = 2000
+    pending: int = 0  # carried across continue-as-new
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelsChanged:
+    source: str  # the workflow that changed labels
+    count: int = 1

@@ -65,8 +65,8 @@ def plain_loop(settings: Settings, texts: list[str]) -> float:
 async def durable_job(
     settings: Settings, source: Path, parallelism: int, chunk_size: int
 ) -> tuple[float, LabelDatasetResult, int]:
-    runtime = await build_runtime(settings)
     client = await Client.connect(settings.temporal_address)
+    runtime = await build_runtime(settings, client)
     try:
         async with make_worker(client, settings, runtime):
             started = time.perf_counter()

@@ -28,6 +28,8 @@ from catalog.models import (
     JobItem,
     Label,
     RejectedRecord,
+    Review,
+    ReviewTask,
     Snapshot,
     Vote,
     utcnow,
@@ -48,6 +50,8 @@ T_DECISION = Decision.__table__  # type: ignore[attr-defined]
 T_LABEL = Label.__table__  # type: ignore[attr-defined]
 T_SNAPSHOT = Snapshot.__table__  # type: ignore[attr-defined]
 T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
+T_REVIEW = Review.__table__  # type: ignore[attr-defined]
+T_REVIEW_TASK = ReviewTask.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -341,3 +345,58 @@ async def job_agents_and_policies(conn: AsyncConnection, job_ids: Iterable[str])
         "agents": [{"name": a, "version": v} for a, v in agents],
         "policies": [{"id": p, "version": v, "sha256": s} for p, v, s in policies],
     }
+
+
+# --- human review ------------------------------------------------------------------------
+
+
+async def routed_items(
+    conn: AsyncConnection, *, job_id: str, dataset: str, start: int, end: int
+) -> list[tuple[str, str, str]]:
+    """(item id, rule id, sensitivity) of a chunk's items routed to human review."""
+    rows = await conn.execute(
+        select(T_DECISION.c.item_id, T_DECISION.c.rule_id, T_ITEM.c.sensitivity)
+        .join(
+            T_JOB_ITEM,
+            (T_JOB_ITEM.c.job_id == T_DECISION.c.job_id)
+            & (T_JOB_ITEM.c.item_id == T_DECISION.c.item_id),
+        )
+        .join(T_ITEM, (T_ITEM.c.dataset == dataset) & (T_ITEM.c.id == T_DECISION.c.item_id))
+        .where(T_DECISION.c.job_id == job_id, T_DECISION.c.outcome == "human_review")
+        .where(T_JOB_ITEM.c.ordinal >= start, T_JOB_ITEM.c.ordinal < end)
+        .order_by(T_JOB_ITEM.c.ordinal)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def open_review_tasks(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    await _insert_ignore(conn, T_REVIEW_TASK, rows)
+
+
+async def item_votes(
+    conn: AsyncConnection, *, job_id: str, item_id: str
+) -> tuple[list[tuple[str, str, str | None, float, str]], tuple[str | None, float] | None]:
+    """An item's votes in a job (agent, version, label, confidence, rationale) and the
+    ensemble (label, confidence) its decision recorded."""
+    votes = await conn.execute(
+        select(
+            T_VOTE.c.agent,
+            T_VOTE.c.agent_version,
+            T_VOTE.c.label,
+            T_VOTE.c.confidence,
+            T_VOTE.c.rationale,
+        )
+        .where(T_VOTE.c.job_id == job_id, T_VOTE.c.item_id == item_id)
+        .order_by(T_VOTE.c.agent)
+    )
+    decision = (
+        await conn.execute(
+            select(T_DECISION.c.ensemble_label, T_DECISION.c.ensemble_confidence).where(
+                T_DECISION.c.job_id == job_id, T_DECISION.c.item_id == item_id
+            )
+        )
+    ).first()
+    return (
+        [(r[0], r[1], r[2], r[3], r[4]) for r in votes],
+        (decision[0], decision[1]) if decision else None,
+    )

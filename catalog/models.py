@@ -154,3 +154,44 @@ class AuditEvent(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str
     hash: str
+
+
+class ReviewTask(SQLModel, table=True):
+    """An item routed to people: one per job and item, with its ReviewItem workflow."""
+
+    __tablename__ = "review_task"
+    dataset: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    job_id: str = Field(primary_key=True)
+    workflow_id: str
+    state: str  # awaiting | escalated | done | expired
+    rule_id: str
+    policy_id: str
+    policy_version: int
+    policy_sha256: str
+    gold_label: str | None = None
+    label: str | None = None  # the label people agreed on
+    outcome: str | None = None  # on expiry: the policy's final outcome (e.g. quarantine)
+    opened_at: datetime = _ts(nullable=False)
+    closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Review(SQLModel, table=True):
+    """Every submission a reviewer makes, accepted or refused, with the reason."""
+
+    __table_args__ = (Index("ix_review_item", "dataset", "item_id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    review_key: str = Field(unique=True)  # update id or signal sequence: retries add nothing
+    dataset: str
+    item_id: str
+    job_id: str
+    workflow_id: str
+    reviewer: str
+    label: str
+    note: str
+    via: str  # update | signal
+    accepted: bool
+    reason: str | None = None
+    gold_label: str | None = None
+    correct: bool | None = None  # against the gold label, when the item has one
+    submitted_at: datetime = _ts(nullable=False)

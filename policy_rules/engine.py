@@ -56,7 +56,14 @@ _CEL_TYPES: dict[str, Any] = {
     "string": cel.Type.STRING,
     "bool": cel.Type.BOOL,
 }
-_POLICY_KEYS = ("id", "version", "description", "inputs", "params", "rules", "default")
+_POLICY_KEYS = ("id", "version", "description", "inputs", "params", "rules", "default", "review")
+_REVIEW_KEYS = (
+    "reviewers_needed",
+    "timeout_s",
+    "escalate_to",
+    "escalation_timeout_s",
+    "on_timeout",
+)
 _REQUIRED_KEYS = ("id", "version", "inputs", "rules", "default")
 _RULE_KEYS = ("id", "when", "outcome")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -96,6 +103,17 @@ class Rule:
     outcome: str
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReviewRules:
+    """How a routed item's human review closes, from the policy version that routed it."""
+
+    reviewers_needed: int = 1  # agreeing reviews that close an item
+    timeout_s: int = 7 * 24 * 3600  # wait for the first reviewer group
+    escalate_to: str = ""  # reviewer group asked next when nobody answered ("" = none)
+    escalation_timeout_s: int = 24 * 3600
+    on_timeout: str = "quarantine"  # final outcome when nobody answered at all
+
+
 class Policy:
     """A loaded, fully compiled policy version; immutable and safe to share between threads."""
 
@@ -106,6 +124,7 @@ class Policy:
     inputs: Mapping[str, str]
     rules: tuple[Rule, ...]
     default_outcome: str
+    review: ReviewRules
 
     def __init__(
         self,
@@ -118,6 +137,7 @@ class Policy:
         rules: tuple[Rule, ...],
         default_outcome: str,
         programs: tuple[Any, ...],
+        review: ReviewRules | None = None,
     ) -> None:
         self.ref = ref
         self.path = path
@@ -126,6 +146,7 @@ class Policy:
         self.inputs = dict(inputs)
         self.rules = rules
         self.default_outcome = default_outcome
+        self.review = review or ReviewRules()
         self._programs = programs
         # Bound once: every evaluation merges these into the caller's inputs.
         self._param_data = {f"params.{k}": v for k, v in self.params.items()}
@@ -390,7 +411,34 @@ def _parse(path: Path, data: bytes, ref: PolicyRef) -> Policy:
         rules=tuple(rules),
         default_outcome=default["outcome"],
         programs=tuple(programs),
+        review=_parse_review(path, raw),
     )
+
+
+def _parse_review(path: Path, raw: _Mapping) -> ReviewRules:
+    if "review" not in raw:
+        return ReviewRules()
+    block = raw["review"]
+    if not isinstance(block, _Mapping):
+        raise PolicyError(f"{path}:{_pos(raw, 'review')}: review must be a mapping")
+    for key in block:
+        if key not in _REVIEW_KEYS:
+            raise PolicyError(
+                f"{path}:{_pos(block, key, of_key=True)}: unknown review field '{key}'; "
+                f"expected: {', '.join(_REVIEW_KEYS)}"
+            )
+    for key in ("reviewers_needed", "timeout_s", "escalation_timeout_s"):
+        value = block.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PolicyError(f"{path}:{_pos(block, key)}: review.{key} must be an integer >= 1")
+    if not isinstance(block.get("escalate_to", ""), str):
+        raise PolicyError(f"{path}:{_pos(block, 'escalate_to')}: review.escalate_to must be text")
+    if block.get("on_timeout", "quarantine") not in OUTCOMES:
+        raise PolicyError(
+            f"{path}:{_pos(block, 'on_timeout')}: review.on_timeout must be one of "
+            f"{', '.join(OUTCOMES)}"
+        )
+    return ReviewRules(**{k: block[k] for k in _REVIEW_KEYS if k in block})
 
 
 def _parse_inputs(path: Path, raw: _Mapping) -> dict[str, str]:

@@ -8,6 +8,7 @@ servers instead of starting its own, exactly as the product does.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def make_test_settings(home: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite stopped by SIGTERM (a CI timeout, `timeout`) tears its servers down like Ctrl-C.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +100,8 @@ def gold_rows() -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-async def runtime(stack: Settings) -> AsyncIterator[Runtime]:
-    rt = await build_runtime(stack)
+async def runtime(stack: Settings, env: WorkflowEnvironment) -> AsyncIterator[Runtime]:
+    rt = await build_runtime(stack, env.client)
     yield rt
     await rt.close()
 

@@ -18,6 +18,7 @@ from policy_rules.engine import (
     Decision,
     Policy,
     PolicyError,
+    ReviewRules,
     check_cases,
     list_policies,
     resolve,
@@ -108,7 +109,7 @@ def test_route_default_uses_exactly_the_activity_inputs() -> None:
         "ensemble.confidence": "double",
         "ensemble.agreement": "double",
     }
-    assert policy.ref.id == "route_default" and policy.ref.version == 1
+    assert policy.ref.id == "route_default" and policy.ref.version == 2
     assert {r.outcome for r in policy.rules} <= set(OUTCOMES)
 
 
@@ -319,3 +320,33 @@ def test_unknown_policy_and_version(tmp_path: Path) -> None:
         resolve(tmp_path, "../demo")
     with pytest.raises(PolicyError, match="known policies: .*route_default"):
         Policy.load(POLICIES, "route_defualt")
+
+
+def test_review_rules_come_from_the_policy_version(tmp_path: Path) -> None:
+    v1 = Policy.load(POLICIES, "route_default@1")
+    v2 = Policy.load(POLICIES, "route_default@2")
+    assert v1.review == ReviewRules()  # no review block: the defaults
+    assert (v2.review.reviewers_needed, v2.review.escalate_to, v2.review.on_timeout) == (
+        1,
+        "senior",
+        "quarantine",
+    )
+    path = write_policy(tmp_path, GOOD_RULES)
+    path.write_text(path.read_text() + "review:\n  reviewers_needed: 2\n  on_timeout: reject\n")
+    loaded = Policy.load(tmp_path, "demo")
+    assert (loaded.review.reviewers_needed, loaded.review.on_timeout) == (2, "reject")
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("review:\n  reviewers_needed: 0\n", "review.reviewers_needed must be an integer >= 1"),
+        ("review:\n  on_timeout: shrug\n", "review.on_timeout must be one of"),
+        ("review:\n  timout_s: 5\n", "unknown review field 'timout_s'"),
+    ],
+)
+def test_bad_review_rules_are_refused(tmp_path: Path, block: str, expected: str) -> None:
+    path = write_policy(tmp_path, GOOD_RULES)
+    path.write_text(path.read_text() + block)
+    with pytest.raises(PolicyError, match=re.escape(expected)):
+        Policy.load(tmp_path, "demo")

@@ -21,16 +21,19 @@ from temporalio.worker import Worker
 
 from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
+from activities.review import ReviewActivities
 from activities.s3 import S3Target, ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
 from catalog import db
 from worker.settings import Settings
 from worker.telemetry import setup_tracing
+from workflows.dataset import Dataset
 from workflows.label_dataset import LabelDataset
+from workflows.review_item import ReviewItem
 
 log = logging.getLogger("labelfabric.worker")
 
-WORKFLOWS: Sequence[type] = (LabelDataset,)
+WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset)
 
 
 def s3_target(settings: Settings) -> S3Target:
@@ -59,6 +62,7 @@ class Runtime:
     jobs: JobActivities
     labeling: LabelingActivities
     snapshots: SnapshotActivities
+    reviews: ReviewActivities
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -68,13 +72,18 @@ class Runtime:
             self.jobs.finish_job,
             self.labeling.label_chunk,
             self.snapshots.snapshot,
+            self.reviews.open_reviews,
+            self.reviews.load_review_context,
+            self.reviews.record_review,
+            self.reviews.close_review,
         ]
 
     async def close(self) -> None:
         await self.engine.dispose()
 
 
-async def build_runtime(settings: Settings) -> Runtime:
+async def build_runtime(settings: Settings, client: Client) -> Runtime:
+    """`client` is the Temporal the activities start review and dataset workflows on."""
     await asyncio.to_thread(db.migrate, settings.catalog_url)
     engine = db.make_engine(settings.catalog_url)
     s3 = make_s3_client(s3_target(settings))
@@ -93,8 +102,19 @@ async def build_runtime(settings: Settings) -> Runtime:
         models_dir=settings.models_dir,
     )
     snapshots = SnapshotActivities(engine=engine, s3=s3, bucket=settings.s3_bucket)
+    reviews = ReviewActivities(
+        engine=engine,
+        client=client,
+        task_queue=settings.task_queue,
+        tasks_dir=settings.tasks_dir,
+        policies_dir=settings.policies_dir,
+        roster_path=settings.roster_path,
+        snapshot_debounce_s=settings.snapshot_debounce_s,
+    )
     await labeling.warm()
-    return Runtime(engine=engine, jobs=jobs, labeling=labeling, snapshots=snapshots)
+    return Runtime(
+        engine=engine, jobs=jobs, labeling=labeling, snapshots=snapshots, reviews=reviews
+    )
 
 
 def make_worker(client: Client, settings: Settings, runtime: Runtime) -> Worker:
@@ -110,7 +130,7 @@ def make_worker(client: Client, settings: Settings, runtime: Runtime) -> Worker:
 async def run_worker(settings: Settings) -> None:
     setup_tracing("labelfabric-worker")
     client = await connect(settings)
-    runtime = await build_runtime(settings)
+    runtime = await build_runtime(settings, client)
     worker = make_worker(client, settings, runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     s3_secret_key: str = "labelfabric"
 
     tasks_dir: Path = Field(default=PROJECT_ROOT / "tasks")
+    roster_path: Path = Field(default=PROJECT_ROOT / "config" / "roster.yaml")
+    # Dataset workflow: wait this long after a label change for more before snapshotting.
+    snapshot_debounce_s: float = 0.5
     policies_dir: Path = Field(default=PROJECT_ROOT / "policy_rules")
 
     # Bounded parallelism of one worker process.

@@ -28,12 +28,14 @@ with workflow.unsafe.imports_passed_through():
         IngestInput,
         LabelDatasetInput,
         LabelDatasetResult,
+        OpenReviewsInput,
         OutcomeCounts,
         PrepareJobInput,
         Progress,
         ResumeState,
         SnapshotInput,
     )
+    from activities.review import ReviewActivities
     from activities.snapshot import SnapshotActivities
 
 LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
@@ -169,7 +171,8 @@ class LabelDataset:
         self, job_id: str, inp: LabelDatasetInput, state: ResumeState, chunk: int
     ) -> ChunkResult:
         start = chunk * inp.chunk_size
-        return await workflow.execute_activity_method(
+        end = min(start + inp.chunk_size, state.ingest.items)
+        result = await workflow.execute_activity_method(
             LabelingActivities.label_chunk,
             ChunkInput(
                 job_id=job_id,
@@ -179,9 +182,27 @@ class LabelDataset:
                 policy=state.plan.policy,
                 chunk=chunk,
                 start=start,
-                end=min(start + inp.chunk_size, state.ingest.items),
+                end=end,
             ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=inp.chunk_heartbeat_timeout_s),
             retry_policy=PATIENT,
         )
+        # Released after the first jobs ran: their histories have no open_reviews.
+        if result.counts.human_review and workflow.patched("open-reviews"):
+            await workflow.execute_activity_method(
+                ReviewActivities.open_reviews,
+                OpenReviewsInput(
+                    job_id=job_id,
+                    dataset=inp.dataset,
+                    task=inp.task,
+                    policy=state.plan.policy,
+                    chunk=chunk,
+                    start=start,
+                    end=end,
+                ),
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=PATIENT,
+            )
+        return result

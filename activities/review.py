@@ -1,0 +1,245 @@
+"""Human review side effects: open ReviewItem workflows for routed items, record every
+reviewer submission, write the agreed label and tell the dataset's workflow.
+
+Idempotent throughout: a review workflow's id is `review:{dataset}:{item}` and starting one
+that runs already keeps the running one; review rows are keyed by update id or signal
+sequence; the label write skips a label this review already set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError
+
+from activities.payloads import (
+    CloseReviewInput,
+    DatasetInput,
+    LabelsChanged,
+    LoadContextInput,
+    OpenReviewsInput,
+    RecordReviewInput,
+    ReviewContext,
+    ReviewerGrant,
+    ReviewItemInput,
+    ReviewRulesPayload,
+    VoteView,
+)
+from agents.roster import cleared, load_roster
+from agents.tasks import TaskError, load_task
+from catalog import db
+from policy_rules.engine import Policy, PolicyError
+
+REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
+LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
+STARTS_IN_FLIGHT = 16  # concurrent workflow starts: the dev server's SQLite is the limit
+
+
+def review_workflow_id(dataset: str, item_id: str) -> str:
+    return f"review:{dataset}:{item_id}"
+
+
+def dataset_workflow_id(dataset: str) -> str:
+    return f"dataset:{dataset}"
+
+
+@dataclass
+class ReviewActivities:
+    engine: AsyncEngine
+    client: Client
+    task_queue: str
+    tasks_dir: Path
+    policies_dir: Path
+    roster_path: Path
+    snapshot_debounce_s: float = 0.5
+
+    @activity.defn(name="open_reviews")
+    async def open_reviews(self, inp: OpenReviewsInput) -> int:
+        """Start a ReviewItem workflow for each item of the chunk routed to human review."""
+        try:
+            task = load_task(self.tasks_dir, inp.task)
+            roster = load_roster(self.roster_path)
+            policy = Policy.load(self.policies_dir, f"{inp.policy.id}@{inp.policy.version}")
+        except (TaskError, PolicyError) as err:
+            raise ApplicationError(str(err), type="BadConfig", non_retryable=True) from err
+        rules = ReviewRulesPayload(**asdict(policy.review))
+        async with self.engine.connect() as conn:
+            routed = await db.routed_items(
+                conn, job_id=inp.job_id, dataset=inp.dataset, start=inp.start, end=inp.end
+            )
+        inputs = [
+            ReviewItemInput(
+                dataset=inp.dataset,
+                item_id=item_id,
+                job_id=inp.job_id,
+                task=task.name,
+                labels=list(task.labels),
+                sensitivity=sensitivity,
+                policy=inp.policy,
+                rule_id=rule_id,
+                rules=rules,
+                reviewers=[
+                    ReviewerGrant(
+                        id=r.id, cleared=cleared(r.clearance, sensitivity), groups=list(r.groups)
+                    )
+                    for r in roster
+                    if task.name in r.tasks
+                ],
+            )
+            for item_id, rule_id, sensitivity in routed
+        ]
+        async with self.engine.begin() as conn:
+            await db.open_review_tasks(
+                conn,
+                [
+                    {
+                        "dataset": i.dataset,
+                        "item_id": i.item_id,
+                        "job_id": i.job_id,
+                        "workflow_id": review_workflow_id(i.dataset, i.item_id),
+                        "state": "awaiting",
+                        "rule_id": i.rule_id,
+                        "policy_id": i.policy.id,
+                        "policy_version": i.policy.version,
+                        "policy_sha256": i.policy.sha256,
+                        "opened_at": db.utcnow(),
+                    }
+                    for i in inputs
+                ],
+            )
+        gate = asyncio.Semaphore(STARTS_IN_FLIGHT)
+
+        async def start(item: ReviewItemInput) -> None:
+            async with gate:
+                await self.client.start_workflow(
+                    "ReviewItem",
+                    item,
+                    id=review_workflow_id(item.dataset, item.item_id),
+                    task_queue=self.task_queue,
+                    # A retry, or a later job routing the same open item, keeps the running
+                    # review; a closed one may be opened again by a later job.
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(REVIEW_STATE, "awaiting"),
+                            SearchAttributePair(LABEL_DATASET, item.dataset),
+                        ]
+                    ),
+                    memo={"reviewers": [r.id for r in item.reviewers if r.cleared]},
+                )
+            activity.heartbeat()
+
+        await asyncio.gather(*(start(i) for i in inputs))
+        return len(inputs)
+
+    @activity.defn(name="load_review_context")
+    async def load_review_context(self, inp: LoadContextInput) -> ReviewContext:
+        async with self.engine.connect() as conn:
+            votes, decision = await db.item_votes(conn, job_id=inp.job_id, item_id=inp.item_id)
+        return ReviewContext(
+            votes=[
+                VoteView(agent=a, version=v, label=lbl, confidence=c, rationale=r)
+                for a, v, lbl, c, r in votes
+            ],
+            ensemble_label=decision[0] if decision else None,
+            ensemble_confidence=decision[1] if decision else 0.0,
+        )
+
+    @activity.defn(name="record_review")
+    async def record_review(self, inp: RecordReviewInput) -> None:
+        sub = inp.submission
+        correct = (
+            None if inp.gold_label is None or not inp.accepted else sub.label == inp.gold_label
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(db.T_REVIEW)
+                .values(
+                    review_key=inp.key,
+                    dataset=inp.dataset,
+                    item_id=inp.item_id,
+                    job_id=inp.job_id,
+                    workflow_id=inp.workflow_id,
+                    reviewer=sub.reviewer,
+                    label=sub.label,
+                    note=sub.note,
+                    via=inp.via,
+                    accepted=inp.accepted,
+                    reason=inp.reason or None,
+                    gold_label=inp.gold_label,
+                    correct=correct,
+                    submitted_at=db.utcnow(),
+                )
+                .on_conflict_do_nothing()
+            )
+            await db.append_audit(
+                conn,
+                key=f"review:{inp.key}",
+                actor=sub.reviewer,
+                kind="review_accepted" if inp.accepted else "review_refused",
+                subject=inp.workflow_id,
+                payload={
+                    "label": sub.label,
+                    "note": sub.note,
+                    "via": inp.via,
+                    "reason": inp.reason,
+                },
+            )
+
+    @activity.defn(name="close_review")
+    async def close_review(self, inp: CloseReviewInput) -> None:
+        """Write the agreed label (or the expiry outcome) and tell the Dataset workflow."""
+        async with self.engine.begin() as conn:
+            if inp.label is not None:
+                # Keyed by the review's run: an item reviewed again later gets a new label row.
+                await db.set_labels(
+                    conn,
+                    dataset=inp.dataset,
+                    job_id=f"{inp.workflow_id}:{activity.info().workflow_run_id}",
+                    labels={inp.item_id: inp.label},
+                    source="human",
+                    reviewers=inp.reviewers,
+                )
+            await conn.execute(
+                update(db.T_REVIEW_TASK)
+                .where(
+                    db.T_REVIEW_TASK.c.dataset == inp.dataset,
+                    db.T_REVIEW_TASK.c.item_id == inp.item_id,
+                    db.T_REVIEW_TASK.c.closed_at.is_(None),
+                )
+                .values(
+                    state=inp.state, label=inp.label, outcome=inp.outcome, closed_at=db.utcnow()
+                )
+            )
+            await db.append_audit(
+                conn,
+                key=f"{inp.workflow_id}:{activity.info().workflow_run_id}:closed",
+                actor=",".join(inp.reviewers) or "labelfabric",
+                kind=f"review_{inp.state}",
+                subject=inp.workflow_id,
+                payload={"label": inp.label, "outcome": inp.outcome, "reviewers": inp.reviewers},
+            )
+        if inp.label is not None:
+            await self.client.start_workflow(
+                "Dataset",
+                DatasetInput(name=inp.dataset, debounce_s=self.snapshot_debounce_s),
+                id=dataset_workflow_id(inp.dataset),
+                task_queue=self.task_queue,
+                start_signal="labels_changed",
+                start_signal_args=[LabelsChanged(source=inp.workflow_id)],
+            )

@@ -1,0 +1,62 @@
+"""The reviewer roster: configuration (`config/roster.yaml`), not code.
+
+A ReviewItem workflow receives the roster entries of its task when it starts, so its update
+validator decides deterministically, without I/O; a roster edit applies to items routed after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from agents.base import TaskError
+
+CLEARANCE = ("public", "normal", "confidential", "restricted")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reviewer:
+    id: str
+    tasks: tuple[str, ...]
+    clearance: str
+    groups: tuple[str, ...]
+
+
+def cleared(clearance: str, sensitivity: str) -> bool:
+    """Whether a reviewer's clearance covers an item's sensitivity (unknown levels: no)."""
+    if clearance not in CLEARANCE or sensitivity not in CLEARANCE:
+        return False
+    return CLEARANCE.index(clearance) >= CLEARANCE.index(sensitivity)
+
+
+def load_roster(path: Path) -> list[Reviewer]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise TaskError(f"roster not found: {path}") from err
+    except yaml.YAMLError as err:
+        raise TaskError(f"{path}: not valid YAML: {err}") from err
+    entries = raw.get("reviewers") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise TaskError(f"{path}: expected a list under 'reviewers'")
+    roster: list[Reviewer] = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: reviewers[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise TaskError(f"{where}: each reviewer needs a string 'id'")
+        if entry.get("clearance", "normal") not in CLEARANCE:
+            raise TaskError(f"{where} ({entry['id']}): clearance must be one of {CLEARANCE}")
+        roster.append(
+            Reviewer(
+                id=entry["id"],
+                tasks=tuple(entry.get("tasks") or ()),
+                clearance=entry.get("clearance", "normal"),
+                groups=tuple(entry.get("groups") or ("primary",)),
+            )
+        )
+    ids = [r.id for r in roster]
+    if len(ids) != len(set(ids)):
+        raise TaskError(f"{path}: reviewer ids must be unique")
+    return roster

@@ -1,0 +1,62 @@
+"""Dataset: one long-lived workflow per dataset, id `dataset:{name}`.
+
+Label changes arrive as `labels_changed` signals (from closed reviews); after the first one it
+waits `debounce_s` for more, then writes one snapshot version for the whole batch: a burst
+of reviews makes a few versions, one review alone makes one within about a second.
+It continues as new well before Temporal's per-run signal and history limits, after every
+signal handler has finished, carrying the count of changes not yet snapshotted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payloads import DatasetInput, LabelsChanged, SnapshotInput, SnapshotRef
+    from activities.snapshot import SnapshotActivities
+
+
+@workflow.defn(name="Dataset")
+class Dataset:
+    def __init__(self) -> None:
+        self._pending = 0
+        self._signals = 0
+        self._last: SnapshotRef | None = None
+
+    @workflow.signal(name="labels_changed")
+    def labels_changed(self, change: LabelsChanged) -> None:
+        self._pending += change.count
+        self._signals += 1
+
+    @workflow.query
+    def last_snapshot(self) -> SnapshotRef | None:
+        return self._last
+
+    @workflow.run
+    async def run(self, inp: DatasetInput) -> None:
+        self._pending += inp.pending
+        batches = 0
+        while batches < inp.max_batches_per_run and self._signals < inp.max_signals_per_run:
+            await workflow.wait_condition(lambda: self._pending > 0)
+            await workflow.sleep(timedelta(seconds=inp.debounce_s))
+            self._pending = 0
+            batches += 1
+            self._last = await workflow.execute_activity_method(
+                SnapshotActivities.snapshot,
+                # The run id keeps the snapshot key unique across runs of this workflow.
+                SnapshotInput(
+                    job_id=f"dataset:{inp.name}:{workflow.info().run_id}:{batches}",
+                    dataset=inp.name,
+                ),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            )
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(replace(inp, pending=self._pending))

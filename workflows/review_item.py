@@ -1,0 +1,216 @@
+"""ReviewItem: one item routed to people, id `review:{dataset}:{item}`.
+
+Waits for reviewers (update or signal `submit_review`), closes when enough agree (policy
+`review.reviewers_needed`), escalates to another reviewer group on timeout, and ends with the
+policy's final outcome if nobody answers. `ReviewState` (awaiting → escalated → done/expired)
+is the review queue in `temporal workflow list`.
+
+The update validator refuses bad input before it reaches history; a signal that fails the
+same checks is recorded as refused, with its reason, and the workflow keeps waiting. The
+roster arrives in the input, so validation is deterministic and needs no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payloads import (
+        CloseReviewInput,
+        LoadContextInput,
+        RecordReviewInput,
+        ReviewContext,
+        ReviewItemInput,
+        ReviewReceipt,
+        ReviewRecord,
+        ReviewStateView,
+        ReviewSubmission,
+    )
+    from activities.review import ReviewActivities
+
+REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
+SHORT = timedelta(seconds=30)
+
+
+@workflow.defn(name="ReviewItem")
+class ReviewItem:
+    @workflow.init
+    def __init__(self, inp: ReviewItemInput) -> None:
+        self._inp = inp
+        self._state = "awaiting"
+        self._reviews: list[ReviewRecord] = []
+        self._context = ReviewContext(votes=[], ensemble_label=None, ensemble_confidence=0.0)
+        self._label: str | None = None
+        self._signals = 0
+
+    @workflow.run
+    async def run(self, inp: ReviewItemInput) -> ReviewStateView:
+        self._context = await workflow.execute_activity_method(
+            ReviewActivities.load_review_context,
+            LoadContextInput(dataset=inp.dataset, item_id=inp.item_id, job_id=inp.job_id),
+            start_to_close_timeout=SHORT,
+        )
+        decided = await self._wait(inp.rules.timeout_s)
+        if not decided and inp.rules.escalate_to:
+            self._set_state("escalated")
+            decided = await self._wait(inp.rules.escalation_timeout_s)
+        # Let in-flight handlers finish recording before the item closes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if decided:
+            winners = [r.reviewer for r in self._reviews if r.accepted and r.label == self._label]
+            await self._close("done", label=self._label, reviewers=winners)
+        else:
+            await self._close("expired", outcome=inp.rules.on_timeout)
+        return self.state()
+
+    @workflow.query
+    def state(self) -> ReviewStateView:
+        inp = self._inp
+        return ReviewStateView(
+            dataset=inp.dataset,
+            item_id=inp.item_id,
+            job_id=inp.job_id,
+            state=self._state,
+            rule_id=inp.rule_id,
+            policy=inp.policy,
+            labels=inp.labels,
+            votes=self._context.votes,
+            reviews=list(self._reviews),
+            label=self._label,
+        )
+
+    @workflow.update(name="submit_review")
+    async def submit_review(self, sub: ReviewSubmission) -> ReviewReceipt:
+        # Another update may have been accepted since this one was validated.
+        reason = self._refusal(sub)
+        if reason:
+            raise ApplicationError(reason, type="ReviewRefused")
+        info = workflow.current_update_info()
+        key = info.id if info else str(workflow.uuid4())
+        return await self._accept(sub, via="update", key=f"{workflow.info().workflow_id}:{key}")
+
+    @submit_review.validator
+    def _validate(self, sub: ReviewSubmission) -> None:
+        reason = self._refusal(sub)
+        if reason:
+            raise ValueError(reason)
+
+    @workflow.signal(name="submit_review")
+    async def submit_review_signal(self, sub: ReviewSubmission) -> None:
+        self._signals += 1
+        key = f"{workflow.info().workflow_id}:{workflow.info().run_id}:signal:{self._signals}"
+        reason = self._refusal(sub)
+        if reason:
+            self._reviews.append(
+                ReviewRecord(
+                    reviewer=sub.reviewer,
+                    label=sub.label,
+                    note=sub.note,
+                    via="signal",
+                    accepted=False,
+                    reason=reason,
+                )
+            )
+            await self._record(sub, via="signal", key=key, accepted=False, reason=reason)
+            return
+        await self._accept(sub, via="signal", key=key)
+
+    def _refusal(self, sub: ReviewSubmission) -> str:
+        """Why a submission cannot count, or "" when it can."""
+        inp = self._inp
+        if self._state in ("done", "expired") or self._label is not None:
+            return f"item {inp.item_id[:12]} is already closed ({self._state})"
+        grant = next((r for r in inp.reviewers if r.id == sub.reviewer), None)
+        if grant is None:
+            return f"reviewer {sub.reviewer!r} is not on the roster for task {inp.task!r}"
+        if not grant.cleared:
+            return f"reviewer {sub.reviewer!r} lacks clearance for a {inp.sensitivity!r} item"
+        if self._state == "escalated" and inp.rules.escalate_to not in grant.groups:
+            return (
+                f"item is escalated to group {inp.rules.escalate_to!r}; "
+                f"{sub.reviewer!r} is not in it"
+            )
+        if sub.label not in inp.labels:
+            return f"label {sub.label!r} is not one of {', '.join(inp.labels)}"
+        if any(r.accepted and r.reviewer == sub.reviewer for r in self._reviews):
+            return f"reviewer {sub.reviewer!r} already reviewed this item"
+        return ""
+
+    async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
+        # Counted before the activity runs, so a concurrent duplicate is refused.
+        self._reviews.append(
+            ReviewRecord(
+                reviewer=sub.reviewer, label=sub.label, note=sub.note, via=via, accepted=True
+            )
+        )
+        votes = Counter(r.label for r in self._reviews if r.accepted)
+        label, count = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        if count >= self._inp.rules.reviewers_needed:
+            self._label = label
+        await self._record(sub, via=via, key=key, accepted=True)
+        state = "done" if self._label is not None else self._state
+        return ReviewReceipt(accepted=True, state=state, label=self._label)
+
+    async def _record(
+        self, sub: ReviewSubmission, *, via: str, key: str, accepted: bool, reason: str = ""
+    ) -> None:
+        inp = self._inp
+        await workflow.execute_activity_method(
+            ReviewActivities.record_review,
+            RecordReviewInput(
+                key=key,
+                workflow_id=workflow.info().workflow_id,
+                dataset=inp.dataset,
+                item_id=inp.item_id,
+                job_id=inp.job_id,
+                submission=sub,
+                via=via,
+                accepted=accepted,
+                reason=reason,
+                gold_label=inp.gold_label,
+            ),
+            start_to_close_timeout=SHORT,
+        )
+
+    async def _wait(self, seconds: int) -> bool:
+        try:
+            await workflow.wait_condition(
+                lambda: self._label is not None, timeout=timedelta(seconds=seconds)
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _close(
+        self,
+        state: str,
+        *,
+        label: str | None = None,
+        reviewers: list[str] | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        inp = self._inp
+        await workflow.execute_activity_method(
+            ReviewActivities.close_review,
+            CloseReviewInput(
+                workflow_id=workflow.info().workflow_id,
+                dataset=inp.dataset,
+                item_id=inp.item_id,
+                job_id=inp.job_id,
+                state=state,
+                label=label,
+                reviewers=reviewers or [],
+                outcome=outcome,
+            ),
+            start_to_close_timeout=SHORT,
+        )
+        self._set_state(state)
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        workflow.upsert_search_attributes([REVIEW_STATE.value_set(state)])
