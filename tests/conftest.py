@@ -8,7 +8,6 @@ servers instead of starting its own, exactly as the product does.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -47,14 +46,6 @@ def make_test_settings(home: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # A suite stopped by SIGTERM (a CI timeout, `timeout`) tears its servers down like Ctrl-C.
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")
