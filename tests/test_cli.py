@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +172,127 @@ def test_job_start_warns_when_no_worker_polls(stack: Settings, tmp_path: Path) -
     out = cli(idle, "job", "start", str(source), "--dataset", "idle", "--task", "sentiment")
     assert out.returncode == 0, out.stderr
     assert f"no worker is polling task queue '{idle.task_queue}'" in out.stdout.replace("\n", " ")
+
+
+def temporal_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(find_binary("temporal")), *args, "--address", settings.temporal_address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def queue_items(settings: Settings, dataset: str) -> list[str]:
+    out = cli(settings, "review", "list", "--dataset", dataset)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return re.findall(r"│ ([0-9a-f]{12}) │", out.stdout)
+
+
+def test_reviewer_paths_cli_signal_and_update(
+    stack: Settings, cli_worker: None, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "rv.jsonl", [r["text"] for r in gold_rows[300:340]])
+    dataset = f"rv{uuid.uuid4().hex[:6]}"
+    job = cli(
+        stack, "job", "start", str(source), "--dataset", dataset, "--task", "sentiment", "--wait"
+    )
+    assert job.returncode == 0, job.stdout
+    for _ in range(50):
+        items = queue_items(stack, dataset)
+        if len(items) >= 3:
+            break
+        time.sleep(0.2)
+    assert len(items) >= 3, items
+    first, second, third = items[:3]
+
+    shown = cli(stack, "review", "show", first, "--dataset", dataset)
+    assert shown.returncode == 0, shown.stdout
+    assert (
+        "agent votes" in shown.stdout and "tfidf_logreg" in shown.stdout and "rule" in shown.stdout
+    )
+
+    refused = cli(stack, "review", "submit", first, "--label", "positive", "--reviewer", "mallory")
+    assert refused.returncode == 1
+    assert "not on the roster for task 'sentiment'" in refused.stdout
+
+    env_reviewer = settings_env(stack) | {
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "COLUMNS": "200",
+        "LABELFABRIC_REVIEWER": "alice",
+    }
+    accepted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "review",
+            "submit",
+            first,
+            "--label",
+            "positive",
+            "--note",
+            "from the CLI",
+        ],
+        env=env_reviewer,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_ROOT,
+    )
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "accepted" in accepted.stdout and "done" in accepted.stdout
+
+    # The raw Temporal CLI paths from the README: a signal and an update.
+    wid = {
+        i: f"review:{dataset}:{full}"
+        for i in (second, third)
+        for full in [next(x for x in _full_ids(stack, dataset) if x.startswith(i))]
+    }
+    payload = json.dumps({"reviewer": "bob", "label": "negative", "note": "raw signal"})
+    signalled = temporal_cli(
+        stack,
+        "workflow",
+        "signal",
+        "--workflow-id",
+        wid[second],
+        "--name",
+        "submit_review",
+        "--input",
+        payload,
+    )
+    assert signalled.returncode == 0, signalled.stderr
+    updated = temporal_cli(
+        stack,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        wid[third],
+        "--name",
+        "submit_review",
+        "--input",
+        payload,
+    )
+    assert updated.returncode == 0, updated.stderr
+    assert "accepted:true" in updated.stdout and "state:done" in updated.stdout
+
+    for _ in range(50):
+        left = queue_items(stack, dataset)
+        if not {first, second, third} & set(left):
+            break
+        time.sleep(0.2)
+    assert not {first, second, third} & set(left)
+
+
+def _full_ids(settings: Settings, dataset: str) -> list[str]:
+    out = temporal_cli(
+        settings,
+        "workflow",
+        "list",
+        "--query",
+        f'WorkflowType="ReviewItem" AND LabelDataset="{dataset}"',
+        "-o",
+        "json",
+    )
+    return [w["execution"]["workflowId"].rsplit(":", 1)[-1] for w in json.loads(out.stdout or "[]")]

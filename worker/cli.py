@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError
@@ -26,19 +25,16 @@ from temporalio.exceptions import FailureError
 from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from activities.payloads import Progress as JobProgress
 from worker import stack
+from worker.review_cli import review_app
 from worker.settings import Settings
+from worker.ui import console, fail
 
 app = typer.Typer(help="Label datasets with a fabric of agents on Temporal.", no_args_is_help=True)
 job_app = typer.Typer(help="Start and follow labeling jobs.", no_args_is_help=True)
 task_app = typer.Typer(help="Labeling tasks (tasks/*.yaml).", no_args_is_help=True)
 app.add_typer(job_app, name="job")
 app.add_typer(task_app, name="task")
-console = Console()
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
+app.add_typer(review_app, name="review")
 
 
 def print_status(parts: list[stack.PartStatus], *, detail: bool = True) -> None:
