@@ -184,6 +184,15 @@ class ReviewerGrant:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VoteView:
+    agent: str
+    version: str
+    label: str | None
+    confidence: float
+    rationale: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReviewItemInput:
     dataset: str
     item_id: str
@@ -195,6 +204,9 @@ class ReviewItemInput:
     rule_id: str
     rules: ReviewRulesPayload
     reviewers: list[ReviewerGrant]
+    # The agents' votes and rationale (never the item text), so a reviewer sees them
+    # through the `state` query without an activity per item.
+    votes: list[VoteView] = field(default_factory=list)
     gold_label: str | None = None
 
 
@@ -224,22 +236,6 @@ class ReviewRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class VoteView:
-    agent: str
-    version: str
-    label: str | None
-    confidence: float
-    rationale: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReviewContext:
-    votes: list[VoteView]
-    ensemble_label: str | None
-    ensemble_confidence: float
-
-
-@dataclass(frozen=True, kw_only=True)
 class ReviewStateView:
     """What the `state` query returns: enough to decide, no item text."""
 
@@ -264,13 +260,6 @@ class OpenReviewsInput:
     chunk: int
     start: int
     end: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoadContextInput:
-    dataset: str
-    item_id: str
-    job_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,10 +30,8 @@ from activities.payloads import (
     CloseReviewInput,
     DatasetInput,
     LabelsChanged,
-    LoadContextInput,
     OpenReviewsInput,
     RecordReviewInput,
-    ReviewContext,
     ReviewerGrant,
     ReviewItemInput,
     ReviewRulesPayload,
@@ -81,6 +79,7 @@ class ReviewActivities:
             routed = await db.routed_items(
                 conn, job_id=inp.job_id, dataset=inp.dataset, start=inp.start, end=inp.end
             )
+            votes = await db.votes_of(conn, job_id=inp.job_id, item_ids=[r[0] for r in routed])
         inputs = [
             ReviewItemInput(
                 dataset=inp.dataset,
@@ -98,6 +97,10 @@ class ReviewActivities:
                     )
                     for r in roster
                     if task.name in r.tasks
+                ],
+                votes=[
+                    VoteView(agent=a, version=v, label=lbl, confidence=c, rationale=why)
+                    for a, v, lbl, c, why in votes[item_id]
                 ],
             )
             for item_id, rule_id, sensitivity in routed
@@ -146,19 +149,6 @@ class ReviewActivities:
 
         await asyncio.gather(*(start(i) for i in inputs))
         return len(inputs)
-
-    @activity.defn(name="load_review_context")
-    async def load_review_context(self, inp: LoadContextInput) -> ReviewContext:
-        async with self.engine.connect() as conn:
-            votes, decision = await db.item_votes(conn, job_id=inp.job_id, item_id=inp.item_id)
-        return ReviewContext(
-            votes=[
-                VoteView(agent=a, version=v, label=lbl, confidence=c, rationale=r)
-                for a, v, lbl, c, r in votes
-            ],
-            ensemble_label=decision[0] if decision else None,
-            ensemble_confidence=decision[1] if decision else 0.0,
-        )
 
     @activity.defn(name="record_review")
     async def record_review(self, inp: RecordReviewInput) -> None:

@@ -373,30 +373,25 @@ async def open_review_tasks(conn: AsyncConnection, rows: Sequence[Mapping[str, A
     await _insert_ignore(conn, T_REVIEW_TASK, rows)
 
 
-async def item_votes(
-    conn: AsyncConnection, *, job_id: str, item_id: str
-) -> tuple[list[tuple[str, str, str | None, float, str]], tuple[str | None, float] | None]:
-    """An item's votes in a job (agent, version, label, confidence, rationale) and the
-    ensemble (label, confidence) its decision recorded."""
-    votes = await conn.execute(
-        select(
-            T_VOTE.c.agent,
-            T_VOTE.c.agent_version,
-            T_VOTE.c.label,
-            T_VOTE.c.confidence,
-            T_VOTE.c.rationale,
-        )
-        .where(T_VOTE.c.job_id == job_id, T_VOTE.c.item_id == item_id)
-        .order_by(T_VOTE.c.agent)
-    )
-    decision = (
-        await conn.execute(
-            select(T_DECISION.c.ensemble_label, T_DECISION.c.ensemble_confidence).where(
-                T_DECISION.c.job_id == job_id, T_DECISION.c.item_id == item_id
+async def votes_of(
+    conn: AsyncConnection, *, job_id: str, item_ids: Sequence[str]
+) -> dict[str, list[tuple[str, str, str | None, float, str]]]:
+    """Each item's votes in a job: (agent, version, label, confidence, rationale), by agent."""
+    out: dict[str, list[tuple[str, str, str | None, float, str]]] = {i: [] for i in item_ids}
+    ids = list(item_ids)
+    for i in range(0, len(ids), BATCH_ROWS):
+        rows = await conn.execute(
+            select(
+                T_VOTE.c.item_id,
+                T_VOTE.c.agent,
+                T_VOTE.c.agent_version,
+                T_VOTE.c.label,
+                T_VOTE.c.confidence,
+                T_VOTE.c.rationale,
             )
+            .where(T_VOTE.c.job_id == job_id, T_VOTE.c.item_id.in_(ids[i : i + BATCH_ROWS]))
+            .order_by(T_VOTE.c.item_id, T_VOTE.c.agent)
         )
-    ).first()
-    return (
-        [(r[0], r[1], r[2], r[3], r[4]) for r in votes],
-        (decision[0], decision[1]) if decision else None,
-    )
+        for r in rows:
+            out[r[0]].append((r[1], r[2], r[3], r[4], r[5]))
+    return out

@@ -73,7 +73,6 @@ class Runtime:
             self.labeling.label_chunk,
             self.snapshots.snapshot,
             self.reviews.open_reviews,
-            self.reviews.load_review_context,
             self.reviews.record_review,
             self.reviews.close_review,
         ]

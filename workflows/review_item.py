@@ -22,9 +22,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import (
         CloseReviewInput,
-        LoadContextInput,
         RecordReviewInput,
-        ReviewContext,
         ReviewItemInput,
         ReviewReceipt,
         ReviewRecord,
@@ -44,17 +42,11 @@ class ReviewItem:
         self._inp = inp
         self._state = "awaiting"
         self._reviews: list[ReviewRecord] = []
-        self._context = ReviewContext(votes=[], ensemble_label=None, ensemble_confidence=0.0)
         self._label: str | None = None
         self._signals = 0
 
     @workflow.run
     async def run(self, inp: ReviewItemInput) -> ReviewStateView:
-        self._context = await workflow.execute_activity_method(
-            ReviewActivities.load_review_context,
-            LoadContextInput(dataset=inp.dataset, item_id=inp.item_id, job_id=inp.job_id),
-            start_to_close_timeout=SHORT,
-        )
         decided = await self._wait(inp.rules.timeout_s)
         if not decided and inp.rules.escalate_to:
             self._set_state("escalated")
@@ -79,7 +71,7 @@ class ReviewItem:
             rule_id=inp.rule_id,
             policy=inp.policy,
             labels=inp.labels,
-            votes=self._context.votes,
+            votes=inp.votes,
             reviews=list(self._reviews),
             label=self._label,
         )
