@@ -20,7 +20,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def test_there_are_recorded_histories() -> None:
-    assert {p.name.split("-")[0] for p in HISTORIES} >= {"label_dataset"}
+    assert {p.name.split("-")[0] for p in HISTORIES} >= {"label_dataset", "review_item", "dataset"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

@@ -60,31 +60,38 @@ def review_list(
     reviewer: Annotated[
         str | None, typer.Option(help="Only items this reviewer may label.")
     ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
 ) -> None:
     """The review queue: items awaiting a person (or escalated)."""
-    asyncio.run(_list(Settings(), dataset, reviewer))
+    asyncio.run(_list(Settings(), dataset, reviewer, limit))
 
 
-async def _list(settings: Settings, dataset: str | None, reviewer: str | None) -> None:
+async def _list(settings: Settings, dataset: str | None, reviewer: str | None, limit: int) -> None:
     client = await _client(settings)
     query = OPEN + (f' AND LabelDataset = "{dataset}"' if dataset else "")
     table = Table(title="review queue")
-    for col in ("item", "dataset", "state", "since", "reviewers"):
-        table.add_column(col, no_wrap=True)
+    table.add_column("item", no_wrap=True, min_width=12)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("state", no_wrap=True, min_width=9)
+    table.add_column("since", no_wrap=True, min_width=16)
+    table.add_column("reviewers", no_wrap=True)
     count = 0
     async for w in client.list_workflows(query):
         memo = await w.memo()
         allowed = list(memo.get("reviewers", []))
         if reviewer and reviewer not in allowed:
             continue
+        count += 1
+        if count > limit:
+            continue  # counted, not shown
         _, ds, item = w.id.split(":", 2)
         state = w.typed_search_attributes.get(REVIEW_STATE)
         table.add_row(
             item[:12], ds, state or "", f"{w.start_time:%Y-%m-%d %H:%M}", ", ".join(allowed)
         )
-        count += 1
     console.print(table)
-    console.print(f"{count} item(s) waiting")
+    shown = f" ({limit} shown; --limit for more)" if count > limit else ""
+    console.print(f"{count} item(s) waiting{shown}")
 
 
 @review_app.command("show")
