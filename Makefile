@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_job.py
 	$(BIN)/python benchmarks/bench_temporal_sqlite.py
+	$(BIN)/python benchmarks/bench_review.py
 
 down: $(STAMP)
 	$(BIN)/labelfabric down

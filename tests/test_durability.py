@@ -125,3 +125,70 @@ async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
         if e.HasField("activity_task_started_event_attributes")
     ]
     assert max(attempts) >= 2, log.read_text()[-2000:]
+
+
+async def test_reviews_sent_while_no_worker_runs_are_not_lost(
+    stack: Settings,
+    workers: list[subprocess.Popen[bytes]],
+    gold_rows: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    from activities.payloads import ReviewStateView, ReviewSubmission
+
+    source = write_jsonl(tmp_path / "pending.jsonl", [r["text"] for r in gold_rows[400:460]])
+    dataset = f"pend{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "worker.log"
+    workers.append(spawn_worker(stack, log))
+    client = await Client.connect(stack.temporal_address)
+    await client.execute_workflow(
+        "LabelDataset",
+        LabelDatasetInput(dataset=dataset, source=str(source), task="sentiment"),
+        id=f"label:{dataset}:j1",
+        task_queue=stack.task_queue,
+        result_type=LabelDatasetResult,
+    )
+    engine: AsyncEngine = db.make_engine(stack.catalog_url)
+    try:
+        async with engine.connect() as conn:
+            items = [
+                r[0]
+                for r in await conn.execute(
+                    text("SELECT item_id FROM review_task WHERE dataset = :d LIMIT 5"),
+                    {"d": dataset},
+                )
+            ]
+        assert len(items) == 5
+        os.kill(workers[0].pid, signal.SIGKILL)  # reviews arrive while no worker runs
+        workers[0].wait(timeout=10)
+        for item in items:
+            await client.get_workflow_handle(f"review:{dataset}:{item}").signal(
+                "submit_review", ReviewSubmission(reviewer="alice", label="negative")
+            )
+        workers.append(spawn_worker(stack, log))
+        for item in items:
+            final = await asyncio.wait_for(
+                client.get_workflow_handle(
+                    f"review:{dataset}:{item}", result_type=ReviewStateView
+                ).result(),
+                timeout=120,
+            )
+            assert (final.state, final.label) == ("done", "negative")
+        async with engine.connect() as conn:
+            labels = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM label WHERE dataset = :d AND source = 'human' "
+                        "AND is_current AND reviewers::text = '[\"alice\"]'"
+                    ),
+                    {"d": dataset},
+                )
+            ).scalar_one()
+            accepted = (
+                await conn.execute(
+                    text("SELECT count(*) FROM review WHERE dataset = :d AND accepted"),
+                    {"d": dataset},
+                )
+            ).scalar_one()
+        assert labels == accepted == 5
+    finally:
+        await engine.dispose()
