@@ -242,6 +242,8 @@ def test_reviewer_paths_cli_signal_and_update(
     )
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert "accepted" in accepted.stdout and "done" in accepted.stdout
+    again = cli(stack, "review", "submit", first, "--label", "negative", "--reviewer", "bob")
+    assert again.returncode == 1 and "already closed" in again.stdout
 
     # The raw Temporal CLI paths from the README: a signal and an update.
     wid = {

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError
 
 from activities.payloads import ReviewReceipt, ReviewStateView, ReviewSubmission
 from worker.settings import Settings
@@ -164,7 +165,9 @@ async def _submit(
         receipt = await handle.execute_update("submit_review", sub, result_type=ReviewReceipt)
     except WorkflowUpdateFailedError as err:
         raise fail(escape(f"refused: {err.cause}")) from err
-    except Exception as err:  # e.g. the workflow has already completed
+    except RPCError as err:
+        if "already completed" in str(err):
+            raise fail(f"refused: the review {handle.id} is already closed") from err
         raise fail(escape(f"refused: {err}")) from err
     console.print(
         f"accepted: {handle.id} is {receipt.state}"
