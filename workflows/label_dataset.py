@@ -18,31 +18,28 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.chunk_step import PATIENT, label_chunk
+
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
-    from activities.labeling import LabelingActivities
     from activities.payloads import (
-        ChunkInput,
         ChunkResult,
         FinishJobInput,
         IngestInput,
         LabelDatasetInput,
         LabelDatasetResult,
-        OpenReviewsInput,
         OutcomeCounts,
         PrepareJobInput,
         Progress,
         ResumeState,
         SnapshotInput,
     )
-    from activities.review import ReviewActivities
     from activities.snapshot import SnapshotActivities
 
 LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
 LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
 
 BAD_INPUT = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadSource"])
-PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 @workflow.defn(name="LabelDataset")
@@ -60,19 +57,17 @@ class LabelDataset:
         try:
             return await self._run(job_id, inp)
         except ActivityError as err:
-            await workflow.execute_activity_method(
-                JobActivities.finish_job,
-                FinishJobInput(job_id=job_id, status="failed"),
-                start_to_close_timeout=timedelta(seconds=30),
-            )
+            await self._finish(job_id, "failed")
             cause = err.cause
             if isinstance(cause, ApplicationError):
                 raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
             raise
 
     async def _run(self, job_id: str, inp: LabelDatasetInput) -> LabelDatasetResult:
-        if inp.chunk_size < 1 or inp.parallelism < 1:
-            raise ApplicationError("chunk_size and parallelism must be at least 1", type="BadInput")
+        if min(inp.chunk_size, inp.parallelism, inp.max_chunks_per_run) < 1:
+            raise ApplicationError(
+                "chunk_size, parallelism and max_chunks_per_run must be >= 1", type="BadInput"
+            )
         state = inp.resume or await self._start(job_id, inp)
         items = state.ingest.items
         chunks_total = -(-items // inp.chunk_size)
@@ -95,7 +90,7 @@ class LabelDataset:
                 and next_chunk < chunks_total
                 and started_this_run < inp.max_chunks_per_run
             ):
-                in_flight.add(asyncio.ensure_future(self._chunk(job_id, inp, state, next_chunk)))
+                in_flight.add(asyncio.ensure_future(label_chunk(job_id, inp, state, next_chunk)))
                 next_chunk += 1
                 started_this_run += 1
             done, pending = await workflow.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -122,11 +117,7 @@ class LabelDataset:
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=PATIENT,
         )
-        await workflow.execute_activity_method(
-            JobActivities.finish_job,
-            FinishJobInput(job_id=job_id, status="completed"),
-            start_to_close_timeout=timedelta(seconds=30),
-        )
+        await self._finish(job_id, "completed")
         self._progress = replace(self._progress, phase="done")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return LabelDatasetResult(
@@ -167,42 +158,9 @@ class LabelDataset:
         )
         return ResumeState(plan=plan, ingest=ingest, next_chunk=0, counts=OutcomeCounts())
 
-    async def _chunk(
-        self, job_id: str, inp: LabelDatasetInput, state: ResumeState, chunk: int
-    ) -> ChunkResult:
-        start = chunk * inp.chunk_size
-        end = min(start + inp.chunk_size, state.ingest.items)
-        result = await workflow.execute_activity_method(
-            LabelingActivities.label_chunk,
-            ChunkInput(
-                job_id=job_id,
-                dataset=inp.dataset,
-                task=inp.task,
-                agents=state.plan.agents,
-                policy=state.plan.policy,
-                chunk=chunk,
-                start=start,
-                end=end,
-            ),
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(seconds=inp.chunk_heartbeat_timeout_s),
-            retry_policy=PATIENT,
+    async def _finish(self, job_id: str, status: str) -> None:
+        await workflow.execute_activity_method(
+            JobActivities.finish_job,
+            FinishJobInput(job_id=job_id, status=status),
+            start_to_close_timeout=timedelta(seconds=30),
         )
-        # Released after the first jobs ran: their histories have no open_reviews.
-        if result.counts.human_review and workflow.patched("open-reviews"):
-            await workflow.execute_activity_method(
-                ReviewActivities.open_reviews,
-                OpenReviewsInput(
-                    job_id=job_id,
-                    dataset=inp.dataset,
-                    task=inp.task,
-                    policy=state.plan.policy,
-                    chunk=chunk,
-                    start=start,
-                    end=end,
-                ),
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=60),
-                retry_policy=PATIENT,
-            )
-        return result

@@ -19,6 +19,8 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
+from workflows.review_checks import refusal
+
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import (
         CloseReviewInput,
@@ -113,25 +115,8 @@ class ReviewItem:
         await self._accept(sub, via="signal", key=key)
 
     def _refusal(self, sub: ReviewSubmission) -> str:
-        """Why a submission cannot count, or "" when it can."""
-        inp = self._inp
-        if self._state in ("done", "expired") or self._label is not None:
-            return f"item {inp.item_id[:12]} is already closed ({self._state})"
-        grant = next((r for r in inp.reviewers if r.id == sub.reviewer), None)
-        if grant is None:
-            return f"reviewer {sub.reviewer!r} is not on the roster for task {inp.task!r}"
-        if not grant.cleared:
-            return f"reviewer {sub.reviewer!r} lacks clearance for a {inp.sensitivity!r} item"
-        if self._state == "escalated" and inp.rules.escalate_to not in grant.groups:
-            return (
-                f"item is escalated to group {inp.rules.escalate_to!r}; "
-                f"{sub.reviewer!r} is not in it"
-            )
-        if sub.label not in inp.labels:
-            return f"label {sub.label!r} is not one of {', '.join(inp.labels)}"
-        if any(r.accepted and r.reviewer == sub.reviewer for r in self._reviews):
-            return f"reviewer {sub.reviewer!r} already reviewed this item"
-        return ""
+        closed = self._label is not None or self._state in ("done", "expired")
+        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._reviews)
 
     async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
         # Counted before the activity runs, so a concurrent duplicate is refused.
