@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
 from activities.payloads import LabelDatasetInput, LabelDatasetResult, Progress
@@ -76,13 +77,18 @@ async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
         task_queue=stack.task_queue,
         result_type=LabelDatasetResult,
     )
+    # Kill once a few chunks are done and an activity is running on the worker right now.
     progress = Progress(phase="preparing")
-    for _ in range(600):
+    for _ in range(1200):
         progress = await handle.query("progress", result_type=Progress)
-        if progress.chunks_done >= 4:
+        pending = (await handle.describe()).raw_description.pending_activities
+        running = any(
+            p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in pending
+        )
+        if progress.chunks_done >= 2 and running:
             break
-        await asyncio.sleep(0.1)
-    assert 4 <= progress.chunks_done < progress.chunks_total, (progress, log.read_text())
+        await asyncio.sleep(0.05)
+    assert 2 <= progress.chunks_done < progress.chunks_total, (progress, log.read_text())
     os.kill(workers[0].pid, signal.SIGKILL)
     workers[0].wait(timeout=10)
 
