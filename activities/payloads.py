@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from temporalio.common import SearchAttributeKey
+
 OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
+
+# Custom search attributes (registered by the embedded stack): the Web UI's and the CLI's
+# view of jobs and of the review queue.
+LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
+LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
+REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -27,6 +26,8 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 
 from activities.payloads import (
+    LABEL_DATASET,
+    REVIEW_STATE,
     CloseReviewInput,
     DatasetInput,
     LabelsChanged,
@@ -42,8 +43,6 @@ from agents.tasks import TaskError, load_task
 from catalog import db
 from policy_rules.engine import Policy, PolicyError
 
-REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
-LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
 STARTS_IN_FLIGHT = 16  # concurrent workflow starts: the dev server's SQLite is the limit
 
 

@@ -15,10 +15,10 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.payloads import LABEL_DATASET, LABEL_JOB, REVIEW_STATE
 from worker.main import Runtime, build_runtime, make_worker
 from worker.settings import Settings
 from worker.stack import find_binary
-from workflows.label_dataset import LABEL_DATASET, LABEL_JOB
 
 TEST_PORTS = {
     "temporal_port": 17233,
@@ -99,11 +99,9 @@ async def runtime(stack: Settings, env: WorkflowEnvironment) -> AsyncIterator[Ru
 
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    from temporalio.common import SearchAttributeKey
-
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(find_binary("temporal")),
-        search_attributes=[LABEL_DATASET, LABEL_JOB, SearchAttributeKey.for_keyword("ReviewState")],
+        search_attributes=[LABEL_DATASET, LABEL_JOB, REVIEW_STATE],
     ) as environment:
         yield environment
 

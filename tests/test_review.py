@@ -332,7 +332,7 @@ async def test_timeout_escalates_then_ends_with_the_policy_outcome(
     from temporalio.worker import Worker as TemporalWorker
 
     from worker.main import WORKFLOWS
-    from worker.stack import find_binary
+    from worker.stack import SEARCH_ATTRIBUTES, find_binary
 
     dataset, items, _, job = routed
     rules = ReviewRulesPayload(
@@ -364,8 +364,7 @@ async def test_timeout_escalates_then_ends_with_the_policy_outcome(
             AddSearchAttributesRequest(
                 namespace=skipping.client.namespace,
                 search_attributes={
-                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                    for name in ("ReviewState", "LabelDataset", "LabelJob")
+                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTES
                 },
             )
         )
@@ -412,3 +411,33 @@ async def test_timeout_escalates_then_ends_with_the_policy_outcome(
         w=f"review:ts:{items[4]}",
     )
     assert audit and audit[0][1]["outcome"] == "quarantine"  # type: ignore[index]
+
+
+async def test_dataset_workflow_carries_label_changes_across_continue_as_new(
+    env: WorkflowEnvironment, worker: Worker, stack: Settings, runtime: Runtime
+) -> None:
+    """One batch per run: every change still becomes a snapshot, none is lost in between."""
+    from activities.payloads import DatasetInput, LabelsChanged
+
+    name = f"can{uuid.uuid4().hex[:6]}"
+    wid = f"dataset:{name}"
+    handle = await env.client.start_workflow(
+        "Dataset",
+        DatasetInput(name=name, debounce_s=0.2, max_batches_per_run=1),
+        id=wid,
+        task_queue=stack.task_queue,
+        start_signal="labels_changed",
+        start_signal_args=[LabelsChanged(source="test-1")],
+    )
+
+    async def versions(n: int) -> list[tuple[object, ...]]:
+        found = await rows(runtime, "SELECT version FROM snapshot WHERE dataset = :d", d=name)
+        return found if len(found) >= n else []
+
+    assert await eventually(lambda: versions(1), within=20)
+    # The first run has ended its one batch: this change is the next run's to snapshot.
+    await handle.signal("labels_changed", LabelsChanged(source="test-2"))
+    assert await eventually(lambda: versions(2), within=20)
+    runs = [w async for w in env.client.list_workflows(f'WorkflowId = "{wid}"')]
+    assert len(runs) >= 2  # continued as new after its one batch
+    await handle.terminate("test done")

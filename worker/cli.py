@@ -190,7 +190,7 @@ def job_start(
 async def _start_job(
     settings: Settings, workflow_id: str, inp: LabelDatasetInput, wait: bool
 ) -> None:
-    from workflows.label_dataset import LABEL_DATASET, LABEL_JOB
+    from activities.payloads import LABEL_DATASET, LABEL_JOB
 
     try:
         client = await Client.connect(

@@ -13,17 +13,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
-from activities.payloads import ReviewReceipt, ReviewStateView, ReviewSubmission
+from activities.payloads import REVIEW_STATE, ReviewReceipt, ReviewStateView, ReviewSubmission
+from activities.review import review_workflow_id
 from worker.settings import Settings
 from worker.ui import console, fail
 
 review_app = typer.Typer(
     help="Review items the routing policy sent to people.", no_args_is_help=True
 )
-REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
 OPEN = 'WorkflowType = "ReviewItem" AND ReviewState IN ("awaiting", "escalated")'
 
 
@@ -39,7 +38,7 @@ async def _client(settings: Settings) -> Client:
 async def _find(client: Client, item: str, dataset: str | None) -> WorkflowHandle:
     """The review workflow of ITEM (a full id or a unique prefix, as `review list` shows)."""
     if dataset and len(item) == 64:
-        return client.get_workflow_handle(f"review:{dataset}:{item}")
+        return client.get_workflow_handle(review_workflow_id(dataset, item))
     query = 'WorkflowType = "ReviewItem"' + (f' AND LabelDataset = "{dataset}"' if dataset else "")
     ids = sorted(
         {

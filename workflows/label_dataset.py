@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.chunk_step import PATIENT, label_chunk
@@ -23,6 +23,8 @@ from workflows.chunk_step import PATIENT, label_chunk
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
     from activities.payloads import (
+        LABEL_DATASET,
+        LABEL_JOB,
         ChunkResult,
         FinishJobInput,
         IngestInput,
@@ -36,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.snapshot import SnapshotActivities
 
-LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
-LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
 
 BAD_INPUT = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadSource"])
 

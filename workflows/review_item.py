@@ -16,13 +16,13 @@ from collections import Counter
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 from workflows.review_checks import refusal
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import (
+        REVIEW_STATE,
         CloseReviewInput,
         RecordReviewInput,
         ReviewItemInput,
@@ -33,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.review import ReviewActivities
 
-REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
 SHORT = timedelta(seconds=30)
 
 
