@@ -39,6 +39,7 @@ BENCH_PORTS = {
     "temporal_ui_port": 28233,
     "temporal_http_port": 27243,
     "temporal_metrics_port": 27244,
+    "review_port": 27245,
     "postgres_port": 35432,
     "s3_port": 28333,
     "weed_master_port": 29333,

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.payloads import LABEL_DATASET, LABEL_JOB, REVIEW_STATE
+from tests.helpers import spawn_worker, stop
 from worker.main import Runtime, build_runtime, make_worker
 from worker.settings import Settings
 from worker.stack import find_binary
@@ -25,6 +26,7 @@ TEST_PORTS = {
     "temporal_ui_port": 18233,
     "temporal_http_port": 17243,
     "temporal_metrics_port": 17244,
+    "review_port": 17245,
     "postgres_port": 25432,
     # SeaweedFS also binds each port + 10000 (gRPC): keep clear of the default stack's
     # 18333/19333/19340/18888/33646 so the suite runs beside `make demo`.
@@ -62,16 +64,6 @@ def stack(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         stack_mod.down(settings)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a subprocess (worker, CLI) needs to see the same stack."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELFABRIC_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"LABELFABRIC_{name.upper()}"] = str(value)
-    env.pop("TEMPORAL_ADDRESS", None)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +105,11 @@ async def worker(
     w = make_worker(env.client, stack, runtime)
     async with w:
         yield w
+
+
+@pytest.fixture(scope="module")
+def cli_worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A worker process on the stack, for tests that drive the CLI or the review page."""
+    proc = spawn_worker(stack, tmp_path_factory.mktemp("cliw") / "worker.log")
+    yield
+    stop(proc)

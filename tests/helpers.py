@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from worker.settings import PROJECT_ROOT, Settings
 
 
 def write_jsonl(path: Path, texts: Sequence[str], extra_lines: Sequence[bytes] = ()) -> Path:
@@ -14,3 +19,54 @@ def write_jsonl(path: Path, texts: Sequence[str], extra_lines: Sequence[bytes] =
         for raw in extra_lines:
             fh.write(raw + b"\n")
     return path
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess (worker, CLI) needs to see the same stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELFABRIC_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"LABELFABRIC_{name.upper()}"] = str(value)
+    env.pop("TEMPORAL_ADDRESS", None)
+    return env
+
+
+def cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`labelfabric ARGS` in a subprocess that sees the same stack."""
+    env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
+    )
+
+
+def spawn(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A long-running `labelfabric ARGS` (a worker, the review page), output to `log`."""
+    env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", *args],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=PROJECT_ROOT,
+        )
+
+
+def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    return spawn(settings, log, "worker")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this test session started, by its pid: SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

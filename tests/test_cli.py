@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,37 +17,12 @@ from temporalio.client import Client
 
 from activities.payloads import LabelDatasetResult
 from activities.s3 import make_s3_client
-from tests.conftest import settings_env
-from tests.helpers import write_jsonl
-from tests.test_durability import spawn_worker
+from tests.helpers import cli, settings_env, write_jsonl
 from worker.main import s3_target
 from worker.settings import PROJECT_ROOT, Settings
 from worker.stack import find_binary
 
 pytestmark = pytest.mark.slow
-
-
-def cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=PROJECT_ROOT,
-    )
-
-
-@pytest.fixture(scope="module")
-def cli_worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    proc = spawn_worker(stack, tmp_path_factory.mktemp("cliw") / "worker.log")
-    yield
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def test_status_lists_every_part_answering(stack: Settings) -> None:

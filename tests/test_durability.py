@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,23 +18,10 @@ from temporalio.client import Client
 
 from activities.payloads import LabelDatasetInput, LabelDatasetResult, Progress
 from catalog import db
-from tests.conftest import settings_env
-from tests.helpers import write_jsonl
-from worker.settings import PROJECT_ROOT, Settings
+from tests.helpers import spawn_worker, stop, write_jsonl
+from worker.settings import Settings
 
 pytestmark = pytest.mark.slow
-
-
-def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT)}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker"],
-            env=env,
-            stdout=out,
-            stderr=out,
-            cwd=PROJECT_ROOT,
-        )
 
 
 @pytest.fixture
@@ -43,12 +29,7 @@ def workers(stack: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for proc in started:  # only the workers this test started, by their pid
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
 
 
 async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(

@@ -1,7 +1,6 @@
 """`labelfabric review …`: the reviewer's queue, one item in full, and submitting a label.
 
-The queue is Temporal's visibility (`ReviewState` search attribute), so it is the same list
-`temporal workflow list --query 'ReviewState="awaiting"'` shows.
+The same operations serve the review page (`labelfabric review serve`); see `worker.reviews`.
 """
 
 from __future__ import annotations
@@ -12,18 +11,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowHandle
 
-from activities.payloads import REVIEW_STATE, ReviewReceipt, ReviewStateView, ReviewSubmission
-from activities.review import review_workflow_id
+from activities.payloads import ReviewSubmission
+from worker import reviews
 from worker.settings import Settings
 from worker.ui import console, fail
 
 review_app = typer.Typer(
     help="Review items the routing policy sent to people.", no_args_is_help=True
 )
-OPEN = 'WorkflowType = "ReviewItem" AND ReviewState IN ("awaiting", "escalated")'
 
 
 async def _client(settings: Settings) -> Client:
@@ -36,22 +33,10 @@ async def _client(settings: Settings) -> Client:
 
 
 async def _find(client: Client, item: str, dataset: str | None) -> WorkflowHandle:
-    """The review workflow of ITEM (a full id or a unique prefix, as `review list` shows)."""
-    if dataset and len(item) == 64:
-        return client.get_workflow_handle(review_workflow_id(dataset, item))
-    query = 'WorkflowType = "ReviewItem"' + (f' AND LabelDataset = "{dataset}"' if dataset else "")
-    ids = sorted(
-        {
-            w.id
-            async for w in client.list_workflows(query)
-            if w.id.rsplit(":", 1)[-1].startswith(item)
-        }
-    )
-    if not ids:
-        raise fail(f"no review for item {item!r}" + (f" in dataset {dataset!r}" if dataset else ""))
-    if len(ids) > 1:
-        raise fail(f"item {item!r} is ambiguous: {', '.join(ids[:5])}; give more of its id")
-    return client.get_workflow_handle(ids[0])
+    try:
+        return await reviews.find(client, item, dataset)
+    except reviews.ReviewError as err:
+        raise fail(escape(str(err))) from err
 
 
 @review_app.command("list")
@@ -68,26 +53,16 @@ def review_list(
 
 async def _list(settings: Settings, dataset: str | None, reviewer: str | None, limit: int) -> None:
     client = await _client(settings)
-    query = OPEN + (f' AND LabelDataset = "{dataset}"' if dataset else "")
+    rows, count = await reviews.queue(client, dataset=dataset, reviewer=reviewer, limit=limit)
     table = Table(title="review queue")
     table.add_column("item", no_wrap=True, min_width=12)
     table.add_column("dataset", no_wrap=True)
     table.add_column("state", no_wrap=True, min_width=9)
     table.add_column("since", no_wrap=True, min_width=16)
     table.add_column("reviewers", no_wrap=True)
-    count = 0
-    async for w in client.list_workflows(query):
-        memo = await w.memo()
-        allowed = list(memo.get("reviewers", []))
-        if reviewer and reviewer not in allowed:
-            continue
-        count += 1
-        if count > limit:
-            continue  # counted, not shown
-        _, ds, item = w.id.split(":", 2)
-        state = w.typed_search_attributes.get(REVIEW_STATE)
+    for r in rows:
         table.add_row(
-            item[:12], ds, state or "", f"{w.start_time:%Y-%m-%d %H:%M}", ", ".join(allowed)
+            r.item_id[:12], r.dataset, r.state, f"{r.since:%Y-%m-%d %H:%M}", ", ".join(r.reviewers)
         )
     console.print(table)
     shown = f" ({limit} shown; --limit for more)" if count > limit else ""
@@ -104,21 +79,17 @@ def review_show(
 
 
 async def _show(settings: Settings, item: str, dataset: str | None) -> None:
-    from sqlalchemy import select
-
     from catalog import db
 
     client = await _client(settings)
     handle = await _find(client, item, dataset)
-    state = await handle.query("state", result_type=ReviewStateView)
+    try:
+        state = await reviews.state_of(handle)
+    except reviews.ReviewError as err:
+        raise fail(escape(str(err))) from err
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
-        async with engine.connect() as conn:
-            text = await conn.scalar(
-                select(db.T_ITEM.c.text).where(
-                    db.T_ITEM.c.dataset == state.dataset, db.T_ITEM.c.id == state.item_id
-                )
-            )
+        text = await reviews.item_text(engine, state.dataset, state.item_id)
     finally:
         await engine.dispose()
     console.print(f"[bold]{handle.id}[/]  state: {state.state}  labels: {', '.join(state.labels)}")
@@ -161,14 +132,29 @@ async def _submit(
     client = await _client(settings)
     handle = await _find(client, item, dataset)
     try:
-        receipt = await handle.execute_update("submit_review", sub, result_type=ReviewReceipt)
-    except WorkflowUpdateFailedError as err:
-        raise fail(escape(f"refused: {err.cause}")) from err
-    except RPCError as err:
-        if "already completed" in str(err):
-            raise fail(f"refused: the review {handle.id} is already closed") from err
+        receipt = await reviews.submit(handle, sub)
+    except reviews.Refused as err:
         raise fail(escape(f"refused: {err}")) from err
     console.print(
         f"accepted: {handle.id} is {receipt.state}"
         + (f", label {receipt.label}" if receipt.label else "")
     )
+
+
+@review_app.command("serve")
+def review_serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port on 127.0.0.1 (default LABELFABRIC_REVIEW_PORT).")
+    ] = None,
+    reviewer: Annotated[
+        str | None,
+        typer.Option(envvar="LABELFABRIC_REVIEWER", help="Pre-fill this reviewer id."),
+    ] = None,
+) -> None:
+    """Serve the review page (queue, item with votes, label buttons) until Ctrl-C."""
+    from worker.review_web import serve
+
+    settings = Settings()
+    port = port or settings.review_port
+    console.print(f"review page: http://{settings.host}:{port}/  (Ctrl-C stops it)")
+    serve(settings, port=port, reviewer=reviewer)

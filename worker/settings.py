@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     tasks_dir: Path = Field(default=PROJECT_ROOT / "tasks")
     roster_path: Path = Field(default=PROJECT_ROOT / "config" / "roster.yaml")
+    # `labelfabric review serve`: the review page.
+    review_port: int = 7245
     # Dataset workflow: wait this long after a label change for more before snapshotting.
     snapshot_debounce_s: float = 0.5
     policies_dir: Path = Field(default=PROJECT_ROOT / "policy_rules")
