@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/labelfabric up --worker
 	$(BIN)/labelfabric sample
+	$(BIN)/labelfabric review gold .labelfabric/samples/gold.jsonl --task sentiment
 	$(BIN)/labelfabric job start $(SAMPLE) --dataset rotten_tomatoes --task sentiment \
 		--policy route_default --wait
 	@echo "The stack and a worker keep running: open the Web UI above; 'make down' stops them."

@@ -9,6 +9,7 @@ sequence; the label write skips a label this review already set.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,17 @@ def dataset_workflow_id(dataset: str) -> str:
     return f"dataset:{dataset}"
 
 
+def is_gold_check(item_id: str, fraction: float) -> bool:
+    """Whether a review task on this item (which has a known label) checks its reviewer.
+
+    Decided by a hash of the item id, so every retry and every job decides the same way, and
+    about `fraction` of the items with a known label are chosen. Hashed again, not the id's
+    own digits: anything else ordered or split by id (the sample's seed is) stays unrelated.
+    """
+    digest = hashlib.sha256(f"gold-check:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+
+
 @dataclass
 class ReviewActivities:
     engine: AsyncEngine
@@ -79,6 +91,8 @@ class ReviewActivities:
                 conn, job_id=inp.job_id, dataset=inp.dataset, start=inp.start, end=inp.end
             )
             votes = await db.votes_of(conn, job_id=inp.job_id, item_ids=[r[0] for r in routed])
+            known = await db.gold_labels(conn, task=task.name, item_ids=[r[0] for r in routed])
+        gold = {i: lbl for i, lbl in known.items() if is_gold_check(i, task.gold_fraction)}
         inputs = [
             ReviewItemInput(
                 dataset=inp.dataset,
@@ -101,6 +115,7 @@ class ReviewActivities:
                     VoteView(agent=a, version=v, label=lbl, confidence=c, rationale=why)
                     for a, v, lbl, c, why in votes[item_id]
                 ],
+                gold_label=gold.get(item_id),
             )
             for item_id, rule_id, sensitivity in routed
         ]
@@ -118,6 +133,7 @@ class ReviewActivities:
                         "policy_id": i.policy.id,
                         "policy_version": i.policy.version,
                         "policy_sha256": i.policy.sha256,
+                        "gold_label": i.gold_label,
                         "opened_at": db.utcnow(),
                     }
                     for i in inputs

@@ -11,7 +11,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -29,6 +29,7 @@ class Record:
     line: int
     item_id: str
     text: str
+    label: str | None = None  # read only when a label field is asked for (gold files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +72,34 @@ def _check_text(value: object, field: str, max_chars: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class LabelField:
+    """Read a label from this field too; it must be one of `labels`."""
+
+    name: str
+    labels: Sequence[str]
+
+    def refusal(self, value: object) -> str | None:
+        if value in self.labels:
+            return None
+        return f"field {self.name!r} is {value!r}, not one of {', '.join(self.labels)}"
+
+
 def read_records(
-    stream: IO[bytes], fmt: str, *, text_field: str, max_chars: int
+    stream: IO[bytes],
+    fmt: str,
+    *,
+    text_field: str,
+    max_chars: int,
+    label_field: LabelField | None = None,
 ) -> Iterator[Record | Refusal]:
     reader = _read_jsonl if fmt == "jsonl" else _read_csv
-    yield from reader(stream, text_field, max_chars)
+    yield from reader(stream, text_field, max_chars, label_field)
 
 
-def _read_jsonl(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Record | Refusal]:
+def _read_jsonl(
+    stream: IO[bytes], field: str, max_chars: int, label_field: LabelField | None
+) -> Iterator[Record | Refusal]:
     for line_no, raw in enumerate(stream, start=1):
         body = raw.rstrip(b"\r\n")
         if len(body) > MAX_RECORD_BYTES:
@@ -106,14 +127,19 @@ def _read_jsonl(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Recor
             yield Refusal(line_no, f"missing field {field!r}", _excerpt(body))
             continue
         reason = _check_text(obj[field], field, max_chars)
+        label = obj.get(label_field.name) if label_field else None
+        if not reason and label_field:
+            reason = label_field.refusal(label)
         if reason:
             yield Refusal(line_no, reason, _excerpt(body))
             continue
         text = obj[field]
-        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text)
+        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label)
 
 
-def _read_csv(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Record | Refusal]:
+def _read_csv(
+    stream: IO[bytes], field: str, max_chars: int, label_field: LabelField | None
+) -> Iterator[Record | Refusal]:
     # surrogateescape keeps undecodable bytes visible as lone surrogates, so a bad record is
     # refused by itself instead of aborting the whole file.
     text_stream = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
@@ -125,6 +151,11 @@ def _read_csv(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Record 
     if field not in header:
         raise SourceError(f"CSV header has no column {field!r} (columns: {', '.join(header)})")
     col = header.index(field)
+    if label_field and label_field.name not in header:
+        raise SourceError(
+            f"CSV header has no column {label_field.name!r} (columns: {', '.join(header)})"
+        )
+    label_col = header.index(label_field.name) if label_field else None
     first_line = reader.line_num + 1
     for row in reader:
         line_no, first_line = first_line, reader.line_num + 1
@@ -145,8 +176,11 @@ def _read_csv(stream: IO[bytes], field: str, max_chars: int) -> Iterator[Record 
             yield Refusal(line_no, f"expected {len(header)} columns, got {len(row)}", joined[:200])
             continue
         reason = _check_text(row[col], field, max_chars)
+        label = row[label_col] if label_col is not None else None
+        if not reason and label_field:
+            reason = label_field.refusal(label)
         if reason:
             yield Refusal(line_no, reason, joined[:200])
             continue
         text = row[col]
-        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text)
+        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label)

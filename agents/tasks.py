@@ -40,7 +40,15 @@ DEFAULT_MAX_CHARS = 20_000
 DEFAULT_TEXT_FIELD = "text"
 AGENT_KINDS = ("rules", "sklearn")
 
-_TASK_KEYS = ("name", "description", "labels", "text_field", "max_chars", "agents")
+_TASK_KEYS = (
+    "name",
+    "description",
+    "labels",
+    "text_field",
+    "max_chars",
+    "gold_fraction",
+    "agents",
+)
 # Settings each agent kind accepts besides `name` and `kind`.
 _KIND_SETTINGS: dict[str, frozenset[str]] = {
     "rules": frozenset({"rules"}),
@@ -66,6 +74,9 @@ class TaskSpec:
     text_field: str
     max_chars: int  # records longer than this are refused at ingest
     agents: tuple[AgentSpec, ...]
+    # Share of review tasks on items with a known label (`labelfabric review gold`) that
+    # check the reviewer against that label; 0 turns gold checks off.
+    gold_fraction: float = 0.0
 
     @property
     def agent_names(self) -> tuple[str, ...]:
@@ -172,6 +183,14 @@ def _parse_task(path: Path) -> TaskSpec:
     if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars <= 0:
         raise TaskError(f"{path}: field 'max_chars' must be a positive integer")
 
+    gold_fraction = raw.get("gold_fraction", 0.0)
+    if (
+        not isinstance(gold_fraction, int | float)
+        or isinstance(gold_fraction, bool)
+        or not 0 <= gold_fraction <= 1
+    ):
+        raise TaskError(f"{path}: field 'gold_fraction' must be a number from 0 to 1")
+
     agents = _parse_agents(path, raw.get("agents"), tuple(labels))
     return TaskSpec(
         name=name,
@@ -181,6 +200,7 @@ def _parse_task(path: Path) -> TaskSpec:
         text_field=text_field,
         max_chars=max_chars,
         agents=agents,
+        gold_fraction=float(gold_fraction),
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from catalog.models import (
     AuditEvent,
     Decision,
+    GoldLabel,
     Item,
     Job,
     JobItem,
@@ -52,6 +53,7 @@ T_SNAPSHOT = Snapshot.__table__  # type: ignore[attr-defined]
 T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 T_REVIEW = Review.__table__  # type: ignore[attr-defined]
 T_REVIEW_TASK = ReviewTask.__table__  # type: ignore[attr-defined]
+T_GOLD = GoldLabel.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -395,3 +397,54 @@ async def votes_of(
         for r in rows:
             out[r[0]].append((r[1], r[2], r[3], r[4], r[5]))
     return out
+
+
+# --- gold checks on reviewers ------------------------------------------------------------
+
+
+async def upsert_gold(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Known labels; loading a file again replaces a changed label (the audit log keeps both)."""
+    for i in range(0, len(rows), BATCH_ROWS):
+        stmt = insert(T_GOLD).values(list(rows[i : i + BATCH_ROWS]))
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[T_GOLD.c.task, T_GOLD.c.item_id],
+                set_={
+                    "label": stmt.excluded.label,
+                    "source": stmt.excluded.source,
+                    "source_sha256": stmt.excluded.source_sha256,
+                    "loaded_at": stmt.excluded.loaded_at,
+                },
+            )
+        )
+
+
+async def gold_labels(
+    conn: AsyncConnection, *, task: str, item_ids: Sequence[str]
+) -> dict[str, str]:
+    """The known label of each of these items that has one."""
+    out: dict[str, str] = {}
+    ids = list(item_ids)
+    for i in range(0, len(ids), BATCH_ROWS):
+        rows = await conn.execute(
+            select(T_GOLD.c.item_id, T_GOLD.c.label).where(
+                T_GOLD.c.task == task, T_GOLD.c.item_id.in_(ids[i : i + BATCH_ROWS])
+            )
+        )
+        out.update({r[0]: r[1] for r in rows})
+    return out
+
+
+async def reviewer_stats(conn: AsyncConnection) -> dict[str, dict[str, int]]:
+    """Per reviewer: accepted and refused submissions, gold checks answered and right."""
+    r = T_REVIEW.c
+    rows = await conn.execute(
+        select(
+            r.reviewer,
+            func.count().filter(r.accepted).label("accepted"),
+            func.count().filter(~r.accepted).label("refused"),
+            func.count().filter(r.correct.is_not(None)).label("gold"),
+            func.count().filter(r.correct.is_(True)).label("correct"),
+        ).group_by(r.reviewer)
+    )
+    return {row.reviewer: dict(row._mapping) for row in rows}

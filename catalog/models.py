@@ -179,7 +179,10 @@ class ReviewTask(SQLModel, table=True):
 class Review(SQLModel, table=True):
     """Every submission a reviewer makes, accepted or refused, with the reason."""
 
-    __table_args__ = (Index("ix_review_item", "dataset", "item_id"),)
+    __table_args__ = (
+        Index("ix_review_item", "dataset", "item_id"),
+        Index("ix_review_reviewer", "reviewer"),
+    )
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     review_key: str = Field(unique=True)  # update id or signal sequence: retries add nothing
     dataset: str
@@ -195,3 +198,16 @@ class Review(SQLModel, table=True):
     gold_label: str | None = None
     correct: bool | None = None  # against the gold label, when the item has one
     submitted_at: datetime = _ts(nullable=False)
+
+
+class GoldLabel(SQLModel, table=True):
+    """A label known in advance for a task's item (by text hash): review tasks on these items
+    check the reviewer (`review.correct`). Loaded by `labelfabric review gold`."""
+
+    __tablename__ = "gold_label"
+    task: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    label: str
+    source: str  # the file it came from
+    source_sha256: str
+    loaded_at: datetime = _ts(nullable=False)

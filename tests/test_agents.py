@@ -311,6 +311,7 @@ agents:
     [
         (("labels:", "lables:"), "unknown field(s) 'lables'"),
         (("description: test", "description: test\nmax_chars: lots"), "'max_chars'"),
+        (("description: test", "description: test\ngold_fraction: 1.5"), "'gold_fraction'"),
         (("kind: rules", "kind: rulez"), "agent 'kw': field 'kind'"),
         (("    rules:", "    patterns: []\n    rules:"), "agent 'kw': unknown field(s) 'patterns'"),
         (('["good"]', '["(bad"]'), "agent 'kw': pattern '(bad' does not compile"),

@@ -33,7 +33,8 @@ async def test_migrate_is_idempotent(stack: Settings, engine: AsyncEngine) -> No
     )  # a second run on a current schema changes nothing
     async with engine.connect() as conn:
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0002"
+    newest = sorted(p.name for p in (db.MIGRATIONS / "versions").glob("0*.py"))[-1]
+    assert version == newest[:4]
 
 
 async def test_models_match_migrations(engine: AsyncEngine) -> None:

@@ -29,7 +29,7 @@ from activities.payloads import (
     ReviewStateView,
     ReviewSubmission,
 )
-from activities.review import review_workflow_id
+from activities.review import is_gold_check, review_workflow_id
 from tests.helpers import write_jsonl
 from worker.main import Runtime, s3_target
 from worker.settings import Settings
@@ -441,3 +441,79 @@ async def test_dataset_workflow_carries_label_changes_across_continue_as_new(
     runs = [w async for w in env.client.list_workflows(f'WorkflowId = "{wid}"')]
     assert len(runs) >= 2  # continued as new after its one batch
     await handle.terminate("test done")
+
+
+async def test_gold_checks_score_each_reviewer(
+    env: WorkflowEnvironment,
+    worker: Worker,
+    stack: Settings,
+    runtime: Runtime,
+    gold_rows: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """Items with a known label, chosen for a check by the task's gold_fraction, carry it into
+    their review; a reviewer's answer is scored, and `review list --reviewers` shows it."""
+    import hashlib
+
+    from agents.tasks import load_task
+    from catalog import db
+    from tests.helpers import cli
+    from worker.gold import load_gold
+
+    def item_id(r: dict[str, str]) -> str:
+        return hashlib.sha256(r["text"].encode()).hexdigest()
+
+    task = load_task(stack.tasks_dir, "sentiment")
+    assert task.gold_fraction == 0.1
+    # Known labels for 300 items, 40 of them chosen for checks and 40 not.
+    pool = gold_rows[1000:1300]
+    checked = [r for r in pool if is_gold_check(item_id(r), task.gold_fraction)][:40]
+    unchecked = [r for r in pool if not is_gold_check(item_id(r), task.gold_fraction)][:40]
+    gold_file = tmp_path / "gold.jsonl"
+    gold_file.write_text("".join(json.dumps(r) + "\n" for r in pool))
+    assert (await load_gold(runtime.engine, task, gold_file, actor="test")).loaded == len(pool)
+
+    dataset = f"gold{uuid.uuid4().hex[:6]}"
+    source = write_jsonl(tmp_path / "items.jsonl", [r["text"] for r in checked + unchecked])
+    await env.client.execute_workflow(
+        "LabelDataset",
+        LabelDatasetInput(dataset=dataset, source=str(source), task="sentiment"),
+        id=f"label:{dataset}:j1",
+        task_queue=stack.task_queue,
+        result_type=LabelDatasetResult,
+    )
+    tasks = {
+        str(i): g
+        for i, g in await rows(
+            runtime, "SELECT item_id, gold_label FROM review_task WHERE dataset = :d", d=dataset
+        )
+    }
+    known = {item_id(r): r["label"] for r in pool}
+    on_checked = [i for i in tasks if i in {item_id(r) for r in checked}]
+    assert len(on_checked) >= 2 and len(tasks) > len(on_checked)
+    assert all(tasks[i] == known[i] for i in on_checked)
+    assert all(tasks[i] is None for i in tasks if i not in on_checked)
+
+    async with runtime.engine.connect() as conn:
+        before = await db.reviewer_stats(conn)
+    right, wrong = on_checked[:2]
+    flipped = {"positive": "negative", "negative": "positive"}
+    await submit(handle_for(env, dataset, right), "alice", known[right])
+    await submit(handle_for(env, dataset, wrong), "bob", flipped[known[wrong]])
+    plain = next(i for i in tasks if i not in on_checked)
+    await submit(handle_for(env, dataset, plain), "carol", "positive")
+    async with runtime.engine.connect() as conn:
+        after = await db.reviewer_stats(conn)
+
+    def delta(who: str, key: str) -> int:
+        return after[who][key] - before.get(who, {}).get(key, 0)
+
+    assert (delta("alice", "gold"), delta("alice", "correct")) == (1, 1)
+    assert (delta("bob", "gold"), delta("bob", "correct")) == (1, 0)
+    assert (delta("carol", "gold"), delta("carol", "accepted")) == (0, 1)
+
+    shown = cli(stack, "review", "list", "--reviewers")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    bob = next(line for line in shown.stdout.splitlines() if "│ bob " in line)
+    g, c = after["bob"]["gold"], after["bob"]["correct"]
+    assert f"{c / g:.0%} ({c}/{g})" in bob

@@ -6,6 +6,7 @@ The same operations serve the review page (`labelfabric review serve`); see `wor
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,9 +47,102 @@ def review_list(
         str | None, typer.Option(help="Only items this reviewer may label.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+    reviewers: Annotated[
+        bool, typer.Option("--reviewers", help="The reviewers instead: roster and gold accuracy.")
+    ] = False,
 ) -> None:
     """The review queue: items awaiting a person (or escalated)."""
-    asyncio.run(_list(Settings(), dataset, reviewer, limit))
+    if reviewers:
+        asyncio.run(_reviewers(Settings()))
+    else:
+        asyncio.run(_list(Settings(), dataset, reviewer, limit))
+
+
+async def _reviewers(settings: Settings) -> None:
+    from agents.roster import load_roster
+    from agents.tasks import TaskError
+    from catalog import db
+
+    try:
+        roster = {r.id: r for r in load_roster(settings.roster_path)}
+    except TaskError as err:
+        raise fail(escape(str(err))) from err
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            stats = await db.reviewer_stats(conn)
+    except OSError as err:
+        raise fail(f"cannot reach the catalog ({err})") from err
+    finally:
+        await engine.dispose()
+    table = Table(title=f"reviewers ({settings.roster_path})")
+    for col in ("reviewer", "tasks", "clearance", "groups", "accepted", "refused"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("gold checks", justify="right")
+    table.add_column("gold accuracy", justify="right")
+    for rid in sorted(roster.keys() | stats.keys()):
+        r = roster.get(rid)
+        st = stats.get(rid, {})
+        gold, right = st.get("gold", 0), st.get("correct", 0)
+        table.add_row(
+            escape(rid),
+            ", ".join(r.tasks) if r else "(not on the roster)",
+            r.clearance if r else "",
+            ", ".join(r.groups) if r else "",
+            str(st.get("accepted", 0)),
+            str(st.get("refused", 0)),
+            str(gold),
+            f"{right / gold:.0%} ({right}/{gold})" if gold else "-",
+        )
+    console.print(table)
+
+
+@review_app.command("gold")
+def review_gold(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV with the text and a label.")],
+    task: Annotated[str, typer.Option(help="The task these labels belong to.")],
+    label_field: Annotated[str, typer.Option(help="Field (or CSV column) of the label.")] = "label",
+) -> None:
+    """Load known labels: review tasks on these items check the reviewer (task gold_fraction)."""
+    asyncio.run(_gold(Settings(), file, task, label_field))
+
+
+async def _gold(settings: Settings, file: Path, task_name: str, label_field: str) -> None:
+    import getpass
+
+    from activities.sources import SourceError
+    from agents.tasks import TaskError, load_task
+    from catalog import db
+    from worker.gold import GoldError, load_gold
+
+    try:
+        task = load_task(settings.tasks_dir, task_name)
+    except TaskError as err:
+        raise fail(escape(str(err))) from err
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        result = await load_gold(
+            engine, task, file, actor=getpass.getuser(), label_field=label_field
+        )
+    except (GoldError, SourceError) as err:
+        raise fail(escape(str(err))) from err
+    except OSError as err:
+        raise fail(f"cannot reach the catalog ({err})") from err
+    finally:
+        await engine.dispose()
+    if result.refused:
+        for r in result.refused[:20]:
+            console.print(escape(f"{file}:{r.line}: {r.reason}"))
+        more = len(result.refused) - 20
+        raise fail(
+            f"{len(result.refused)} bad record(s){f' ({more} more not shown)' if more > 0 else ''};"
+            " nothing was loaded: fix them and load the file again"
+        )
+    console.print(
+        f"loaded {result.loaded} known label(s) for task {task.name} from {file}"
+        + (f" ({result.repeated} repeated record(s) counted once)" if result.repeated else "")
+        + f"; {task.gold_fraction:.0%} of review tasks on them check the reviewer"
+    )
 
 
 async def _list(settings: Settings, dataset: str | None, reviewer: str | None, limit: int) -> None:

@@ -89,7 +89,9 @@ def make_app(settings: Settings, *, reviewer: str | None = None) -> Starlette:
         done = f"labeled {handle.id.rsplit(':', 1)[-1][:12]} as {sub.label}: the item is " + (
             f"done ({receipt.label})" if receipt.label else f"{receipt.state}, waiting for more"
         )
-        query = urlencode({"reviewer": sub.reviewer, "flash": done})
+        # Back to the queue the reviewer came from (the item link carries its filter).
+        back = {"reviewer": sub.reviewer, "dataset": request.query_params.get("dataset", "")}
+        query = urlencode({k: v for k, v in back.items() if v} | {"flash": done})
         return RedirectResponse(f"/?{query}", status_code=303)
 
     async def health(request: Request) -> Response:
