@@ -78,8 +78,8 @@ async def _reviewers(settings: Settings) -> None:
     table = Table(title=f"reviewers ({settings.roster_path})")
     for col in ("reviewer", "tasks", "clearance", "groups", "accepted", "refused"):
         table.add_column(col, no_wrap=True)
-    table.add_column("gold checks", justify="right")
-    table.add_column("gold accuracy", justify="right")
+    table.add_column("gold", justify="right")  # gold checks answered
+    table.add_column("accuracy", justify="right", no_wrap=True)  # right / gold checks
     for rid in sorted(roster.keys() | stats.keys()):
         r = roster.get(rid)
         st = stats.get(rid, {})
