@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
-from agents.aggregate import Ensemble, majority_vote
-from agents.base import Agent, Vote
+from agents.aggregate import (
+    DawidSkene,
+    Ensemble,
+    krippendorff_alpha,
+    majority_vote,
+    weighted_vote,
+)
+from agents.base import Agent, Vote, abstain
 from agents.tasks import TaskError, TaskSpec, build_agents, list_tasks, load_task
 from catalog import db
 from policy_rules.engine import Decision, Policy, PolicyError
@@ -68,6 +75,54 @@ def policy_inputs(text: str, ensemble: Ensemble) -> dict[str, Any]:
         "ensemble.confidence": float(ensemble.confidence),
         "ensemble.agreement": float(ensemble.agreement),
     }
+
+
+async def timed_predict(agent: Agent, task: TaskSpec, texts: Sequence[str]) -> list[Vote]:
+    """`safe_predict` with the agent's `timeout_s`; past it, every item abstains and says why.
+
+    A Python thread cannot be stopped: a timed-out agent's call finishes in the background
+    and its votes are dropped.
+    """
+    timeout = next((s.timeout_s for s in task.agents if s.name == agent.name), None)
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(safe_predict, agent, task.labels, texts), timeout
+        )
+    except TimeoutError:
+        return [abstain(f"agent timed out after {timeout:g}s") for _ in texts]
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """The chunk's ensembles, the aggregator that made them and, for Dawid–Skene, the model."""
+
+    ensembles: list[Ensemble]
+    method: str  # majority_vote | weighted_vote | dawid_skene@VERSION
+    model: DawidSkene | None
+    alpha: float  # Krippendorff's alpha over the chunk's votes; NaN when nothing to compare
+
+    def alpha_or(self, default: float | None) -> float | None:
+        return default if math.isnan(self.alpha) else self.alpha
+
+
+def combine(task: TaskSpec, keys: Sequence[str], per_agent: Sequence[Sequence[Vote]]) -> Combined:
+    """Aggregate each item's votes with the task's aggregator.
+
+    Dawid–Skene is fitted on this chunk's votes (unsupervised: it needs no gold), so each
+    chunk has its own reliability model, stored and cited by version.
+    """
+    items = len(per_agent[0]) if per_agent else 0
+    by_item = [[votes[i] for votes in per_agent] for i in range(items)]
+    matrix = [[v.label for v in votes] for votes in by_item]
+    alpha = krippendorff_alpha(matrix) if items else math.nan
+    if task.aggregator == "dawid_skene" and any(lbl is not None for row in matrix for lbl in row):
+        model = DawidSkene.fit(task.labels, keys, matrix)
+        return Combined(
+            [model.ensemble(v) for v in by_item], f"dawid_skene@{model.version}", model, alpha
+        )
+    if task.aggregator == "weighted_vote":
+        return Combined([weighted_vote(v) for v in by_item], "weighted_vote", None, alpha)
+    return Combined([majority_vote(v) for v in by_item], "majority_vote", None, alpha)
 
 
 @dataclass
@@ -157,37 +212,43 @@ class LabelingActivities:
                     },
                 ):
                     started = time.perf_counter()
-                    per_agent.append(
-                        await asyncio.to_thread(safe_predict, agent, task.labels, texts)
-                    )
+                    per_agent.append(await timed_predict(agent, task, texts))
                     latency[agent.name] = (time.perf_counter() - started) * 1000 / len(texts)
                 activity.heartbeat(f"{agent.name} voted")
+            keys = [f"{a.name}@{a.version}" for a in agents]
             with tracer.start_as_current_span("route", attributes={"policy": policy.ref.id}):
-                outcomes = await asyncio.to_thread(self._route, policy, todo, per_agent)
+                combined = await asyncio.to_thread(combine, task, keys, per_agent)
+                outcomes = await asyncio.to_thread(self._route, policy, todo, per_agent, combined)
 
         counts = _count(list(done.values()) + [o.decision.outcome for o in outcomes])
         if outcomes:
-            await self._record(inp, agents, policy, outcomes, latency, counts)
+            await self._record(inp, task, agents, policy, outcomes, combined, latency, counts)
         return ChunkResult(chunk=inp.chunk, counts=counts)
 
     @staticmethod
     def _route(
-        policy: Policy, todo: list[tuple[str, str]], per_agent: list[list[Vote]]
+        policy: Policy,
+        todo: list[tuple[str, str]],
+        per_agent: list[list[Vote]],
+        combined: Combined,
     ) -> list[ItemOutcome]:
         out = []
         for i, (item_id, text) in enumerate(todo):
             votes = [agent_votes[i] for agent_votes in per_agent]
-            ensemble = majority_vote(votes)
-            decision = policy.evaluate(policy_inputs(text, ensemble))
+            ensemble = combined.ensembles[i]
+            inputs = policy_inputs(text, ensemble) | {"chunk.alpha": combined.alpha_or(-1.0)}
+            decision = policy.evaluate(inputs)
             out.append(ItemOutcome(item_id, votes, ensemble, decision))
         return out
 
     async def _record(
         self,
         inp: ChunkInput,
+        task: TaskSpec,
         agents: list[Agent],
         policy: Policy,
         outcomes: list[ItemOutcome],
+        combined: Combined,
         latency: dict[str, float],
         counts: OutcomeCounts,
     ) -> None:
@@ -223,7 +284,7 @@ class LabelingActivities:
                 "outcome": o.decision.outcome,
                 "ensemble_label": o.ensemble.label,
                 "ensemble_confidence": o.ensemble.confidence,
-                "aggregator": o.ensemble.method,
+                "aggregator": combined.method,
                 "error": o.decision.error,
                 "decided_at": now,
             }
@@ -235,6 +296,21 @@ class LabelingActivities:
             if o.decision.outcome == "auto_accept" and o.ensemble.label
         }
         async with self.engine.begin() as conn:
+            if combined.model is not None:
+                await db.record_reliability(
+                    conn,
+                    {
+                        "task": task.name,
+                        "version": combined.model.version,
+                        "method": "dawid_skene",
+                        "agents": list(combined.model.agents),
+                        "model": combined.model.to_dict(),
+                        "fitted_on": f"job:{inp.job_id}:chunk:{inp.chunk}",
+                        "items": combined.model.items,
+                        "alpha": combined.alpha_or(None),
+                        "created_at": now,
+                    },
+                )
             await db.record_chunk(
                 conn,
                 dataset=inp.dataset,
@@ -255,6 +331,8 @@ class LabelingActivities:
                     "end": inp.end,
                     "policy": f"{policy.ref.id}@{policy.ref.version}",
                     "counts": counts.__dict__,
+                    "aggregator": combined.method,
+                    "alpha": combined.alpha_or(None),
                 },
             )
 

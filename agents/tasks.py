@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,22 +39,49 @@ __all__ = ["AgentSpec", "TaskError", "TaskSpec", "build_agents", "list_tasks", "
 
 DEFAULT_MAX_CHARS = 20_000
 DEFAULT_TEXT_FIELD = "text"
-AGENT_KINDS = ("rules", "sklearn")
+MODALITIES = ("text", "tabular", "image")
+AGGREGATORS = ("dawid_skene", "weighted_vote", "majority_vote")
+DEFAULT_AGENT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKind:
+    required: frozenset[str]
+    optional: frozenset[str]
+    modalities: frozenset[str]  # what the kind's agents can read
+
+
+# The registry of agent kinds. Every kind also accepts `timeout_s` (seconds a batch may take
+# before its items abstain). A new kind: a module in agents/, an entry here, a branch in
+# `_build`.
+KINDS: dict[str, AgentKind] = {
+    "rules": AgentKind(frozenset({"rules"}), frozenset(), frozenset({"text"})),
+    "sklearn": AgentKind(frozenset({"seed"}), frozenset(), frozenset({"text"})),
+    "centroid": AgentKind(frozenset({"seed"}), frozenset({"embedding", "k"}), frozenset({"text"})),
+    "tabular": AgentKind(
+        frozenset({"seed", "model"}),
+        frozenset({"features", "params"}),
+        frozenset({"tabular", "image"}),
+    ),
+    "llm": AgentKind(
+        frozenset({"model"}), frozenset({"instructions", "base_url"}), frozenset({"text"})
+    ),
+}
+AGENT_KINDS = tuple(KINDS)
+LLM_BASE_URL_ENV = "LABELFABRIC_LLM_BASE_URL"
+LLM_API_KEY_ENV = "LABELFABRIC_LLM_API_KEY"
 
 _TASK_KEYS = (
     "name",
     "description",
     "labels",
+    "modality",
     "text_field",
     "max_chars",
+    "aggregator",
     "gold_fraction",
     "agents",
 )
-# Settings each agent kind accepts besides `name` and `kind`.
-_KIND_SETTINGS: dict[str, frozenset[str]] = {
-    "rules": frozenset({"rules"}),
-    "sklearn": frozenset({"seed"}),
-}
 # Names end up in file names (model artifacts) and CLI arguments: keep them plain.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -62,7 +90,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 class AgentSpec:
     name: str
     kind: str  # one of AGENT_KINDS
-    settings: Mapping[str, Any]  # the agent's YAML entry minus name and kind
+    settings: Mapping[str, Any]  # the agent's YAML entry minus name, kind and timeout_s
+    timeout_s: float = DEFAULT_AGENT_TIMEOUT_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +103,8 @@ class TaskSpec:
     text_field: str
     max_chars: int  # records longer than this are refused at ingest
     agents: tuple[AgentSpec, ...]
+    modality: str = "text"
+    aggregator: str = "dawid_skene"
     # Share of review tasks on items with a known label (`labelfabric review gold`) that
     # check the reviewer against that label; 0 turns gold checks off.
     gold_fraction: float = 0.0
@@ -124,15 +155,61 @@ def build_agents(task: TaskSpec, names: Sequence[str] | None, *, models_dir: Pat
 
 
 def _build(task: TaskSpec, spec: AgentSpec, models_dir: Path) -> Agent:
+    # Model kinds are imported here: scikit-learn is slow to import and only needed to build
+    # such an agent, not to read or validate tasks.
+    cfg = spec.settings
+    seed = task.path.parent / str(cfg.get("seed", ""))
     if spec.kind == "rules":
-        return RulesAgent(spec.name, task.labels, spec.settings["rules"], source=task.path)
+        return RulesAgent(spec.name, task.labels, cfg["rules"], source=task.path)
     if spec.kind == "sklearn":
-        # Imported here: scikit-learn is slow to import and only needed to build this agent,
-        # not to read or validate tasks.
         from agents.sklearn_model import SklearnAgent
 
-        seed = task.path.parent / str(spec.settings["seed"])
         return SklearnAgent.from_seed(spec.name, seed, task.labels, models_dir)
+    if spec.kind == "centroid":
+        from agents.centroid import CentroidAgent
+
+        return CentroidAgent.from_seed(
+            spec.name,
+            seed,
+            task.labels,
+            models_dir,
+            embedding=str(cfg.get("embedding", "tfidf")),
+            k=int(cfg.get("k", 0)),
+        )
+    if spec.kind == "tabular":
+        from agents.tabular import TabularAgent
+
+        return TabularAgent.from_seed(
+            spec.name,
+            seed,
+            task.labels,
+            models_dir,
+            model=str(cfg["model"]),
+            features=cfg.get("features"),
+            params=cfg.get("params"),
+        )
+    if spec.kind == "llm":
+        from agents.llm import LLMAgent
+
+        base_url = cfg.get("base_url") or os.environ.get(LLM_BASE_URL_ENV)
+        if not base_url:
+            raise TaskError(
+                f"{task.path}: agent '{spec.name}' (llm) has no endpoint: set "
+                f"{LLM_BASE_URL_ENV} (an OpenAI-compatible base URL such as "
+                "http://127.0.0.1:8000/v1) or the agent's base_url"
+            )
+        try:
+            return LLMAgent(
+                spec.name,
+                task.labels,
+                base_url=str(base_url),
+                model=str(cfg["model"]),
+                instructions=str(cfg.get("instructions", "")),
+                api_key=os.environ.get(LLM_API_KEY_ENV),
+                timeout_s=spec.timeout_s,
+            )
+        except ValueError as err:
+            raise TaskError(f"{task.path}: agent '{spec.name}': {err}") from err
     raise TaskError(f"{task.path}: agent '{spec.name}': unknown kind '{spec.kind}'")
 
 
@@ -191,7 +268,14 @@ def _parse_task(path: Path) -> TaskSpec:
     ):
         raise TaskError(f"{path}: field 'gold_fraction' must be a number from 0 to 1")
 
-    agents = _parse_agents(path, raw.get("agents"), tuple(labels))
+    modality = raw.get("modality", "text")
+    if modality not in MODALITIES:
+        raise TaskError(f"{path}: field 'modality' must be one of {', '.join(MODALITIES)}")
+    aggregator = raw.get("aggregator", "dawid_skene")
+    if aggregator not in AGGREGATORS:
+        raise TaskError(f"{path}: field 'aggregator' must be one of {', '.join(AGGREGATORS)}")
+
+    agents = _parse_agents(path, raw.get("agents"), tuple(labels), modality)
     return TaskSpec(
         name=name,
         path=path,
@@ -201,10 +285,14 @@ def _parse_task(path: Path) -> TaskSpec:
         max_chars=max_chars,
         agents=agents,
         gold_fraction=float(gold_fraction),
+        modality=modality,
+        aggregator=aggregator,
     )
 
 
-def _parse_agents(path: Path, raw: object, labels: tuple[str, ...]) -> tuple[AgentSpec, ...]:
+def _parse_agents(
+    path: Path, raw: object, labels: tuple[str, ...], modality: str
+) -> tuple[AgentSpec, ...]:
     if not isinstance(raw, list) or not raw:
         raise TaskError(f"{path}: field 'agents' must be a non-empty list")
     specs: list[AgentSpec] = []
@@ -219,20 +307,29 @@ def _parse_agents(path: Path, raw: object, labels: tuple[str, ...]) -> tuple[Age
         if any(s.name == name for s in specs):
             raise TaskError(f"{path}: agent '{name}' is defined twice")
         kind = entry.get("kind")
-        if kind not in _KIND_SETTINGS:
+        if kind not in KINDS:
             raise TaskError(
                 f"{path}: agent '{name}': field 'kind' must be one of {', '.join(AGENT_KINDS)}, "
                 f"got {kind!r}"
             )
-        settings = {k: v for k, v in entry.items() if k not in ("name", "kind")}
-        allowed = _KIND_SETTINGS[kind]
+        spec = KINDS[kind]
+        if modality not in spec.modalities:
+            raise TaskError(
+                f"{path}: agent '{name}': kind '{kind}' reads {', '.join(sorted(spec.modalities))}"
+                f", not this task's modality '{modality}'"
+            )
+        timeout_s = entry.get("timeout_s", DEFAULT_AGENT_TIMEOUT_S)
+        if not isinstance(timeout_s, int | float) or isinstance(timeout_s, bool) or timeout_s <= 0:
+            raise TaskError(f"{path}: agent '{name}': field 'timeout_s' must be a positive number")
+        settings = {k: v for k, v in entry.items() if k not in ("name", "kind", "timeout_s")}
+        allowed = spec.required | spec.optional
         extra = sorted(str(k) for k in settings if k not in allowed)
         if extra:
             raise TaskError(
                 f"{path}: agent '{name}': unknown field(s) {', '.join(map(repr, extra))} for "
                 f"kind '{kind}'; expected: {', '.join(sorted(allowed))}"
             )
-        missing = sorted(allowed - set(settings))
+        missing = sorted(spec.required - set(settings))
         if missing:
             raise TaskError(
                 f"{path}: agent '{name}': missing field(s) {', '.join(map(repr, missing))}"
@@ -240,7 +337,7 @@ def _parse_agents(path: Path, raw: object, labels: tuple[str, ...]) -> tuple[Age
         if kind == "rules":
             # Compiles every pattern now, so a bad regex fails at load, naming file and agent.
             RulesAgent(name, labels, settings["rules"], source=path)
-        else:
+        if "seed" in settings:
             seed = settings["seed"]
             if not isinstance(seed, str) or not seed:
                 raise TaskError(f"{path}: agent '{name}': field 'seed' must be a file name")
@@ -248,5 +345,5 @@ def _parse_agents(path: Path, raw: object, labels: tuple[str, ...]) -> tuple[Age
                 raise TaskError(
                     f"{path}: agent '{name}': seed file {path.parent / seed} does not exist"
                 )
-        specs.append(AgentSpec(name=name, kind=kind, settings=settings))
+        specs.append(AgentSpec(name=name, kind=kind, settings=settings, timeout_s=float(timeout_s)))
     return tuple(specs)

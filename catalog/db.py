@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from catalog.models import (
+    AgentReliability,
     AuditEvent,
     Decision,
     GoldLabel,
@@ -54,6 +55,7 @@ T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 T_REVIEW = Review.__table__  # type: ignore[attr-defined]
 T_REVIEW_TASK = ReviewTask.__table__  # type: ignore[attr-defined]
 T_GOLD = GoldLabel.__table__  # type: ignore[attr-defined]
+T_RELIABILITY = AgentReliability.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -448,3 +450,8 @@ async def reviewer_stats(conn: AsyncConnection) -> dict[str, dict[str, int]]:
         ).group_by(r.reviewer)
     )
     return {row.reviewer: dict(row._mapping) for row in rows}
+
+
+async def record_reliability(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    """A fitted reliability model, once per (task, version)."""
+    await _insert_ignore(conn, T_RELIABILITY, [row])

@@ -211,3 +211,19 @@ class GoldLabel(SQLModel, table=True):
     source: str  # the file it came from
     source_sha256: str
     loaded_at: datetime = _ts(nullable=False)
+
+
+class AgentReliability(SQLModel, table=True):
+    """A fitted Dawid–Skene model: each agent's confusion matrix and the label priors, named
+    by the hash of its parameters. Decisions cite it as `aggregator = dawid_skene@VERSION`."""
+
+    __tablename__ = "agent_reliability"
+    task: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)
+    method: str  # dawid_skene
+    agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    model: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    fitted_on: str  # "job:{job_id}:chunk:{n}" or "calibrate:{sha256 of the gold slice}"
+    items: int
+    alpha: float | None = None  # Krippendorff's alpha of the votes it was fitted on
+    created_at: datetime = _ts(nullable=False)
