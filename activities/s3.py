@@ -56,3 +56,37 @@ def ensure_versioned_bucket(client: S3Client, bucket: str) -> None:
     status = client.get_bucket_versioning(Bucket=bucket).get("Status")
     if status != "Enabled":
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def put_once(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    body: Any,
+    *,
+    writer: str,
+    sha: str,
+    content_type: str = "application/octet-stream",
+) -> tuple[str | None, Any]:
+    """Put a new object version unless `writer` already put this content (`sha`) at `key`.
+
+    Returns (the existing version id, None) or (None, the put response). Idempotent for
+    retries: the metadata names the writer and the content's sha256.
+    """
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    else:
+        meta = head.get("Metadata", {})
+        if meta.get("labelfabric-job") == writer and meta.get("content-sha256") == sha:
+            return head.get("VersionId"), None
+    resp = s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType=content_type,
+        Metadata={"labelfabric-job": writer, "content-sha256": sha},
+    )
+    return None, resp

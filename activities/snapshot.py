@@ -22,7 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.payloads import SnapshotInput, SnapshotRef
-from activities.s3 import S3Client
+from activities.s3 import S3Client, put_once
 from catalog import db
 
 
@@ -176,29 +176,10 @@ class SnapshotActivities:
         self, key: str, body: IO[bytes] | bytes, job_id: str, sha: str, content_type: str
     ) -> str:
         """Put a new object version, unless this job already put this content there."""
-        found = self._version_written_by(key, job_id, sha)
-        if found:
-            return found
-        resp = self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            ContentType=content_type,
-            Metadata={"labelfabric-job": job_id, "content-sha256": sha},
+        found, resp = put_once(
+            self.s3, self.bucket, key, body, writer=job_id, sha=sha, content_type=content_type
         )
-        return _version_id(resp, key)
-
-    def _version_written_by(self, key: str, job_id: str, sha: str) -> str | None:
-        try:
-            head = self.s3.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-        meta = head.get("Metadata", {})
-        if meta.get("labelfabric-job") == job_id and meta.get("content-sha256") == sha:
-            return head.get("VersionId")
-        return None
+        return found or _version_id(resp, key)
 
 
 def _version_id(resp: Any, key: str) -> str:

@@ -4,6 +4,7 @@ worker process, exactly as the README shows them."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import subprocess
@@ -271,3 +272,20 @@ def _full_ids(settings: Settings, dataset: str) -> list[str]:
         "json",
     )
     return [w["execution"]["workflowId"].rsplit(":", 1)[-1] for w in json.loads(out.stdout or "[]")]
+
+
+def test_agent_train_stores_each_artifact_once_in_s3_by_version(stack: Settings) -> None:
+    first = cli(stack, "agent", "train", "--task", "sentiment")
+    assert first.returncode == 0, first.stdout + first.stderr
+    found = re.search(r"models/sentiment/tfidf_logreg/([0-9a-f]{16})\.pkl", first.stdout)
+    assert found, first.stdout
+    key = found[0]
+    s3 = make_s3_client(s3_target(stack))
+    head = s3.head_object(Bucket=stack.s3_bucket, Key=key)
+    artifact = (stack.models_dir / f"tfidf_logreg-{found[1]}.pkl").read_bytes()
+    assert head["Metadata"]["content-sha256"] == hashlib.sha256(artifact).hexdigest()
+    assert "keywords" in first.stdout and "(configuration only)" in first.stdout
+    again = cli(stack, "agent", "train", "--task", "sentiment")
+    assert again.returncode == 0
+    versions = s3.list_object_versions(Bucket=stack.s3_bucket, Prefix=key)["Versions"]
+    assert len(versions) == 1  # training again stored nothing new

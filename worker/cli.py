@@ -25,6 +25,7 @@ from temporalio.exceptions import FailureError
 from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from activities.payloads import Progress as JobProgress
 from worker import stack
+from worker.fabric_cli import agent_app, calibrate
 from worker.review_cli import review_app
 from worker.settings import Settings
 from worker.ui import console, fail
@@ -35,6 +36,8 @@ task_app = typer.Typer(help="Labeling tasks (tasks/*.yaml).", no_args_is_help=Tr
 app.add_typer(job_app, name="job")
 app.add_typer(task_app, name="task")
 app.add_typer(review_app, name="review")
+app.add_typer(agent_app, name="agent")
+app.command("calibrate")(calibrate)
 
 
 def print_status(parts: list[stack.PartStatus], *, detail: bool = True) -> None:

@@ -1,0 +1,55 @@
+"""New policy versions from old ones: the newest version's text with some params changed.
+
+Released versions are immutable (jobs pin version + sha256), so a change is always a new
+file `v{N+1}.yaml`. The text is edited, not re-serialised, so comments and layout survive.
+A new version must parse and pass the policy's cases before it is kept; a version whose
+rules and params equal an existing version's is not written again (that one is returned).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from policy_rules.engine import Policy, PolicyError, PolicyRef, _versions, check_cases
+
+
+def with_params(
+    policies_dir: Path, policy_id: str, params: Mapping[str, float], *, note: str
+) -> tuple[PolicyRef, bool]:
+    """The version of `policy_id` with these params: (ref, True) when newly written."""
+    folder = Path(policies_dir) / policy_id
+    versions = _versions(folder)
+    if not versions:
+        raise PolicyError(f"unknown policy '{policy_id}': no {folder}/v<N>.yaml")
+    newest = max(versions)
+    text = versions[newest].read_text(encoding="utf-8")
+    for name, value in params.items():
+        pattern = re.compile(rf"^(\s+{re.escape(name)}:\s*)([^#\n]*?)(\s*(#.*)?)$", re.M)
+        if len(pattern.findall(text)) != 1:
+            raise PolicyError(f"{versions[newest]}: no single param line '{name}:' to change")
+        text = pattern.sub(rf"\g<1>{value!r}\g<3>", text)
+    wanted = Policy.load(policies_dir, f"{policy_id}@{newest}")  # for the comparison below
+    for version in sorted(versions):
+        existing = Policy.load(policies_dir, f"{policy_id}@{version}")
+        if existing.params == {**wanted.params, **params} and _rules(existing) == _rules(wanted):
+            return existing.ref, False
+    new = newest + 1
+    text = re.sub(r"^version:\s*\d+", f"version: {new}", text, count=1, flags=re.M)
+    path = folder / f"v{new}.yaml"
+    path.write_text(f"# v{new}: {note}\n{text}", encoding="utf-8")
+    try:
+        policy = Policy.load(policies_dir, f"{policy_id}@{new}")
+        cases = folder / "cases.yaml"
+        failures = check_cases(policy, cases) if cases.is_file() else []
+        if failures:
+            raise PolicyError(f"v{new} fails its cases: " + "; ".join(failures[:3]))
+    except PolicyError:
+        path.unlink()
+        raise
+    return policy.ref, True
+
+
+def _rules(policy: Policy) -> list[tuple[str, str, str]]:
+    return [(r.id, r.when, r.outcome) for r in policy.rules]

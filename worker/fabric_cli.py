@@ -1,0 +1,156 @@
+"""`labelfabric calibrate` and `labelfabric agent train`: measuring and versioning the agents.
+
+Calibration runs the task's agents in this process over a gold slice (the same code path as
+`label_chunk`: `safe_predict`, then the task's aggregator), finds the lowest confidence
+threshold whose auto-accepted labels meet the target accuracy, and writes it as a new
+version of a policy (`route_calibrated` by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from activities.labeling import Combined, combine, safe_predict
+from agents.calibrate import CalibrationError, CurvePoint, find_threshold
+from agents.tasks import TaskError, TaskSpec, build_agents, load_task
+from policy_rules.engine import PolicyError
+from policy_rules.versions import with_params
+from worker.gold import GoldError, read_gold
+from worker.settings import Settings
+from worker.ui import console, fail
+
+agent_app = typer.Typer(help="The task's agents: train and store them.", no_args_is_help=True)
+
+
+def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
+    """Every agent's votes on `texts`, combined with the task's aggregator."""
+    agents = build_agents(task, None, models_dir=settings.models_dir)
+    per_agent = [safe_predict(a, task.labels, texts) for a in agents]
+    keys = [f"{a.name}@{a.version}" for a in agents]
+    return keys, combine(task, keys, per_agent)
+
+
+def calibrate(
+    task: Annotated[str, typer.Option(help="The task whose agents are calibrated.")],
+    gold: Annotated[Path, typer.Option(help="JSONL/CSV gold slice: text and label.")],
+    target: Annotated[float, typer.Option(help="Accuracy auto-accepted labels must reach.")] = 0.95,
+    policy: Annotated[str, typer.Option(help="Policy that gets the new version.")] = (
+        "route_calibrated"
+    ),
+    min_accepted: Annotated[int, typer.Option(help="Fewest gold items a threshold accepts.")] = 20,
+) -> None:
+    """Find the confidence threshold that meets TARGET on a gold slice; write a policy version."""
+    settings = Settings()
+    try:
+        spec = load_task(settings.tasks_dir, task)
+        slice_ = read_gold(spec, gold)
+    except (TaskError, GoldError, ValueError) as err:
+        raise fail(escape(str(err))) from err
+    if slice_.refused:
+        r = slice_.refused[0]
+        raise fail(escape(f"{gold}:{r.line}: {r.reason} ({len(slice_.refused)} bad line(s))"))
+    texts = [r.text for r in slice_.records]
+    truth = [r.label for r in slice_.records]
+    with console.status(f"{len(texts)} gold items through {len(spec.agents)} agents…"):
+        try:
+            _, combined = vote_on(settings, spec, texts)
+        except TaskError as err:
+            raise fail(escape(str(err))) from err
+    right = [e.label == t for e, t in zip(combined.ensembles, truth, strict=True)]
+    try:
+        point = find_threshold(
+            [e.confidence for e in combined.ensembles],
+            right,
+            target=target,
+            min_accepted=min_accepted,
+        )
+    except (CalibrationError, ValueError) as err:
+        raise fail(escape(str(err))) from err
+    note = (
+        f"labelfabric calibrate, task {spec.name} ({combined.method}), gold {gold.name} "
+        f"sha256 {slice_.sha256[:12]}: {point.accuracy:.1%} accurate at {point.rate:.1%} "
+        f"auto-accepted (target {target:.0%})"
+    )
+    try:
+        ref, created = with_params(
+            settings.policies_dir, policy, {"min_confidence": point.threshold}, note=note
+        )
+    except PolicyError as err:
+        raise fail(escape(str(err))) from err
+    print_calibration(spec, combined, point, sum(right) / len(right), target)
+    verb = "wrote" if created else "already have"
+    console.print(f"{verb} policy {ref.id}@{ref.version}: start jobs with --policy {ref.id}")
+
+
+def print_calibration(
+    task: TaskSpec, combined: Combined, point: CurvePoint, overall: float, target: float
+) -> None:
+    table = Table(title=f"calibration of {task.name}")
+    table.add_column("")
+    table.add_column("value")
+    rows = [
+        ("aggregator", combined.method),
+        ("gold items", str(point.items)),
+        ("accuracy, all items", f"{overall:.1%}"),
+        ("Krippendorff's alpha", f"{combined.alpha:.3f}"),
+        ("target", f"{target:.1%}"),
+        ("threshold (min_confidence)", f"{point.threshold:.6f}"),
+        ("auto-accepted", f"{point.accepted} ({point.rate:.1%})"),
+        ("accuracy, auto-accepted", f"{point.accuracy:.1%}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@agent_app.command("train")
+def agent_train(
+    task: Annotated[str, typer.Option(help="Train this task's model agents.")],
+) -> None:
+    """Train the task's agents from its seed and store each artifact in S3 by its version."""
+    asyncio.run(_train(Settings(), task))
+
+
+async def _train(settings: Settings, task_name: str) -> None:
+    import hashlib
+
+    from activities.s3 import make_s3_client, put_once
+    from worker.main import s3_target
+
+    try:
+        spec = load_task(settings.tasks_dir, task_name)
+        agents = await asyncio.to_thread(build_agents, spec, None, models_dir=settings.models_dir)
+    except TaskError as err:
+        raise fail(escape(str(err))) from err
+    s3 = make_s3_client(s3_target(settings))
+    table = Table(title=f"agents of {spec.name}")
+    for col in ("agent", "kind", "version", "artifact"):
+        table.add_column(col, no_wrap=True)
+    for agent, agent_spec in zip(agents, spec.agents, strict=True):
+        artifact = settings.models_dir / f"{agent.name}-{agent.version}.pkl"
+        where = "(configuration only)"
+        if artifact.is_file():
+            key = f"models/{spec.name}/{agent.name}/{agent.version}.pkl"
+            body = artifact.read_bytes()
+            try:
+                found, resp = await asyncio.to_thread(
+                    put_once,
+                    s3,
+                    settings.s3_bucket,
+                    key,
+                    body,
+                    writer=f"agent-train:{spec.name}",
+                    sha=hashlib.sha256(body).hexdigest(),
+                )
+            except Exception as err:
+                raise fail(f"cannot store {key} in S3 at {settings.s3_url}: {err}") from err
+            version_id = found or str(resp.get("VersionId"))
+            where = f"s3://{settings.s3_bucket}/{key} (S3 version {version_id[:12]})"
+        table.add_row(agent.name, agent_spec.kind, agent.version, where)
+    console.print(table)
