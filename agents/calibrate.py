@@ -62,7 +62,7 @@ def find_threshold(
     points = [p for p in curve(confidences, correct) if p.accepted >= min_accepted]
     meeting = [p for p in points if p.accuracy >= target]
     if not meeting:
-        best = max(points, key=lambda p: (p.accuracy, p.accepted), default=None)
+        best = best_point(confidences, correct, min_accepted=min_accepted)
         detail = (
             f"the best is {best.accuracy:.1%} on {best.accepted} items (confidence >= "
             f"{best.threshold:.4f})"
@@ -74,3 +74,11 @@ def find_threshold(
             f"with at least {min_accepted} accepted: {detail}"
         )
     return meeting[-1]  # the loosest threshold: the most items accepted
+
+
+def best_point(
+    confidences: Sequence[float], correct: Sequence[bool], *, min_accepted: int = 20
+) -> CurvePoint | None:
+    """The most accurate threshold accepting at least `min_accepted` items (ties: more items)."""
+    points = [p for p in curve(confidences, correct) if p.accepted >= min_accepted]
+    return max(points, key=lambda p: (p.accuracy, p.accepted), default=None)

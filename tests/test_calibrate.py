@@ -15,6 +15,13 @@ from tests.helpers import cli
 from worker.settings import PROJECT_ROOT, Settings
 
 
+def copy_v1(folder: Path) -> None:
+    """route_calibrated as released (v1 and its cases), without later calibrated versions."""
+    folder.mkdir(parents=True)
+    for name in ("v1.yaml", "cases.yaml"):
+        shutil.copy(PROJECT_ROOT / "policy_rules" / "route_calibrated" / name, folder / name)
+
+
 def test_curve_has_one_point_per_distinct_confidence() -> None:
     points = curve([0.9, 0.5, 0.9, 0.7], [True, False, False, True])
     assert [(p.threshold, p.accepted, p.correct) for p in points] == [
@@ -40,7 +47,7 @@ def test_threshold_is_the_loosest_that_meets_the_target() -> None:
 
 
 def test_a_new_version_is_written_once_and_must_pass_its_cases(tmp_path: Path) -> None:
-    shutil.copytree(PROJECT_ROOT / "policy_rules" / "route_calibrated", tmp_path / "rc")
+    copy_v1(tmp_path / "rc")
     (tmp_path / "rc" / "v1.yaml").write_text(
         (tmp_path / "rc" / "v1.yaml").read_text().replace("route_calibrated", "rc")
     )
@@ -61,9 +68,7 @@ def test_calibrate_cli_writes_a_policy_version(
     settings: Settings, gold_rows: list[dict[str, str]], tmp_path: Path
 ) -> None:
     policies = tmp_path / "policies"
-    shutil.copytree(
-        PROJECT_ROOT / "policy_rules" / "route_calibrated", policies / "route_calibrated"
-    )
+    copy_v1(policies / "route_calibrated")
     gold = tmp_path / "cal.jsonl"
     gold.write_text("".join(json.dumps(r) + "\n" for r in gold_rows[:600]))
     local = settings.model_copy(update={"policies_dir": policies})

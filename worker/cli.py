@@ -25,6 +25,7 @@ from temporalio.exceptions import FailureError
 from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from activities.payloads import Progress as JobProgress
 from worker import stack
+from worker.eval_cli import evaluate
 from worker.fabric_cli import agent_app, calibrate
 from worker.review_cli import review_app
 from worker.settings import Settings
@@ -38,6 +39,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(review_app, name="review")
 app.add_typer(agent_app, name="agent")
 app.command("calibrate")(calibrate)
+app.command("eval")(evaluate)
 
 
 def print_status(parts: list[stack.PartStatus], *, detail: bool = True) -> None:
@@ -192,7 +194,7 @@ def job_start(
 
 async def _start_job(
     settings: Settings, workflow_id: str, inp: LabelDatasetInput, wait: bool
-) -> None:
+) -> LabelDatasetResult | None:
     from activities.payloads import LABEL_DATASET, LABEL_JOB
 
     try:
@@ -224,7 +226,7 @@ async def _start_job(
             "waits until one starts (labelfabric worker, or labelfabric up --worker)[/]"
         )
     if not wait:
-        return
+        return None
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -257,6 +259,7 @@ async def _start_job(
             cause = cause.cause
         raise fail(f"job {workflow_id} failed: {cause}") from err
     print_summary(result, time.monotonic() - started, settings)
+    return result
 
 
 async def has_pollers(client: Client, task_queue: str) -> bool:
