@@ -1,0 +1,70 @@
+"""`labelfabric eval --data FILE --task T` end to end on the test stack: calibration on one
+slice, a real LabelDataset job on the rest, a report scored against the held-out labels."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policy_rules.engine import Policy
+from tests.helpers import cli, spawn_worker, stop
+from tests.test_calibrate import copy_v1
+from worker.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def eval_settings(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The stack, with its own policies folder (eval writes a version) and its own worker."""
+    root = tmp_path_factory.mktemp("eval")
+    copy_v1(root / "policies" / "route_calibrated")
+    local = stack.model_copy(
+        update={"policies_dir": root / "policies", "task_queue": f"eval-{uuid.uuid4().hex[:6]}"}
+    )
+    proc = spawn_worker(local, root / "worker.log")
+    yield local
+    stop(proc)
+
+
+def test_eval_on_a_labeled_file(
+    eval_settings: Settings, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    rows = gold_rows[1500:1900]
+    data = tmp_path / "mine.jsonl"
+    data.write_text(
+        "".join(json.dumps({"review": r["text"], "y": r["label"]}) + "\n" for r in rows)
+    )
+    out = cli(
+        eval_settings,
+        "eval",
+        "--data",
+        str(data),
+        "--task",
+        "sentiment",
+        "--text-field",
+        "review",
+        "--label-field",
+        "y",
+        "--target",
+        "0.85",
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    folder = eval_settings.home_dir / "eval" / "mine"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["calibration_items"] + report["items"] == len(rows)
+    assert 0.15 < report["calibration_items"] / len(rows) < 0.45
+    assert set(report["agents"]) == {"keywords", "tfidf_logreg"}
+    assert report["agents"]["tfidf_logreg"]["coverage"] == 1.0
+    assert 0.5 < report["aggregator_accuracy"]["majority_vote"] < 1.0
+    assert 0 < report["auto_accept_rate"] < 1 and report["review_rate"] > 0
+    assert report["auto_accept_rate"] + report["review_rate"] <= 1.0
+    threshold = Policy.load(eval_settings.policies_dir, report["policy"]).params["min_confidence"]
+    assert threshold == report["threshold"]
+    assert (folder / "accuracy_vs_auto_accept.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy of auto-accepted" in out.stdout and "Krippendorff" in out.stdout
