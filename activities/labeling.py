@@ -32,7 +32,7 @@ from agents.aggregate import (
     weighted_vote,
 )
 from agents.base import Agent, Vote, abstain
-from agents.tasks import TaskError, TaskSpec, build_agents, list_tasks, load_task
+from agents.tasks import TaskError, TaskSpec, build_agents, load_task, task_names
 from catalog import db
 from policy_rules.engine import Decision, Policy, PolicyError
 
@@ -139,14 +139,16 @@ class LabelingActivities:
     async def warm(self) -> None:
         """Build every known task's agents now, at worker start, not in a job's first chunk.
 
-        A task that fails to build is logged and left for its first chunk to report.
+        A task that fails to load or build is logged and left for its jobs to report: one
+        bad task file never keeps a worker from serving the others.
         """
-        for task in list_tasks(self.tasks_dir):
+        for name in task_names(self.tasks_dir):
             try:
+                task = load_task(self.tasks_dir, name)
                 async with self._lock:
                     await self._build(task.name, [a.name for a in task.agents])
             except (TaskError, ApplicationError) as err:
-                log.warning("task %s: agents not built at start: %s", task.name, err)
+                log.warning("task %s: agents not built at start: %s", name, err)
 
     async def _build(self, task_name: str, names: Sequence[str]) -> tuple[TaskSpec, list[Agent]]:
         """The task and its named agents; each agent is built once per process. Needs _lock."""

@@ -35,7 +35,15 @@ import yaml
 from agents.base import Agent, TaskError
 from agents.rules import RulesAgent
 
-__all__ = ["AgentSpec", "TaskError", "TaskSpec", "build_agents", "list_tasks", "load_task"]
+__all__ = [
+    "AgentSpec",
+    "TaskError",
+    "TaskSpec",
+    "build_agents",
+    "list_tasks",
+    "load_task",
+    "task_names",
+]
 
 DEFAULT_MAX_CHARS = 20_000
 DEFAULT_TEXT_FIELD = "text"
@@ -123,6 +131,11 @@ def load_task(tasks_dir: Path, name: str) -> TaskSpec:
             f"unknown task '{name}': no {tasks_dir.name}/{name}.yaml; known tasks: {known}"
         )
     return _parse_task(path)
+
+
+def task_names(tasks_dir: Path) -> list[str]:
+    """Names of the task files in `tasks_dir`, valid or not (load each to find out)."""
+    return _task_names(Path(tasks_dir))
 
 
 def list_tasks(tasks_dir: Path) -> list[TaskSpec]:

@@ -455,3 +455,20 @@ async def reviewer_stats(conn: AsyncConnection) -> dict[str, dict[str, int]]:
 async def record_reliability(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
     """A fitted reliability model, once per (task, version)."""
     await _insert_ignore(conn, T_RELIABILITY, [row])
+
+
+async def job_votes_and_decisions(
+    conn: AsyncConnection, job_id: str
+) -> tuple[Sequence[Any], Sequence[Any]]:
+    """A job's votes (item_id, agent, label, confidence) and decisions (item_id, outcome,
+    ensemble_label, ensemble_confidence), for scoring it against known labels."""
+    v, d = T_VOTE.c, T_DECISION.c
+    votes = await conn.execute(
+        select(v.item_id, v.agent, v.label, v.confidence).where(v.job_id == job_id)
+    )
+    decisions = await conn.execute(
+        select(d.item_id, d.outcome, d.ensemble_label, d.ensemble_confidence).where(
+            d.job_id == job_id
+        )
+    )
+    return votes.all(), decisions.all()

@@ -99,3 +99,22 @@ def test_combine_uses_the_tasks_aggregator(tmp_path: Path) -> None:
     nobody = combine(task, keys, [[vote(None)], [vote(None)], [vote(None)]])
     assert nobody.model is None and nobody.ensembles[0].label is None
     assert math.isnan(nobody.alpha) and nobody.alpha_or(None) is None
+
+
+async def test_a_bad_task_file_does_not_keep_the_worker_from_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from activities.labeling import LabelingActivities
+
+    write_task(tmp_path, GOOD_TASK)
+    write_task(tmp_path, GOOD_TASK.replace("name: demo", "name: broken\nmodality: image"), "broken")
+    acts = LabelingActivities(
+        engine=None,  # type: ignore[arg-type]  # warm() touches no database
+        tasks_dir=tmp_path,
+        policies_dir=tmp_path,
+        models_dir=tmp_path / "models",
+    )
+    await acts.warm()
+    assert ("demo", "kw") in acts._agents
+    assert "task broken: agents not built at start" in caplog.text
+    assert "kind 'rules' reads text, not this task's modality 'image'" in caplog.text

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError
@@ -128,12 +129,18 @@ def sample(
 @task_app.command("list")
 def task_list() -> None:
     """List the known tasks with their labels and agents."""
-    from agents.tasks import list_tasks
+    from agents.tasks import TaskError, load_task, task_names
 
     table = Table(title="tasks")
     for col in ("task", "labels", "text field", "agents", "file"):
         table.add_column(col)
-    for t in list_tasks(Settings().tasks_dir):
+    tasks_dir = Settings().tasks_dir
+    for name in task_names(tasks_dir):
+        try:
+            t = load_task(tasks_dir, name)
+        except TaskError as err:
+            table.add_row(name, "[red]invalid[/]", "", escape(str(err)), "")
+            continue
         table.add_row(
             t.name,
             ", ".join(t.labels),

@@ -25,7 +25,6 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 
 from activities.payloads import LabelDatasetInput
 from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
@@ -166,26 +165,7 @@ async def _score(
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            votes = (
-                await conn.execute(
-                    select(
-                        db.T_VOTE.c.item_id,
-                        db.T_VOTE.c.agent,
-                        db.T_VOTE.c.label,
-                        db.T_VOTE.c.confidence,
-                    ).where(db.T_VOTE.c.job_id == job_id)
-                )
-            ).all()
-            decisions = (
-                await conn.execute(
-                    select(
-                        db.T_DECISION.c.item_id,
-                        db.T_DECISION.c.outcome,
-                        db.T_DECISION.c.ensemble_label,
-                        db.T_DECISION.c.ensemble_confidence,
-                    ).where(db.T_DECISION.c.job_id == job_id)
-                )
-            ).all()
+            votes, decisions = await db.job_votes_and_decisions(conn, job_id)
     finally:
         await engine.dispose()
     agents = sorted({v.agent for v in votes})
