@@ -92,6 +92,10 @@ async def timed_predict(agent: Agent, task: TaskSpec, texts: Sequence[str]) -> l
         return [abstain(f"agent timed out after {timeout:g}s") for _ in texts]
 
 
+# Laplace smoothing of fitted confusion matrices: graded posteriors (see DawidSkene.smoothed).
+DS_PSEUDO_COUNT = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Combined:
     """The chunk's ensembles, the aggregator that made them and, for Dawid–Skene, the model."""
@@ -105,18 +109,28 @@ class Combined:
         return default if math.isnan(self.alpha) else self.alpha
 
 
-def combine(task: TaskSpec, keys: Sequence[str], per_agent: Sequence[Sequence[Vote]]) -> Combined:
+def combine(
+    task: TaskSpec,
+    keys: Sequence[str],
+    per_agent: Sequence[Sequence[Vote]],
+    stored: DawidSkene | None = None,
+) -> Combined:
     """Aggregate each item's votes with the task's aggregator.
 
-    Dawid–Skene is fitted on this chunk's votes (unsupervised: it needs no gold), so each
-    chunk has its own reliability model, stored and cited by version.
+    Dawid–Skene uses `stored` (the model `labelfabric calibrate` fitted, whose posteriors the
+    calibrated threshold was chosen on) when there is one; otherwise it is fitted on this
+    chunk's votes (unsupervised: it needs no gold), stored and cited by version.
     """
     items = len(per_agent[0]) if per_agent else 0
     by_item = [[votes[i] for votes in per_agent] for i in range(items)]
     matrix = [[v.label for v in votes] for votes in by_item]
     alpha = krippendorff_alpha(matrix) if items else math.nan
+    if task.aggregator == "dawid_skene" and stored is not None:
+        return Combined(
+            [stored.ensemble(v) for v in by_item], f"dawid_skene@{stored.version}", None, alpha
+        )
     if task.aggregator == "dawid_skene" and any(lbl is not None for row in matrix for lbl in row):
-        model = DawidSkene.fit(task.labels, keys, matrix)
+        model = DawidSkene.fit(task.labels, keys, matrix).smoothed(DS_PSEUDO_COUNT)
         return Combined(
             [model.ensemble(v) for v in by_item], f"dawid_skene@{model.version}", model, alpha
         )
@@ -135,6 +149,7 @@ class LabelingActivities:
     _agents: dict[tuple[str, str], Agent] = field(default_factory=dict)
     _policies: dict[tuple[str, int], Policy] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _reliabilities: dict[str, DawidSkene | None] = field(default_factory=dict)  # by job
 
     async def warm(self) -> None:
         """Build every known task's agents now, at worker start, not in a job's first chunk.
@@ -218,14 +233,27 @@ class LabelingActivities:
                     latency[agent.name] = (time.perf_counter() - started) * 1000 / len(texts)
                 activity.heartbeat(f"{agent.name} voted")
             keys = [f"{a.name}@{a.version}" for a in agents]
+            stored = await self._reliability(task, keys, inp.job_id)
             with tracer.start_as_current_span("route", attributes={"policy": policy.ref.id}):
-                combined = await asyncio.to_thread(combine, task, keys, per_agent)
+                combined = await asyncio.to_thread(combine, task, keys, per_agent, stored)
                 outcomes = await asyncio.to_thread(self._route, policy, todo, per_agent, combined)
 
         counts = _count(list(done.values()) + [o.decision.outcome for o in outcomes])
         if outcomes:
             await self._record(inp, task, agents, policy, outcomes, combined, latency, counts)
         return ChunkResult(chunk=inp.chunk, counts=counts)
+
+    async def _reliability(self, task: TaskSpec, keys: list[str], job_id: str) -> DawidSkene | None:
+        """The calibrated Dawid–Skene model this job uses (see `db.calibrated_reliability`)."""
+        if task.aggregator != "dawid_skene":
+            return None
+        if job_id not in self._reliabilities:
+            async with self.engine.connect() as conn:
+                found = await db.calibrated_reliability(
+                    conn, task=task.name, agents=keys, job_id=job_id
+                )
+            self._reliabilities[job_id] = DawidSkene.from_dict(found) if found else None
+        return self._reliabilities[job_id]
 
     @staticmethod
     def _route(

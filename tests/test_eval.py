@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from catalog import db
 from policy_rules.engine import Policy
 from tests.helpers import cli, spawn_worker, stop
 from tests.test_calibrate import copy_v1
@@ -68,3 +70,31 @@ def test_eval_on_a_labeled_file(
     assert threshold == report["threshold"]
     assert (folder / "accuracy_vs_auto_accept.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy of auto-accepted" in out.stdout and "Krippendorff" in out.stdout
+
+
+async def test_eval_on_digits_routes_with_the_calibrated_reliability_model(
+    eval_settings: Settings,
+) -> None:
+    out = cli(eval_settings, "eval", "--dataset", "digits", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((eval_settings.home_dir / "eval" / "digits" / "report.json").read_text())
+    acc = report["aggregator_accuracy"]
+    assert report["aggregator"] == "dawid_skene" and len(report["agents"]) == 5
+    assert acc["dawid_skene"] > acc["majority_vote"]
+    # Every chunk of the job aggregated with the model calibration stored, not its own fit.
+    engine = db.make_engine(eval_settings.catalog_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            cited = (
+                await conn.execute(
+                    text(
+                        "SELECT DISTINCT d.aggregator, r.fitted_on FROM decision d"
+                        " LEFT JOIN agent_reliability r ON r.task = 'digits'"
+                        " AND d.aggregator = 'dawid_skene@' || r.version WHERE d.job_id = :j"
+                    ),
+                    {"j": report["job"]},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert len(cited) == 1 and str(cited[0][1]).startswith("calibrate:"), cited

@@ -34,7 +34,7 @@ from agents.tasks import TaskError, TaskSpec, load_task
 from catalog import db
 from policy_rules.engine import PolicyError
 from policy_rules.versions import with_params
-from worker.fabric_cli import vote_on
+from worker.fabric_cli import store_reliability, vote_on
 from worker.gold import GoldError, read_gold
 from worker.settings import Settings
 from worker.ui import console, fail
@@ -109,6 +109,8 @@ def evaluate(
     except PolicyError as err:
         raise fail(escape(str(err))) from err
 
+    cal_ids = hashlib.sha256("".join(r.item_id for r in cal).encode()).hexdigest()
+    store_reliability(settings, spec, combined, cal_ids)
     items = out / "test_items.jsonl"
     # The job reads the task's own text field, whatever the labeled file called it.
     items.write_text("".join(json.dumps({own.text_field: r.text}) + "\n" for r in test))

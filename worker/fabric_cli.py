@@ -19,6 +19,7 @@ from rich.table import Table
 from activities.labeling import Combined, combine, safe_predict
 from agents.calibrate import CalibrationError, CurvePoint, find_threshold
 from agents.tasks import TaskError, TaskSpec, build_agents, load_task
+from catalog import db
 from policy_rules.engine import PolicyError
 from policy_rules.versions import with_params
 from worker.gold import GoldError, read_gold
@@ -34,6 +35,43 @@ def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[
     per_agent = [safe_predict(a, task.labels, texts) for a in agents]
     keys = [f"{a.name}@{a.version}" for a in agents]
     return keys, combine(task, keys, per_agent)
+
+
+def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, source: str) -> None:
+    """Keep a calibration's Dawid–Skene fit in the catalog: jobs of this task that start
+    afterwards aggregate with it, so the threshold chosen on its posteriors holds for them."""
+    model = combined.model
+    if model is None:
+        return
+
+    async def store() -> None:
+        engine = db.make_engine(settings.catalog_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await db.record_reliability(
+                    conn,
+                    {
+                        "task": task.name,
+                        "version": model.version,
+                        "method": "dawid_skene",
+                        "agents": list(model.agents),
+                        "model": model.to_dict(),
+                        "fitted_on": f"calibrate:{source}",
+                        "items": model.items,
+                        "alpha": combined.alpha_or(None),
+                        "created_at": db.utcnow(),
+                    },
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(store())
+    except OSError as err:
+        raise fail(
+            f"cannot store the calibrated reliability model in the catalog at "
+            f"{settings.catalog_url} ({err}); is the stack up? (labelfabric up)"
+        ) from err
 
 
 def calibrate(
@@ -83,6 +121,7 @@ def calibrate(
         )
     except PolicyError as err:
         raise fail(escape(str(err))) from err
+    store_reliability(settings, spec, combined, slice_.sha256)
     print_calibration(spec, combined, point, sum(right) / len(right), target)
     verb = "wrote" if created else "already have"
     console.print(f"{verb} policy {ref.id}@{ref.version}: start jobs with --policy {ref.id}")
