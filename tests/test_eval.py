@@ -98,3 +98,39 @@ async def test_eval_on_digits_routes_with_the_calibrated_reliability_model(
     finally:
         await engine.dispose()
     assert len(cited) == 1 and str(cited[0][1]).startswith("calibrate:"), cited
+
+
+def test_eval_on_a_tabular_csv_with_feature_columns(
+    eval_settings: Settings, tmp_path: Path
+) -> None:
+    from agents.digits import digits_rows
+
+    rows = digits_rows()[:400]
+    data = tmp_path / "pixels.csv"
+    cols = [f"p{i}" for i in range(64)]
+    with data.open("w") as fh:
+        fh.write(",".join(["digit", *cols]) + "\n")
+        for r in rows:
+            fh.write(",".join([r["label"], *r["text"].split()]) + "\n")
+    args = ["eval", "--data", str(data), "--task", "digits", "--label-field", "digit"]
+    out = cli(eval_settings, *args, "--feature-fields", ",".join(cols), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((eval_settings.home_dir / "eval" / "pixels" / "report.json").read_text())
+    assert report["calibration_items"] + report["items"] == len(rows)
+    assert report["aggregator_accuracy"]["dawid_skene"] > 0.6
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("digit,p0\n3,0\n4,x\n")
+    refused = cli(
+        eval_settings,
+        "eval",
+        "--data",
+        str(bad),
+        "--task",
+        "digits",
+        "--label-field",
+        "digit",
+        "--feature-fields",
+        "p0",
+    )
+    assert refused.returncode == 1 and f"{bad}:3: a feature is not a number" in refused.stdout

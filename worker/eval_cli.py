@@ -15,6 +15,7 @@ Writes `report.json` and `accuracy_vs_auto_accept.png` to `<home>/eval/<name>/`.
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import json
 import math
@@ -50,6 +51,10 @@ def evaluate(
     task: Annotated[str | None, typer.Option(help="Task for --data (its agents vote).")] = None,
     text_field: Annotated[str | None, typer.Option(help="Text field of --data.")] = None,
     label_field: Annotated[str, typer.Option(help="Label field of --data.")] = "label",
+    feature_fields: Annotated[
+        str | None,
+        typer.Option(help="Tabular --data: comma-separated numeric fields, in feature order."),
+    ] = None,
     target: Annotated[float, typer.Option(help="Accuracy auto-accepted labels must reach.")] = 0.95,
     calibration_share: Annotated[float, typer.Option(help="Share used to calibrate.")] = 0.3,
 ) -> None:
@@ -72,6 +77,12 @@ def evaluate(
         own = load_task(settings.tasks_dir, task_name)
         spec = replace(own, text_field=text_field) if text_field else own
         source = data if data is not None else _built_in(name, out)
+        if feature_fields:
+            if data is None:
+                raise fail("--feature-fields goes with --data")
+            fields = [f.strip() for f in feature_fields.split(",") if f.strip()]
+            source = _features_as_text(data, fields, label_field, out / "features.jsonl")
+            spec = replace(own, text_field="text")
         labeled = read_gold(spec, source, label_field=label_field)
     except (TaskError, GoldError, ValueError) as err:
         raise fail(escape(str(err))) from err
@@ -144,6 +155,43 @@ def evaluate(
     _plot(report, out / "accuracy_vs_auto_accept.png")
     _print(report)
     console.print(f"report: {out / 'report.json'}\nplot:   {out / 'accuracy_vs_auto_accept.png'}")
+
+
+def _features_as_text(data: Path, fields: list[str], label_field: str, out: Path) -> Path:
+    """A tabular file as items whose text is their feature values joined by spaces (the form
+    `tabular` agents read), with the label kept; a row without a numeric value is refused."""
+    if not data.is_file():
+        raise GoldError(f"data file {data} does not exist")
+    if data.suffix.lower() == ".csv":
+        with data.open(newline="", encoding="utf-8") as fh:
+            rows: list[tuple[int, dict[str, Any]]] = [
+                (i, dict(r)) for i, r in enumerate(csv.DictReader(fh), start=2)
+            ]
+    else:
+        rows = []
+        for i, line in enumerate(data.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((i, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise GoldError(f"{data}:{i}: bad JSON: {err.msg}") from err
+    with out.open("w", encoding="utf-8") as fh:
+        for lineno, row in rows:
+            if not isinstance(row, dict):
+                raise GoldError(f"{data}:{lineno}: expected a JSON object")
+            try:
+                values = [float(row[f]) for f in fields]
+            except KeyError as err:
+                raise GoldError(f"{data}:{lineno}: no field {err.args[0]!r}") from err
+            except (TypeError, ValueError) as err:
+                raise GoldError(f"{data}:{lineno}: a feature is not a number ({err})") from err
+            if not all(math.isfinite(v) for v in values):
+                raise GoldError(f"{data}:{lineno}: a feature is not a finite number")
+            text = " ".join(f"{v:g}" for v in values)
+            raw = row.get(label_field)
+            label = None if raw is None else str(raw)  # JSON class ids may be numbers
+            fh.write(json.dumps({"text": text, label_field: label}) + "\n")
+    return out
 
 
 def _calibration(item_id: str, share: float) -> bool:
