@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,19 +77,31 @@ def policy_inputs(text: str, ensemble: Ensemble) -> dict[str, Any]:
     }
 
 
-async def timed_predict(agent: Agent, task: TaskSpec, texts: Sequence[str]) -> list[Vote]:
+async def timed_predict(
+    agent: Agent,
+    task: TaskSpec,
+    texts: Sequence[str],
+    beat: Callable[[], None] = lambda: None,
+) -> list[Vote]:
     """`safe_predict` with the agent's `timeout_s`; past it, every item abstains and says why.
 
-    A Python thread cannot be stopped: a timed-out agent's call finishes in the background
-    and its votes are dropped.
+    `beat` runs every few seconds while the agent works (the activity's heartbeat), so a slow
+    agent within its timeout never looks like a dead worker. A Python thread cannot be
+    stopped: a timed-out agent's call finishes in the background and its votes are dropped.
     """
-    timeout = next((s.timeout_s for s in task.agents if s.name == agent.name), None)
-    try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(safe_predict, agent, task.labels, texts), timeout
-        )
-    except TimeoutError:
-        return [abstain(f"agent timed out after {timeout:g}s") for _ in texts]
+    timeout = next((s.timeout_s for s in task.agents if s.name == agent.name), 60.0)
+    work = asyncio.ensure_future(asyncio.to_thread(safe_predict, agent, task.labels, texts))
+    deadline = time.monotonic() + timeout
+    while not work.done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return [abstain(f"agent timed out after {timeout:g}s") for _ in texts]
+        await asyncio.wait({work}, timeout=min(left, BEAT_S))
+        beat()
+    return work.result()
+
+
+BEAT_S = 5.0  # heartbeat interval while an agent works: well under the chunk's timeout
 
 
 # Laplace smoothing of fitted confusion matrices: graded posteriors (see DawidSkene.smoothed).
@@ -117,9 +129,10 @@ def combine(
 ) -> Combined:
     """Aggregate each item's votes with the task's aggregator.
 
-    Dawid–Skene uses `stored` (the model `labelfabric calibrate` fitted, whose posteriors the
-    calibrated threshold was chosen on) when there is one; otherwise it is fitted on this
-    chunk's votes (unsupervised: it needs no gold), stored and cited by version.
+    Dawid–Skene uses `stored` (the model `labelfabric calibrate` fitted and named in the
+    policy version, whose posteriors its threshold was chosen on) when there is one;
+    otherwise it is fitted on this chunk's votes (unsupervised: it needs no gold), stored and
+    cited by version.
     """
     items = len(per_agent[0]) if per_agent else 0
     by_item = [[votes[i] for votes in per_agent] for i in range(items)]
@@ -149,7 +162,7 @@ class LabelingActivities:
     _agents: dict[tuple[str, str], Agent] = field(default_factory=dict)
     _policies: dict[tuple[str, int], Policy] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _reliabilities: dict[str, DawidSkene | None] = field(default_factory=dict)  # by job
+    _reliabilities: dict[str, DawidSkene] = field(default_factory=dict)  # by model version
 
     async def warm(self) -> None:
         """Build every known task's agents now, at worker start, not in a job's first chunk.
@@ -162,7 +175,7 @@ class LabelingActivities:
                 task = load_task(self.tasks_dir, name)
                 async with self._lock:
                     await self._build(task.name, [a.name for a in task.agents])
-            except (TaskError, ApplicationError) as err:
+            except Exception as err:  # whatever is wrong with one task, serve the others
                 log.warning("task %s: agents not built at start: %s", name, err)
 
     async def _build(self, task_name: str, names: Sequence[str]) -> tuple[TaskSpec, list[Agent]]:
@@ -229,11 +242,13 @@ class LabelingActivities:
                     },
                 ):
                     started = time.perf_counter()
-                    per_agent.append(await timed_predict(agent, task, texts))
+                    per_agent.append(
+                        await timed_predict(agent, task, texts, lambda: activity.heartbeat())
+                    )
                     latency[agent.name] = (time.perf_counter() - started) * 1000 / len(texts)
                 activity.heartbeat(f"{agent.name} voted")
             keys = [f"{a.name}@{a.version}" for a in agents]
-            stored = await self._reliability(task, keys, inp.job_id)
+            stored = await self._reliability(task, keys, policy)
             with tracer.start_as_current_span("route", attributes={"policy": policy.ref.id}):
                 combined = await asyncio.to_thread(combine, task, keys, per_agent, stored)
                 outcomes = await asyncio.to_thread(self._route, policy, todo, per_agent, combined)
@@ -243,17 +258,34 @@ class LabelingActivities:
             await self._record(inp, task, agents, policy, outcomes, combined, latency, counts)
         return ChunkResult(chunk=inp.chunk, counts=counts)
 
-    async def _reliability(self, task: TaskSpec, keys: list[str], job_id: str) -> DawidSkene | None:
-        """The calibrated Dawid–Skene model this job uses (see `db.calibrated_reliability`)."""
-        if task.aggregator != "dawid_skene":
+    async def _reliability(
+        self, task: TaskSpec, keys: list[str], policy: Policy
+    ) -> DawidSkene | None:
+        """The Dawid–Skene model the job's policy version was calibrated with, if it names one
+        (param `reliability`, written by `labelfabric calibrate`); None = fit per chunk."""
+        version = str(policy.params.get("reliability") or "")
+        if task.aggregator != "dawid_skene" or not version:
             return None
-        if job_id not in self._reliabilities:
+        if version not in self._reliabilities:
             async with self.engine.connect() as conn:
-                found = await db.calibrated_reliability(
-                    conn, task=task.name, agents=keys, job_id=job_id
+                found = await db.reliability(conn, task=task.name, version=version)
+            if found is None:
+                raise ApplicationError(
+                    f"policy {policy.ref} names reliability model {version} for task "
+                    f"{task.name}, which is not in the catalog (calibrate on this catalog)",
+                    type="PolicyError",
+                    non_retryable=True,
                 )
-            self._reliabilities[job_id] = DawidSkene.from_dict(found) if found else None
-        return self._reliabilities[job_id]
+            self._reliabilities[version] = DawidSkene.from_dict(found)
+        model = self._reliabilities[version]
+        if list(model.agents) != keys:
+            raise ApplicationError(
+                f"policy {policy.ref} was calibrated for agents {', '.join(model.agents)}; "
+                f"this job runs {', '.join(keys)}: calibrate again for these agents",
+                type="PolicyError",
+                non_retryable=True,
+            )
+        return model
 
     @staticmethod
     def _route(

@@ -80,8 +80,10 @@ def put_once(
             raise
     else:
         meta = head.get("Metadata", {})
-        if meta.get("labelfabric-job") == writer and meta.get("content-sha256") == sha:
-            return head.get("VersionId"), None
+        found = head.get("VersionId")
+        same = meta.get("labelfabric-job") == writer and meta.get("content-sha256") == sha
+        if same and found and found != "null":  # no version id: versioning off, put to say so
+            return found, None
     resp = s3.put_object(
         Bucket=bucket,
         Key=key,

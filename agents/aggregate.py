@@ -28,8 +28,9 @@ the same votes give the same result, bit for bit (the numpy ones: on the same nu
   ELBO per vote gains < tol or after max_iter. Items on which every agent abstained are left
   out, as crowd-kit never sees them; a label nobody gave keeps a 1e-10 prior (crowd-kit drops
   it), so its posterior is ~0.
-- `posterior` ignores abstentions and votes with a label the agent never gave in training (no
-  evidence either way); with no usable vote it is the priors.
+- `posterior` ignores abstentions and, in an unsmoothed model, votes with a label the agent
+  never gave in training (no evidence either way); a smoothed model has no zero cell, so such
+  a vote counts as weak evidence. With no usable vote it is the priors.
 - `ensemble`: label = most probable (ties: the name sorting first), confidence = its
   posterior, agreement as in `majority_vote`; label None and confidence 0.0 when nobody voted.
 - `smoothed(a)` Laplace-smooths the confusion rows (pseudo-count a per cell); the fabric routes

@@ -139,7 +139,9 @@ class LLMAgent:
             "default_confidence": default_confidence,
         }
         self.version = content_version(canonical_json(config))
-        self._opener = urllib.request.build_opener()
+        # No redirects: urllib would follow one with the Authorization header, sending the API
+        # key to whatever host the endpoint names.
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def request_body(self, text: str) -> dict[str, Any]:
         return {
@@ -168,6 +170,8 @@ class LLMAgent:
             return self._parse(response)
         except _Abstain as reason:
             return abstain(f"llm: {reason}")
+        except Exception as err:  # one odd response abstains alone, never the whole batch
+            return abstain(f"llm: unreadable response: {type(err).__name__}: {err}")
 
     def _post(self, body: Mapping[str, Any]) -> Any:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -280,7 +284,14 @@ def _token_bytes(entry: Any) -> tuple[bytes, float] | None:
 
 
 def _prob(logprob: float) -> float:
-    return min(1.0, math.exp(logprob))
+    return math.exp(min(logprob, 0.0))  # a probability's log is <= 0; never overflow
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> None:
+        raise _Abstain(f"endpoint redirected ({code}) to {newurl}: not followed")
 
 
 def logprob_confidence(logprobs: Any, label: str, labels: Sequence[str]) -> float | None:

@@ -72,7 +72,9 @@ KINDS: dict[str, AgentKind] = {
         frozenset({"tabular", "image"}),
     ),
     "llm": AgentKind(
-        frozenset({"model"}), frozenset({"instructions", "base_url"}), frozenset({"text"})
+        frozenset({"model"}),
+        frozenset({"instructions", "base_url", "request_timeout_s"}),
+        frozenset({"text"}),
     ),
 }
 AGENT_KINDS = tuple(KINDS)
@@ -164,7 +166,16 @@ def build_agents(task: TaskSpec, names: Sequence[str] | None, *, models_dir: Pat
             if by_name[agent_name] in selected:
                 raise TaskError(f"task '{task.name}': agent '{agent_name}' selected twice")
             selected.append(by_name[agent_name])
-    return [_build(task, spec, Path(models_dir)) for spec in selected]
+    built = []
+    for spec in selected:
+        try:
+            built.append(_build(task, spec, Path(models_dir)))
+        except TaskError:
+            raise
+        except (ValueError, TypeError, KeyError) as err:
+            # A setting of the wrong type or value: the task file's fault, said as such.
+            raise TaskError(f"{task.path}: agent '{spec.name}' ({spec.kind}): {err}") from err
+    return built
 
 
 def _build(task: TaskSpec, spec: AgentSpec, models_dir: Path) -> Agent:
@@ -187,7 +198,7 @@ def _build(task: TaskSpec, spec: AgentSpec, models_dir: Path) -> Agent:
             task.labels,
             models_dir,
             embedding=str(cfg.get("embedding", "tfidf")),
-            k=int(cfg.get("k", 0)),
+            k=cfg.get("k", 0),  # validated by the agent (an int, not a bool)
         )
     if spec.kind == "tabular":
         from agents.tabular import TabularAgent
@@ -219,7 +230,8 @@ def _build(task: TaskSpec, spec: AgentSpec, models_dir: Path) -> Agent:
                 model=str(cfg["model"]),
                 instructions=str(cfg.get("instructions", "")),
                 api_key=os.environ.get(LLM_API_KEY_ENV),
-                timeout_s=spec.timeout_s,
+                # Per request; the agent's `timeout_s` bounds the whole batch.
+                timeout_s=float(cfg.get("request_timeout_s", 30.0)),
             )
         except ValueError as err:
             raise TaskError(f"{task.path}: agent '{spec.name}': {err}") from err
@@ -320,7 +332,7 @@ def _parse_agents(
         if any(s.name == name for s in specs):
             raise TaskError(f"{path}: agent '{name}' is defined twice")
         kind = entry.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise TaskError(
                 f"{path}: agent '{name}': field 'kind' must be one of {', '.join(AGENT_KINDS)}, "
                 f"got {kind!r}"

@@ -16,8 +16,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import cast, func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from catalog.models import (
@@ -474,19 +474,8 @@ async def job_votes_and_decisions(
     return votes.all(), decisions.all()
 
 
-async def calibrated_reliability(
-    conn: AsyncConnection, *, task: str, agents: Sequence[str], job_id: str
-) -> dict[str, Any] | None:
-    """The newest reliability model `labelfabric calibrate` stored for exactly these agents
-    (name@version, in order) before this job started: the same model for every chunk of the
-    job, whatever is calibrated while it runs."""
-    started = select(T_JOB.c.started_at).where(T_JOB.c.id == job_id).scalar_subquery()
+async def reliability(conn: AsyncConnection, *, task: str, version: str) -> dict[str, Any] | None:
+    """A stored reliability model's parameters (`DawidSkene.to_dict()`), by version."""
     r = T_RELIABILITY.c
-    row = await conn.scalar(
-        select(r.model)
-        .where(r.task == task, r.fitted_on.like("calibrate:%"), r.created_at <= started)
-        .where(cast(r.agents, JSONB) == literal(list(agents), JSONB))
-        .order_by(r.created_at.desc(), r.version)
-        .limit(1)
-    )
+    row = await conn.scalar(select(r.model).where(r.task == task, r.version == version))
     return dict(row) if row else None

@@ -8,7 +8,9 @@ rules and params equal an existing version's is not written again (that one is r
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from policy_rules.engine import Policy, PolicyError, PolicyRef, _versions, check
 
 
 def with_params(
-    policies_dir: Path, policy_id: str, params: Mapping[str, float], *, note: str
+    policies_dir: Path, policy_id: str, params: Mapping[str, float | str], *, note: str
 ) -> tuple[PolicyRef, bool]:
     """The version of `policy_id` with these params: (ref, True) when newly written."""
     folder = Path(policies_dir) / policy_id
@@ -29,7 +31,8 @@ def with_params(
         pattern = re.compile(rf"^(\s+{re.escape(name)}:\s*)([^#\n]*?)(\s*(#.*)?)$", re.M)
         if len(pattern.findall(text)) != 1:
             raise PolicyError(f"{versions[newest]}: no single param line '{name}:' to change")
-        text = pattern.sub(rf"\g<1>{value!r}\g<3>", text)
+        scalar = _yaml_scalar(value).replace("\\", "\\\\")
+        text = pattern.sub(rf"\g<1>{scalar}\g<3>", text)
     wanted = Policy.load(policies_dir, f"{policy_id}@{newest}")  # for the comparison below
     for version in sorted(versions):
         existing = Policy.load(policies_dir, f"{policy_id}@{version}")
@@ -37,19 +40,37 @@ def with_params(
             return existing.ref, False
     new = newest + 1
     text = re.sub(r"^version:\s*\d+", f"version: {new}", text, count=1, flags=re.M)
-    path = folder / f"v{new}.yaml"
-    path.write_text(f"# v{new}: {note}\n{text}", encoding="utf-8")
-    try:
-        policy = Policy.load(policies_dir, f"{policy_id}@{new}")
+    data = f"# v{new}: {note}\n{text}"
+    # Checked in a scratch copy first, so no job can pick up a version that fails its cases.
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / policy_id
+        scratch.mkdir()
+        (scratch / f"v{new}.yaml").write_text(data, encoding="utf-8")
+        policy = Policy.load(Path(tmp), f"{policy_id}@{new}")
         cases = folder / "cases.yaml"
         failures = check_cases(policy, cases) if cases.is_file() else []
         if failures:
             raise PolicyError(f"v{new} fails its cases: " + "; ".join(failures[:3]))
-    except PolicyError:
-        path.unlink()
-        raise
+    try:
+        # "x": a concurrent calibration that took this number first is never overwritten.
+        with (folder / f"v{new}.yaml").open("x", encoding="utf-8") as fh:
+            fh.write(data)
+    except FileExistsError as err:
+        raise PolicyError(
+            f"{folder}/v{new}.yaml appeared while this version was prepared: run again"
+        ) from err
+    policy = Policy.load(policies_dir, f"{policy_id}@{new}")
     return policy.ref, True
 
 
 def _rules(policy: Policy) -> list[tuple[str, str, str]]:
     return [(r.id, r.when, r.outcome) for r in policy.rules]
+
+
+def _yaml_scalar(value: float | str) -> str:
+    """A YAML 1.1 scalar PyYAML reads back as the same type: floats in fixed notation (PyYAML
+    reads `3e-05` as a string), strings double-quoted."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    fixed = f"{float(value):.15f}".rstrip("0")
+    return fixed + "0" if fixed.endswith(".") else fixed

@@ -56,10 +56,20 @@ def test_a_new_version_is_written_once_and_must_pass_its_cases(tmp_path: Path) -
     assert Policy.load(tmp_path, "rc@2").params["min_confidence"] == 0.8125
     assert "# v2: test" in (tmp_path / "rc" / "v2.yaml").read_text()
     assert with_params(tmp_path, "rc", {"min_confidence": 0.8125}, note="again") == (ref, False)
+    # Tiny thresholds stay numbers (PyYAML reads `3e-05` as a string); strings stay strings.
+    tiny, _ = with_params(
+        tmp_path, "rc", {"min_confidence": 3e-05, "reliability": "ab12"}, note="t"
+    )
+    assert Policy.load(tmp_path, str(tiny)).params == {
+        "min_chars": 1,
+        "max_chars": 20000,
+        "min_confidence": 3e-05,
+        "reliability": "ab12",
+    }
     # A threshold the cases contradict (certainty no longer accepted) is refused, not kept.
     with pytest.raises(PolicyError, match="fails its cases"):
         with_params(tmp_path, "rc", {"min_confidence": 1.5}, note="bad")
-    assert not (tmp_path / "rc" / "v3.yaml").exists()
+    assert not (tmp_path / "rc" / "v4.yaml").exists()
     with pytest.raises(PolicyError, match="no single param line 'nope:'"):
         with_params(tmp_path, "rc", {"nope": 1.0}, note="bad")
 

@@ -30,16 +30,34 @@ class Sleepy:
 async def test_an_agent_past_its_timeout_abstains_and_says_so(tmp_path: Path) -> None:
     write_task(tmp_path, GOOD_TASK.replace("kind: rules", "kind: rules\n    timeout_s: 0.2"))
     task = load_task(tmp_path, "demo")
+    beats: list[float] = []
     started = time.perf_counter()
-    votes = await timed_predict(Sleepy(), task, ["a", "b"])
+    votes = await timed_predict(Sleepy(), task, ["a", "b"], lambda: beats.append(1.0))
     assert time.perf_counter() - started < 0.9
     assert [(v.label, v.rationale) for v in votes] == [(None, "agent timed out after 0.2s")] * 2
+    assert beats  # the activity heartbeats while it waits on an agent
+
+
+async def test_an_agent_within_its_timeout_keeps_the_heartbeat_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import activities.labeling as labeling
+
+    monkeypatch.setattr(labeling, "BEAT_S", 0.1)
+    write_task(tmp_path, GOOD_TASK.replace("kind: rules", "kind: rules\n    timeout_s: 5"))
+    beats: list[float] = []
+    votes = await timed_predict(
+        Sleepy(), load_task(tmp_path, "demo"), ["a"], lambda: beats.append(time.perf_counter())
+    )
+    assert [v.label for v in votes] == ["positive"]
+    assert len(beats) >= 5  # ~1 s of work, a beat every 0.1 s
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         (("kind: rules", "kind: rules\n    timeout_s: 0"), "'timeout_s' must be a positive"),
+        (("kind: rules", "kind: [rules]"), "field 'kind' must be one of rules, sklearn"),
         (("labels:", "modality: image\nlabels:"), "kind 'rules' reads text, not this task's"),
         (("labels:", "aggregator: median\nlabels:"), "'aggregator' must be one of dawid_skene"),
     ],

@@ -34,6 +34,7 @@ class Reply:
     error: str = ""  # error.message of a non-200 reply
     wait_s: float = 0.0  # delay before replying; cut short when the fixture tears down
     barrier: bool = False  # reply only once FakeLLM.barrier's parties have all arrived
+    location: str = ""  # a redirect's Location header
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class FakeLLM:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
+                    if reply.location:
+                        self.send_header("Location", reply.location)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -296,6 +299,11 @@ def test_long_rationale_is_clipped(fake: FakeLLM) -> None:
         (Reply(content=None), "llm: empty output"),
         (Reply(status=500, error="model overloaded"), "llm: HTTP 500: model overloaded"),
         (Reply(status=429, error="rate limited"), "llm: HTTP 429: rate limited"),
+        # Following it would send the API key to another host.
+        (
+            Reply(status=307, location="http://127.0.0.1:9/steal"),
+            "llm: endpoint redirected (307) to http://127.0.0.1:9/steal: not followed",
+        ),
     ],
 )
 def test_bad_replies_abstain_with_the_reason(fake: FakeLLM, reply: Reply, reason: str) -> None:

@@ -35,7 +35,7 @@ from agents.tasks import TaskError, TaskSpec, load_task
 from catalog import db
 from policy_rules.engine import PolicyError
 from policy_rules.versions import with_params
-from worker.fabric_cli import store_reliability, vote_on
+from worker.fabric_cli import calibrated_params, store_reliability, vote_on
 from worker.gold import GoldError, read_gold
 from worker.settings import Settings
 from worker.ui import console, fail
@@ -60,6 +60,8 @@ def evaluate(
 ) -> None:
     """Evaluate the fabric on labeled data through real workflows; table, JSON and PNG plot."""
     settings = Settings()
+    if not 0 < calibration_share < 1:
+        raise fail(f"--calibration-share must be between 0 and 1, got {calibration_share}")
     if (dataset is None) == (data is None):
         raise fail("give either --dataset (built in) or --data FILE with --task")
     if dataset is not None:
@@ -93,6 +95,11 @@ def evaluate(
     cal = [r for r in records if _calibration(r.item_id, calibration_share)]
     test = [r for r in records if not _calibration(r.item_id, calibration_share)]
     console.print(f"{name}: {len(records)} labeled items, {len(cal)} calibrate, {len(test)} test")
+    if len(cal) < 20 or not test:
+        raise fail(
+            f"too few labeled items to evaluate: {len(cal)} to calibrate (20 at least) and "
+            f"{len(test)} to test; give more data or another --calibration-share"
+        )
 
     with console.status(f"calibrating on {len(cal)} items…"):
         _, combined = vote_on(settings, spec, [r.text for r in cal])
@@ -108,11 +115,13 @@ def evaluate(
             raise fail(escape(str(err))) from err
         console.print(f"[yellow]{escape(str(err))}; using the most accurate threshold[/]")
         point, reached = best, False
+    cal_ids = hashlib.sha256("".join(r.item_id for r in cal).encode()).hexdigest()
     try:
+        store_reliability(settings, spec, combined, cal_ids)
         ref, _ = with_params(
             settings.policies_dir,
             "route_calibrated",
-            {"min_confidence": point.threshold},
+            calibrated_params(point, combined),
             note=f"labelfabric eval {name}: {point.accuracy:.1%} accurate at "
             f"{point.rate:.1%} auto-accepted on {len(cal)} calibration items "
             f"(target {target:.0%}{'' if reached else ', not reachable'})",
@@ -120,8 +129,6 @@ def evaluate(
     except PolicyError as err:
         raise fail(escape(str(err))) from err
 
-    cal_ids = hashlib.sha256("".join(r.item_id for r in cal).encode()).hexdigest()
-    store_reliability(settings, spec, combined, cal_ids)
     items = out / "test_items.jsonl"
     # The job reads the task's own text field, whatever the labeled file called it.
     items.write_text("".join(json.dumps({own.text_field: r.text}) + "\n" for r in test))

@@ -16,7 +16,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from activities.labeling import Combined, combine, safe_predict
+from activities.labeling import Combined, combine, timed_predict
+from agents.base import Vote
 from agents.calibrate import CalibrationError, CurvePoint, find_threshold
 from agents.tasks import TaskError, TaskSpec, build_agents, load_task
 from catalog import db
@@ -32,9 +33,20 @@ agent_app = typer.Typer(help="The task's agents: train and store them.", no_args
 def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
     """Every agent's votes on `texts`, combined with the task's aggregator."""
     agents = build_agents(task, None, models_dir=settings.models_dir)
-    per_agent = [safe_predict(a, task.labels, texts) for a in agents]
+
+    async def predict_all() -> list[list[Vote]]:  # with each agent's timeout, as in a job
+        return [await timed_predict(a, task, texts) for a in agents]
+
+    per_agent = asyncio.run(predict_all())
     keys = [f"{a.name}@{a.version}" for a in agents]
     return keys, combine(task, keys, per_agent)
+
+
+def calibrated_params(point: CurvePoint, combined: Combined) -> dict[str, float | str]:
+    """What a calibration changes in the policy: the threshold, and for Dawid–Skene the model
+    whose posteriors it was chosen on (jobs then aggregate with exactly that model)."""
+    model = combined.model
+    return {"min_confidence": point.threshold, "reliability": model.version if model else ""}
 
 
 def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, source: str) -> None:
@@ -116,15 +128,16 @@ def calibrate(
         f"auto-accepted (target {target:.0%})"
     )
     try:
+        # The model first: a policy version never names a model the catalog lacks.
+        store_reliability(settings, spec, combined, slice_.sha256)
         ref, created = with_params(
-            settings.policies_dir, policy, {"min_confidence": point.threshold}, note=note
+            settings.policies_dir, policy, calibrated_params(point, combined), note=note
         )
     except PolicyError as err:
         raise fail(escape(str(err))) from err
-    store_reliability(settings, spec, combined, slice_.sha256)
     print_calibration(spec, combined, point, sum(right) / len(right), target)
     verb = "wrote" if created else "already have"
-    console.print(f"{verb} policy {ref.id}@{ref.version}: start jobs with --policy {ref.id}")
+    console.print(f"{verb} policy {ref}: start jobs with --policy {ref}")
 
 
 def print_calibration(
