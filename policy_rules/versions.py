@@ -12,6 +12,7 @@ import json
 import re
 import tempfile
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 
 from policy_rules.engine import Policy, PolicyError, PolicyRef, _versions, check_cases
@@ -72,5 +73,5 @@ def _yaml_scalar(value: float | str) -> str:
     reads `3e-05` as a string), strings double-quoted."""
     if isinstance(value, str):
         return json.dumps(value)
-    fixed = f"{float(value):.15f}".rstrip("0")
-    return fixed + "0" if fixed.endswith(".") else fixed
+    fixed = format(Decimal(repr(float(value))), "f")  # the shortest round-trip digits
+    return fixed if "." in fixed else fixed + ".0"
