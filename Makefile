@@ -34,6 +34,7 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/labelfabric policy test
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -65,7 +65,7 @@ class JobActivities:
                 f"its agents: {', '.join(known)}",
             )
         try:
-            ref = resolve(self.policies_dir, inp.policy)
+            ref = resolve(self.policies_dir, await self._active(inp.policy))
         except PolicyError as err:
             raise bad_input("UnknownPolicy", str(err)) from err
         try:
@@ -109,6 +109,26 @@ class JobActivities:
                 },
             )
         return JobPlan(policy=policy, agents=agents)
+
+    async def _active(self, policy: str) -> str:
+        """`id` -> `id@V` of its active version (`labelfabric policy activate`), checked
+        against the bytes that were activated; `id` alone when none was ever activated (the
+        newest version); `id@V` as given."""
+        if "@" in policy:
+            return policy
+        async with self.engine.connect() as conn:
+            row = await db.active_policy(conn, policy)
+        if row is None:
+            return policy
+        ref = resolve(self.policies_dir, f"{policy}@{row.version}")
+        if ref.sha256 != row.sha256:
+            raise bad_input(
+                "PolicyChanged",
+                f"active policy {ref} changed on disk since it was activated (sha256 "
+                f"{row.sha256[:12]} then, {ref.sha256[:12]} now): released versions are "
+                "immutable; restore it, or add and activate a new version",
+            )
+        return str(ref)
 
     def _check_source(self, source: str) -> None:
         if not source.startswith("s3://"):

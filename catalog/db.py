@@ -29,6 +29,7 @@ from catalog.models import (
     Job,
     JobItem,
     Label,
+    PolicyActivation,
     RejectedRecord,
     Review,
     ReviewTask,
@@ -56,6 +57,7 @@ T_REVIEW = Review.__table__  # type: ignore[attr-defined]
 T_REVIEW_TASK = ReviewTask.__table__  # type: ignore[attr-defined]
 T_GOLD = GoldLabel.__table__  # type: ignore[attr-defined]
 T_RELIABILITY = AgentReliability.__table__  # type: ignore[attr-defined]
+T_ACTIVATION = PolicyActivation.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -479,3 +481,37 @@ async def reliability(conn: AsyncConnection, *, task: str, version: str) -> dict
     r = T_RELIABILITY.c
     row = await conn.scalar(select(r.model).where(r.task == task, r.version == version))
     return dict(row) if row else None
+
+
+# --- policy activation ---------------------------------------------------------------------
+
+
+async def activations(conn: AsyncConnection, policy_id: str | None = None) -> list[Any]:
+    """Activation rows, oldest first (of one policy, or of all)."""
+    query = select(T_ACTIVATION).order_by(T_ACTIVATION.c.id)
+    if policy_id is not None:
+        query = query.where(T_ACTIVATION.c.policy_id == policy_id)
+    return list((await conn.execute(query)).all())
+
+
+async def active_policy(conn: AsyncConnection, policy_id: str) -> Any | None:
+    """The active version's row of a policy (its newest activation), or None."""
+    a = T_ACTIVATION.c
+    return (
+        await conn.execute(
+            select(T_ACTIVATION).where(a.policy_id == policy_id).order_by(a.id.desc()).limit(1)
+        )
+    ).first()
+
+
+async def record_activation(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    """One activation (serialised per policy by the caller's advisory lock) + its audit event."""
+    await conn.execute(insert(T_ACTIVATION).values(**row))
+    await append_audit(
+        conn,
+        key=f"policy:{row['policy_id']}:{row['action']}:{row['at'].isoformat()}",
+        actor=row["actor"],
+        kind=f"policy_{row['action']}",
+        subject=f"policy:{row['policy_id']}",
+        payload={"version": row["version"], "sha256": row["sha256"], "reason": row["reason"]},
+    )

@@ -227,3 +227,19 @@ class AgentReliability(SQLModel, table=True):
     items: int
     alpha: float | None = None  # Krippendorff's alpha of the votes it was fitted on
     created_at: datetime = _ts(nullable=False)
+
+
+class PolicyActivation(SQLModel, table=True):
+    """Append-only: each row makes one policy version the active one (activate or rollback).
+    The newest row of a policy is its active version; the sha256 pins the file's bytes."""
+
+    __tablename__ = "policy_activation"
+    __table_args__ = (Index("ix_policy_activation_policy", "policy_id", "id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    policy_id: str
+    version: int
+    sha256: str
+    action: str  # activate | rollback
+    actor: str
+    reason: str
+    at: datetime = _ts(nullable=False)

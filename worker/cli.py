@@ -28,6 +28,7 @@ from activities.payloads import Progress as JobProgress
 from worker import stack
 from worker.eval_cli import evaluate
 from worker.fabric_cli import agent_app, calibrate
+from worker.policy_cli import policy_app
 from worker.review_cli import review_app
 from worker.settings import Settings
 from worker.ui import console, fail
@@ -39,6 +40,7 @@ app.add_typer(job_app, name="job")
 app.add_typer(task_app, name="task")
 app.add_typer(review_app, name="review")
 app.add_typer(agent_app, name="agent")
+app.add_typer(policy_app, name="policy")
 app.command("calibrate")(calibrate)
 app.command("eval")(evaluate)
 
