@@ -72,12 +72,17 @@ class Ensemble:
     method: str = "majority_vote"
 
 
-def majority_vote(votes: Sequence[Vote]) -> Ensemble:
+def _tally(votes: Sequence[Vote]) -> tuple[dict[str, list[float]], int]:
+    """Confidences of the non-abstaining votes by label, and how many votes were cast."""
     by_label: dict[str, list[float]] = {}
     for vote in votes:
         if vote.label is not None:
             by_label.setdefault(vote.label, []).append(vote.confidence)
-    cast = sum(len(c) for c in by_label.values())
+    return by_label, sum(len(c) for c in by_label.values())
+
+
+def majority_vote(votes: Sequence[Vote]) -> Ensemble:
+    by_label, cast = _tally(votes)
     abstained = len(votes) - cast
     if not cast:
         return Ensemble(
@@ -99,11 +104,7 @@ def majority_vote(votes: Sequence[Vote]) -> Ensemble:
 
 
 def weighted_vote(votes: Sequence[Vote]) -> Ensemble:
-    by_label: dict[str, list[float]] = {}
-    for vote in votes:
-        if vote.label is not None:
-            by_label.setdefault(vote.label, []).append(vote.confidence)
-    cast = sum(len(c) for c in by_label.values())
+    by_label, cast = _tally(votes)
     abstained = len(votes) - cast
     if not cast:
         return Ensemble(
