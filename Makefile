@@ -42,6 +42,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_policy.py
 	$(BIN)/python benchmarks/bench_job.py
 	$(BIN)/python benchmarks/bench_temporal_sqlite.py
 	$(BIN)/python benchmarks/bench_review.py
