@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,11 +51,12 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from agents.base import TaskError, Vote, abstain, clip_rationale, content_version
+from agents.base import TaskError, Vote, abstain, clip_rationale
 from agents.sklearn_model import (
     _PROCESS_DEPENDENT_ATTRS,
     _read_bytes,
     parse_seed,
+    read_artifact,
     trained_artifact,
 )
 
@@ -151,11 +151,8 @@ class CentroidAgent:
     @classmethod
     def from_artifact(cls, name: str, path: Path, labels: Sequence[str]) -> CentroidAgent:
         """Load a pickle written by `from_seed`; the version is re-derived from its bytes."""
-        blob = Path(path).read_bytes()
-        fitted = pickle.loads(blob)  # our own artifact, see the module docstring
-        if not isinstance(fitted, CentroidModel):
-            raise TaskError(f"{path}: not a centroid agent artifact")
-        return cls(name, fitted, version=content_version(blob), labels=labels, artifact_path=path)
+        fitted, version = read_artifact(path, CentroidModel, "centroid agent artifact")
+        return cls(name, fitted, version=version, labels=labels, artifact_path=path)
 
     def predict(self, texts: Sequence[str]) -> list[Vote]:
         if not texts:

@@ -28,7 +28,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -37,6 +37,7 @@ from sklearn.pipeline import Pipeline
 
 from agents.base import TaskError, Vote, clip_rationale, content_version
 
+T = TypeVar("T")
 # Protocol 5 is the highest supported by Python 3.11; pinning it keeps the bytes (and so the
 # version) independent of the interpreter's default protocol.
 PICKLE_PROTOCOL = 5
@@ -119,11 +120,8 @@ class SklearnAgent:
     @classmethod
     def from_artifact(cls, name: str, path: Path, labels: Sequence[str]) -> SklearnAgent:
         """Load a pickle written by `from_seed`; the version is re-derived from its bytes."""
-        blob = path.read_bytes()
-        pipeline = pickle.loads(blob)  # our own artifact, see the module docstring
-        if not isinstance(pipeline, Pipeline):
-            raise TaskError(f"{path}: not a scikit-learn pipeline")
-        return cls(name, pipeline, version=content_version(blob), labels=labels, artifact_path=path)
+        pipeline, version = read_artifact(path, Pipeline, "scikit-learn pipeline")
+        return cls(name, pipeline, version=version, labels=labels, artifact_path=path)
 
     def predict(self, texts: Sequence[str]) -> list[Vote]:
         if not texts:
@@ -199,6 +197,16 @@ def trained_artifact(
     artifact = Path(models_dir) / f"{name}-{version}.pkl"
     _write_once(artifact, blob)
     return fitted, version, artifact
+
+
+def read_artifact(path: Path, expected: type[T], what: str) -> tuple[T, str]:
+    """(model, version) from a pickle `trained_artifact` wrote; the version is re-derived from
+    its bytes. Pickles run code when loaded: only ever pass this module's own artifacts."""
+    blob = Path(path).read_bytes()
+    fitted = pickle.loads(blob)
+    if not isinstance(fitted, expected):
+        raise TaskError(f"{path}: not a {what}")
+    return fitted, content_version(blob)
 
 
 def parse_seed(data: bytes, path: Path, labels: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -50,8 +49,8 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 from sklearn.tree import DecisionTreeClassifier
 
-from agents.base import TaskError, Vote, abstain, canonical_json, clip_rationale, content_version
-from agents.sklearn_model import _read_bytes, seed_records, trained_artifact
+from agents.base import TaskError, Vote, abstain, canonical_json, clip_rationale
+from agents.sklearn_model import _read_bytes, read_artifact, seed_records, trained_artifact
 
 MODELS = ("logreg", "naive_bayes", "tree", "knn", "centroid")
 # Defaults applied before the task's `params`; random_state is added for the models that use it.
@@ -169,11 +168,8 @@ class TabularAgent:
     @classmethod
     def from_artifact(cls, name: str, path: Path, labels: Sequence[str]) -> TabularAgent:
         """Load a pickle written by `from_seed`; the version is re-derived from its bytes."""
-        blob = Path(path).read_bytes()
-        fitted = pickle.loads(blob)  # our own artifact, see the module docstring
-        if not isinstance(fitted, TabularModel):
-            raise TaskError(f"{path}: not a tabular agent artifact")
-        return cls(name, fitted, version=content_version(blob), labels=labels, artifact_path=path)
+        fitted, version = read_artifact(path, TabularModel, "tabular agent artifact")
+        return cls(name, fitted, version=version, labels=labels, artifact_path=path)
 
     def predict(self, texts: Sequence[str]) -> list[Vote]:
         votes: list[Vote | None] = [None] * len(texts)
