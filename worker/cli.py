@@ -311,3 +311,32 @@ def print_summary(result: LabelDatasetResult, seconds: float, settings: Settings
         table.add_row(k, str(v))
     console.print(table)
     console.print(f"Web UI: {ui_link(settings, result.job_id)}")
+
+
+def main() -> None:
+    """The `labelfabric` entry point.
+
+    Ends with `os._exit` once the command has run and everything is flushed: a short-lived
+    process holding a Temporal client can otherwise abort while the interpreter finalizes
+    ("PyGILState_Release: thread state must be current", temporalio/sdk-python#300; seen here
+    on `job start` without --wait). Spans and logs are flushed first, as atexit would.
+    """
+    import os
+    import sys
+
+    from opentelemetry import trace
+
+    code = 0
+    try:
+        app(prog_name="labelfabric")
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -73,7 +73,9 @@ def validate(
                 console.print(escape(str(err)))
                 bad += 1
                 continue
-            failures = _case_failures(policy) if file == max(_versions(folder).values()) else []
+            versions = _versions(folder)
+            newest = versions[max(versions)]  # by number: v10 is newer than v9
+            failures = _case_failures(policy) if file == newest else []
             for failure in failures:
                 console.print(escape(failure))
             bad += bool(failures)
