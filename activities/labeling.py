@@ -13,16 +13,18 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.gates import shift
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import (
     DawidSkene,
@@ -46,6 +48,7 @@ class ItemOutcome:
     votes: list[Vote]
     ensemble: Ensemble
     decision: Decision
+    shadow: tuple[Decision, ...] = ()  # the shadow candidates' decisions, in their order
 
 
 def safe_predict(agent: Agent, labels: Sequence[str], texts: Sequence[str]) -> list[Vote]:
@@ -75,6 +78,35 @@ def policy_inputs(text: str, ensemble: Ensemble) -> dict[str, Any]:
         "ensemble.confidence": float(ensemble.confidence),
         "ensemble.agreement": float(ensemble.agreement),
     }
+
+
+def reliabilities(
+    names: Sequence[str], per_agent: Sequence[Sequence[Vote]], combined: Combined
+) -> dict[str, float]:
+    """Each agent's reliability, by name, as the policy input `agents.reliability`.
+
+    With a Dawid–Skene model (stored or fitted on the chunk): its expected accuracy. Otherwise
+    the share of the agent's votes in this chunk that agree with the ensemble's label (0.0
+    when it voted on nothing): a rough, chunk-local figure, but one every aggregator has.
+    """
+    model = combined.model or combined.stored
+    if model is not None:
+        return {name: acc for name, acc in zip(names, model.accuracies().values(), strict=True)}
+    out: dict[str, float] = {}
+    for name, votes in zip(names, per_agent, strict=True):
+        pairs = [
+            (v.label, e.label)
+            for v, e in zip(votes, combined.ensembles, strict=True)
+            if v.label is not None and e.label is not None
+        ]
+        out[name] = sum(a == b for a, b in pairs) / len(pairs) if pairs else 0.0
+    return out
+
+
+def label_shift(ensembles: Sequence[Ensemble], reference: dict[str, int] | None) -> float:
+    """Total variation distance between the chunk's ensemble labels and `reference` (the
+    dataset's latest snapshot's label distribution); 0.0 when either side is empty."""
+    return shift(Counter(e.label for e in ensembles if e.label is not None), reference)
 
 
 async def timed_predict(
@@ -114,8 +146,9 @@ class Combined:
 
     ensembles: list[Ensemble]
     method: str  # majority_vote | weighted_vote | dawid_skene@VERSION
-    model: DawidSkene | None
+    model: DawidSkene | None  # fitted on this chunk (to be stored)
     alpha: float  # Krippendorff's alpha over the chunk's votes; NaN when nothing to compare
+    stored: DawidSkene | None = None  # the calibrated model used instead of fitting
 
     def alpha_or(self, default: float | None) -> float | None:
         return default if math.isnan(self.alpha) else self.alpha
@@ -140,7 +173,11 @@ def combine(
     alpha = krippendorff_alpha(matrix) if items else math.nan
     if task.aggregator == "dawid_skene" and stored is not None:
         return Combined(
-            [stored.ensemble(v) for v in by_item], f"dawid_skene@{stored.version}", None, alpha
+            [stored.ensemble(v) for v in by_item],
+            f"dawid_skene@{stored.version}",
+            None,
+            alpha,
+            stored,
         )
     if task.aggregator == "dawid_skene" and any(lbl is not None for row in matrix for lbl in row):
         model = DawidSkene.fit(task.labels, keys, matrix).smoothed(DS_PSEUDO_COUNT)
@@ -226,6 +263,9 @@ class LabelingActivities:
                 conn, job_id=inp.job_id, dataset=inp.dataset, start=inp.start, end=inp.end
             )
             done = await db.decided_outcomes(conn, job_id=inp.job_id, item_ids=[r[0] for r in rows])
+            shadows = await self._shadows(conn, policy)
+            latest = await db.latest_snapshot(conn, inp.dataset)
+        reference = latest.label_distribution if latest is not None else None
         todo = [(item_id, text) for item_id, text in rows if item_id not in done]
         outcomes: list[ItemOutcome] = []
         latency: dict[str, float] = {}
@@ -251,12 +291,48 @@ class LabelingActivities:
             stored = await self._reliability(task, keys, policy)
             with tracer.start_as_current_span("route", attributes={"policy": policy.ref.id}):
                 combined = await asyncio.to_thread(combine, task, keys, per_agent, stored)
-                outcomes = await asyncio.to_thread(self._route, policy, todo, per_agent, combined)
+                context = {
+                    "chunk.alpha": combined.alpha_or(-1.0),
+                    "agents.reliability": reliabilities(
+                        [a.name for a in agents], per_agent, combined
+                    ),
+                    "drift.label_shift": label_shift(combined.ensembles, reference),
+                    "drift.reference_items": sum((reference or {}).values()),
+                }
+                outcomes = await asyncio.to_thread(
+                    self._route, policy, shadows, todo, per_agent, combined, context
+                )
 
         counts = _count(list(done.values()) + [o.decision.outcome for o in outcomes])
         if outcomes:
-            await self._record(inp, task, agents, policy, outcomes, combined, latency, counts)
+            await self._record(
+                inp, task, agents, policy, shadows, outcomes, combined, latency, counts
+            )
         return ChunkResult(chunk=inp.chunk, counts=counts)
+
+    async def _shadows(self, conn: AsyncConnection, policy: Policy) -> list[Policy]:
+        """The candidates shadowing this job's policy now (`labelfabric policy shadow`).
+
+        A candidate that no longer loads, or whose file changed since it was attached, is
+        logged and left out: a shadow never decides anything, so it must never fail a chunk.
+        """
+        out: list[Policy] = []
+        for row in await db.shadows(conn, policy.ref.id):
+            if (row.candidate_id, row.candidate_version) == (policy.ref.id, policy.ref.version):
+                continue  # the version deciding: nothing to compare
+            ref = f"{row.candidate_id}@{row.candidate_version}"
+            key = (row.candidate_id, row.candidate_version)
+            try:
+                candidate = self._policies.get(key) or Policy.load(self.policies_dir, ref)
+            except PolicyError as err:
+                log.warning("shadow %s left out: %s", ref, err)
+                continue
+            self._policies[key] = candidate
+            if candidate.ref.sha256 != row.candidate_sha256 or candidate.kind != "route":
+                log.warning("shadow %s left out: changed since it was attached", ref)
+                continue
+            out.append(candidate)
+        return out
 
     async def _reliability(
         self, task: TaskSpec, keys: list[str], policy: Policy
@@ -290,17 +366,27 @@ class LabelingActivities:
     @staticmethod
     def _route(
         policy: Policy,
+        shadows: list[Policy],
         todo: list[tuple[str, str]],
         per_agent: list[list[Vote]],
         combined: Combined,
+        context: dict[str, Any],
     ) -> list[ItemOutcome]:
+        reliability: dict[str, float] = context["agents.reliability"]
         out = []
         for i, (item_id, text) in enumerate(todo):
             votes = [agent_votes[i] for agent_votes in per_agent]
             ensemble = combined.ensembles[i]
-            inputs = policy_inputs(text, ensemble) | {"chunk.alpha": combined.alpha_or(-1.0)}
+            support = [
+                reliability[name]
+                for name, vote in zip(reliability, votes, strict=True)
+                if vote.label is not None and vote.label == ensemble.label
+            ]
+            inputs = policy_inputs(text, ensemble) | context
+            inputs["ensemble.support"] = sum(support) / len(support) if support else 0.0
             decision = policy.evaluate(inputs)
-            out.append(ItemOutcome(item_id, votes, ensemble, decision))
+            shadow = tuple(candidate.evaluate(inputs) for candidate in shadows)
+            out.append(ItemOutcome(item_id, votes, ensemble, decision, shadow))
         return out
 
     async def _record(
@@ -309,6 +395,7 @@ class LabelingActivities:
         task: TaskSpec,
         agents: list[Agent],
         policy: Policy,
+        shadows: list[Policy],
         outcomes: list[ItemOutcome],
         combined: Combined,
         latency: dict[str, float],
@@ -352,6 +439,26 @@ class LabelingActivities:
             }
             for o in outcomes
         ]
+        shadow = [
+            {
+                "job_id": inp.job_id,
+                "item_id": o.item_id,
+                "candidate_id": candidate.ref.id,
+                "candidate_version": candidate.ref.version,
+                "candidate_sha256": candidate.ref.sha256,
+                "dataset": inp.dataset,
+                "policy_id": policy.ref.id,
+                "policy_version": policy.ref.version,
+                "active_outcome": o.decision.outcome,
+                "active_rule": o.decision.rule_id,
+                "outcome": d.outcome,
+                "rule_id": d.rule_id,
+                "error": d.error,
+                "decided_at": now,
+            }
+            for o in outcomes
+            for candidate, d in zip(shadows, o.shadow, strict=True)
+        ]
         accepted = {
             o.item_id: o.ensemble.label
             for o in outcomes
@@ -380,6 +487,7 @@ class LabelingActivities:
                 votes=votes,
                 decisions=decisions,
                 accepted=accepted,
+                shadow=shadow,
             )
             await db.append_audit(
                 conn,
@@ -395,6 +503,7 @@ class LabelingActivities:
                     "counts": counts.__dict__,
                     "aggregator": combined.method,
                     "alpha": combined.alpha_or(None),
+                    "shadows": [str(c.ref) for c in shadows],
                 },
             )
 

@@ -129,6 +129,7 @@ class SnapshotRef:
     manifest_version_id: str
     item_count: int
     content_sha256: str
+    training_ready: bool | None = None  # the quality gate's verdict; None = no gate
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,18 +12,21 @@ import asyncio
 import hashlib
 import json
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
 from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once
+from agents.tasks import TaskError, load_task
 from catalog import db
+from policy_rules.engine import Policy
 
 
 def data_key(dataset: str) -> str:
@@ -39,6 +42,8 @@ class SnapshotActivities:
     engine: AsyncEngine
     s3: S3Client
     bucket: str
+    tasks_dir: Path | None = None  # where the task files name their gates; None = no gates
+    policies_dir: Path | None = None
 
     @activity.defn(name="snapshot")
     async def snapshot(self, inp: SnapshotInput) -> SnapshotRef:
@@ -46,9 +51,15 @@ class SnapshotActivities:
             existing = await db.snapshot_for_job(conn, inp.dataset, inp.job_id)
         if existing is not None:
             return _ref(existing)
+        gate, gate_error, gold = await self._gate(inp.dataset)
+        metrics = SnapshotMetrics()
 
         with tempfile.TemporaryFile() as body:
-            content_sha, count, distribution, job_ids = await self._write_labels(inp.dataset, body)
+            content_sha, job_ids = await self._write_labels(inp.dataset, body, metrics, gold)
+            count, distribution = metrics.distribution.total(), metrics.distribution
+            if gate is not None or gate_error is not None:
+                async for votes in db.current_label_votes(self.engine, inp.dataset):
+                    metrics.agreement.add(votes)
             try:
                 data_version = await asyncio.to_thread(
                     self._put_once,
@@ -67,6 +78,14 @@ class SnapshotActivities:
                     parent = await db.latest_snapshot(conn, inp.dataset)
                     version = await db.next_snapshot_version(conn, inp.dataset)
                     provenance = await db.job_agents_and_policies(conn, job_ids)
+                    # A parent from before distributions were recorded counts as none.
+                    before = parent.label_distribution if parent is not None else None
+                    judged = (
+                        verdict(gate, gate_error, metrics.inputs(before))
+                        if (gate is not None or gate_error is not None)
+                        else None
+                    )
+                    ready = None if judged is None else judged["outcome"] == "pass"
                     manifest = {
                         "dataset": inp.dataset,
                         "version": version,
@@ -85,7 +104,8 @@ class SnapshotActivities:
                         "job_ids": sorted(job_ids),
                         "created_by_job": inp.job_id,
                         **provenance,
-                        "gate": None,
+                        "gate": judged,
+                        "training_ready": ready,
                     }
                     raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
                     manifest_sha = hashlib.sha256(raw).hexdigest()
@@ -108,10 +128,15 @@ class SnapshotActivities:
                         "manifest_sha256": manifest_sha,
                         "content_sha256": content_sha,
                         "item_count": count,
-                        "gate_result": None,
+                        "label_distribution": dict(sorted(distribution.items())),
+                        "gate_result": None if judged is None else judged["outcome"],
+                        "training_ready": ready,
+                        "gate": judged,
                         "created_at": db.utcnow(),
                     }
                     await db.insert_snapshot(conn, row)
+                    if judged is not None:
+                        await self._record_verdict(conn, inp, version, judged)
                     await db.append_audit(
                         conn,
                         key=f"{inp.job_id}:snapshot",
@@ -138,13 +163,54 @@ class SnapshotActivities:
             manifest_version_id=manifest_version,
             item_count=count,
             content_sha256=content_sha,
+            training_ready=ready,
+        )
+
+    async def _gate(self, dataset: str) -> tuple[Policy | None, str | None, dict[str, str]]:
+        """The gate of the dataset's task (or why it cannot judge) and the task's gold labels;
+        (None, None, {}) when the task names no gate."""
+        if self.tasks_dir is None or self.policies_dir is None:
+            return None, None, {}
+        async with self.engine.connect() as conn:
+            task_name = await db.dataset_task(conn, dataset)
+            if task_name is None:
+                return None, None, {}
+            try:
+                task = load_task(self.tasks_dir, task_name)
+            except TaskError as err:
+                return None, f"task {task_name} cannot be loaded to find its gate: {err}", {}
+            if not task.gate:
+                return None, None, {}
+            gate, error = await load_gate(conn, self.policies_dir, task.gate)
+            return gate, error, await db.gold_of_task(conn, task.name)
+
+    async def _record_verdict(
+        self, conn: AsyncConnection, inp: SnapshotInput, version: int, judged: dict[str, Any]
+    ) -> None:
+        subject = f"{inp.dataset}@{version}"
+        rolled = await rollback_on_failure(
+            conn, job_id=inp.job_id, subject=subject, judged=judged, at=db.utcnow()
+        )
+        await db.append_audit(
+            conn,
+            key=f"{inp.job_id}:gate",
+            actor="labelfabric",
+            kind="gate_verdict",
+            subject=subject,
+            payload={
+                "gate": f"{judged.get('policy')}@{judged.get('version')}",
+                "outcome": judged["outcome"],
+                "rule": judged.get("rule"),
+                "error": judged.get("error"),
+                "read": judged.get("read", {}),
+                "rolled_back": rolled,
+            },
         )
 
     async def _write_labels(
-        self, dataset: str, out: IO[bytes]
-    ) -> tuple[str, int, Counter[str], set[str]]:
+        self, dataset: str, out: IO[bytes], metrics: SnapshotMetrics, gold: dict[str, str]
+    ) -> tuple[str, set[str]]:
         digest = hashlib.sha256()
-        distribution: Counter[str] = Counter()
         job_ids: set[str] = set()
         count = 0
         async for item_id, text, label, source, job_id in db.current_labels(self.engine, dataset):
@@ -164,13 +230,13 @@ class SnapshotActivities:
             )
             digest.update(line)
             out.write(line)
-            distribution[label] += 1
+            metrics.add(item_id, label, source, gold)
             job_ids.add(job_id)
             count += 1
             if count % 10_000 == 0:
                 activity.heartbeat(count)
         out.seek(0)
-        return digest.hexdigest(), count, distribution, job_ids
+        return digest.hexdigest(), job_ids
 
     def _put_once(
         self, key: str, body: IO[bytes] | bytes, job_id: str, sha: str, content_type: str
@@ -202,4 +268,5 @@ def _ref(row: Any) -> SnapshotRef:
         manifest_version_id=row.manifest_version_id,
         item_count=row.item_count,
         content_sha256=row.content_sha256,
+        training_ready=row.training_ready,
     )

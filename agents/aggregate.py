@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -257,6 +257,14 @@ class DawidSkene:
             method="dawid_skene",
         )
 
+    def accuracies(self) -> dict[str, float]:
+        """Each agent's expected accuracy when it votes: sum over true labels k of
+        P(k) * P(agent says k | k)."""
+        return {
+            agent: math.fsum(p * conf[k][k] for k, p in enumerate(self.priors))
+            for agent, conf in zip(self.agents, self.confusions, strict=True)
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists, floats kept exactly."""
         return _plain(asdict(self))
@@ -319,21 +327,41 @@ def _plain(obj: Any, ndigits: int | None = None) -> Any:
     return obj
 
 
-def krippendorff_alpha(votes: Sequence[Sequence[str | None]]) -> float:
+def krippendorff_alpha(votes: Iterable[Sequence[str | None]]) -> float:
     """Krippendorff's alpha, nominal: `votes[item][coder]`, None = missing."""
-    units = [Counter(v for v in row if v is not None) for row in votes]
-    units = [u for u in units if u.total() >= 2]  # fewer than 2 values: not pairable
-    totals: Counter[str] = Counter()
-    for u in units:
-        totals.update(u)
-    n = totals.total()
-    if not n:
-        return math.nan
-    # Observed: disagreeing ordered pairs within each item, weighted 1/(m_u - 1).
-    observed = math.fsum(
-        (u.total() ** 2 - sum(c * c for c in u.values())) / (u.total() - 1) for u in units
-    )
-    expected = n * n - sum(c * c for c in totals.values())  # disagreeing pairs overall
-    if not expected:
-        return 1.0
-    return 1.0 - (n - 1) * observed / expected
+    tally = AlphaTally()
+    for row in votes:
+        tally.add(row)
+    return tally.value()
+
+
+class AlphaTally:
+    """Krippendorff's alpha (nominal) over a stream of items, one `add` per item: memory is
+    bounded by the number of labels, so a snapshot of any size can be scored."""
+
+    def __init__(self) -> None:
+        self._totals: Counter[str] = Counter()
+        self._observed = 0.0
+        self._compensation = 0.0  # Kahan summation: millions of small terms
+
+    def add(self, row: Sequence[str | None]) -> None:
+        u = Counter(v for v in row if v is not None)
+        m = u.total()
+        if m < 2:  # fewer than 2 values: not pairable
+            return
+        self._totals.update(u)
+        # Observed: disagreeing ordered pairs within the item, weighted 1/(m_u - 1).
+        term = (m * m - sum(c * c for c in u.values())) / (m - 1) - self._compensation
+        total = self._observed + term
+        self._compensation = (total - self._observed) - term
+        self._observed = total
+
+    def value(self) -> float:
+        """Alpha; NaN when no item had two values to compare."""
+        n = self._totals.total()
+        if not n:
+            return math.nan
+        expected = n * n - sum(c * c for c in self._totals.values())  # disagreeing pairs
+        if not expected:
+            return 1.0
+        return 1.0 - (n - 1) * self._observed / expected

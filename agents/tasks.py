@@ -90,6 +90,7 @@ _TASK_KEYS = (
     "max_chars",
     "aggregator",
     "gold_fraction",
+    "gate",
     "agents",
 )
 # Names end up in file names (model artifacts) and CLI arguments: keep them plain.
@@ -118,6 +119,9 @@ class TaskSpec:
     # Share of review tasks on items with a known label (`labelfabric review gold`) that
     # check the reviewer against that label; 0 turns gold checks off.
     gold_fraction: float = 0.0
+    # The quality-gate policy (kind: gate) that judges each snapshot of this task's datasets;
+    # its active version (`labelfabric policy activate`) or newest. "" = no gate.
+    gate: str = ""
 
     @property
     def agent_names(self) -> tuple[str, ...]:
@@ -300,6 +304,10 @@ def _parse_task(path: Path) -> TaskSpec:
     if aggregator not in AGGREGATORS:
         raise TaskError(f"{path}: field 'aggregator' must be one of {', '.join(AGGREGATORS)}")
 
+    gate = raw.get("gate", "")
+    if not isinstance(gate, str) or (gate and not _NAME_RE.fullmatch(gate)):
+        raise TaskError(f"{path}: field 'gate' must be a policy id (letters, digits, _ or -)")
+
     agents = _parse_agents(path, raw.get("agents"), tuple(labels), modality)
     return TaskSpec(
         name=name,
@@ -312,6 +320,7 @@ def _parse_task(path: Path) -> TaskSpec:
         gold_fraction=float(gold_fraction),
         modality=modality,
         aggregator=aggregator,
+        gate=gate,
     )
 
 

@@ -30,9 +30,11 @@ from catalog.models import (
     JobItem,
     Label,
     PolicyActivation,
+    PolicyShadow,
     RejectedRecord,
     Review,
     ReviewTask,
+    ShadowDecision,
     Snapshot,
     Vote,
     utcnow,
@@ -40,6 +42,7 @@ from catalog.models import (
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "infra" / "migrations"
 AUDIT_LOCK = 0x6175_6469_74  # "audit": one writer at a time extends the hash chain
+ACTIVATION_LOCK = 0x706F_6C69_6379  # "policy": one activation (or shadow change) at a time
 GENESIS_HASH = "0" * 64
 # Rows per IN (...) list when reading back by id.
 BATCH_ROWS = 1000
@@ -58,6 +61,8 @@ T_REVIEW_TASK = ReviewTask.__table__  # type: ignore[attr-defined]
 T_GOLD = GoldLabel.__table__  # type: ignore[attr-defined]
 T_RELIABILITY = AgentReliability.__table__  # type: ignore[attr-defined]
 T_ACTIVATION = PolicyActivation.__table__  # type: ignore[attr-defined]
+T_SHADOW = PolicyShadow.__table__  # type: ignore[attr-defined]
+T_SHADOW_DECISION = ShadowDecision.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -210,10 +215,13 @@ async def record_chunk(
     votes: Sequence[Mapping[str, Any]],
     decisions: Sequence[Mapping[str, Any]],
     accepted: Mapping[str, str],
+    shadow: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Votes, decisions and the labels of auto-accepted items (item id → label)."""
+    """Votes, decisions, shadow candidates' decisions and the labels of auto-accepted items
+    (item id → label)."""
     await _insert_ignore(conn, T_VOTE, votes)
     await _insert_ignore(conn, T_DECISION, decisions)
+    await _insert_ignore(conn, T_SHADOW_DECISION, shadow)
     if accepted:
         await set_labels(conn, dataset=dataset, job_id=job_id, labels=accepted, source="agent")
 
@@ -515,3 +523,177 @@ async def record_activation(conn: AsyncConnection, row: Mapping[str, Any]) -> No
         subject=f"policy:{row['policy_id']}",
         payload={"version": row["version"], "sha256": row["sha256"], "reason": row["reason"]},
     )
+
+
+async def lock_activations(conn: AsyncConnection) -> None:
+    """Serialise activations, rollbacks and shadow changes (transaction-scoped)."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ACTIVATION_LOCK})
+
+
+def rollback_target(rows: Sequence[Any]) -> int | None:
+    """The version a rollback returns to: the newest earlier activation of another version."""
+    if not rows:
+        return None
+    current = rows[-1].version
+    return next((r.version for r in reversed(rows[:-1]) if r.version != current), None)
+
+
+async def job(conn: AsyncConnection, job_id: str) -> Any | None:
+    return (await conn.execute(select(T_JOB).where(T_JOB.c.id == job_id))).first()
+
+
+async def dataset_task(conn: AsyncConnection, dataset: str) -> str | None:
+    """The task of a dataset's newest job (a dataset is labeled for one task)."""
+    j = T_JOB.c
+    return await conn.scalar(
+        select(j.task).where(j.dataset == dataset).order_by(j.started_at.desc()).limit(1)
+    )
+
+
+async def gold_of_task(conn: AsyncConnection, task: str) -> dict[str, str]:
+    """Every known label of a task, by item id (gold sets are thousands of items, not more)."""
+    rows = await conn.execute(select(T_GOLD.c.item_id, T_GOLD.c.label).where(T_GOLD.c.task == task))
+    return {r[0]: r[1] for r in rows}
+
+
+async def current_label_votes(engine: AsyncEngine, dataset: str) -> AsyncIterator[list[str | None]]:
+    """Per item with a current label, the votes of the job that labeled it (None = abstained)."""
+    v, lbl = T_VOTE.c, T_LABEL.c
+    async with engine.connect() as conn:
+        result = await conn.stream(
+            select(v.item_id, func.array_agg(v.label))
+            .join(
+                T_LABEL,
+                (lbl.dataset == v.dataset) & (lbl.item_id == v.item_id) & (lbl.job_id == v.job_id),
+            )
+            .where(lbl.dataset == dataset, lbl.is_current.is_(True))
+            .group_by(v.item_id)
+            .execution_options(yield_per=5000)
+        )
+        async for row in result:
+            yield list(row[1])
+
+
+async def passed_gate_since(
+    conn: AsyncConnection, *, policy_id: str, version: int, since: Any
+) -> bool:
+    """Whether a snapshot made by a job on policy_id@version passed its gate after `since`."""
+    snap, j = T_SNAPSHOT.c, T_JOB.c
+    found = await conn.scalar(
+        select(func.count())
+        .select_from(T_SNAPSHOT.join(T_JOB, j.id == snap.job_id))
+        .where(
+            j.policy_id == policy_id,
+            j.policy_version == version,
+            snap.training_ready.is_(True),
+            snap.created_at > since,
+        )
+    )
+    return bool(found)
+
+
+# --- shadow runs ------------------------------------------------------------------------------
+
+
+async def shadows(conn: AsyncConnection, policy_id: str | None = None) -> list[Any]:
+    """Attached (not detached) shadow candidates, of one policy or of all, oldest first."""
+    query = select(T_SHADOW).where(T_SHADOW.c.detached_at.is_(None)).order_by(T_SHADOW.c.id)
+    if policy_id is not None:
+        query = query.where(T_SHADOW.c.policy_id == policy_id)
+    return list((await conn.execute(query)).all())
+
+
+async def attach_shadow(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    await conn.execute(insert(T_SHADOW).values(**row))
+    await append_audit(
+        conn,
+        key=f"shadow:{row['candidate_id']}@{row['candidate_version']}:on:{row['attached_at']}",
+        actor=row["actor"],
+        kind="policy_shadow_attached",
+        subject=f"policy:{row['policy_id']}",
+        payload={
+            "candidate": f"{row['candidate_id']}@{row['candidate_version']}",
+            "sha256": row["candidate_sha256"],
+            "reason": row["reason"],
+        },
+    )
+
+
+async def detach_shadow(
+    conn: AsyncConnection, shadow: Any, *, actor: str, reason: str, at: Any
+) -> None:
+    await conn.execute(update(T_SHADOW).where(T_SHADOW.c.id == shadow.id).values(detached_at=at))
+    await append_audit(
+        conn,
+        key=f"shadow:{shadow.id}:detached",
+        actor=actor,
+        kind="policy_shadow_detached",
+        subject=f"policy:{shadow.policy_id}",
+        payload={
+            "candidate": f"{shadow.candidate_id}@{shadow.candidate_version}",
+            "reason": reason,
+        },
+    )
+
+
+async def shadow_confusion(
+    conn: AsyncConnection, candidate_id: str, version: int
+) -> list[tuple[str, str, int]]:
+    """(decided outcome, candidate outcome, items) over every shadow decision of a candidate."""
+    d = T_SHADOW_DECISION.c
+    rows = await conn.execute(
+        select(d.active_outcome, d.outcome, func.count())
+        .where(d.candidate_id == candidate_id, d.candidate_version == version)
+        .group_by(d.active_outcome, d.outcome)
+        .order_by(d.active_outcome, d.outcome)
+    )
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+async def shadow_examples(
+    conn: AsyncConnection, candidate_id: str, version: int, *, per_cell: int
+) -> list[Any]:
+    """Up to `per_cell` items per (decided, candidate) pair where they differ, newest first,
+    with the item's text, the ensemble's label and confidence, and both rules."""
+    d, dec, it = T_SHADOW_DECISION.c, T_DECISION.c, T_ITEM.c
+    ranked = (
+        select(
+            d.active_outcome,
+            d.outcome,
+            d.active_rule,
+            d.rule_id,
+            d.error,
+            d.item_id,
+            d.job_id,
+            d.dataset,
+            func.row_number()
+            .over(partition_by=(d.active_outcome, d.outcome), order_by=d.decided_at.desc())
+            .label("n"),
+        )
+        .where(
+            d.candidate_id == candidate_id,
+            d.candidate_version == version,
+            d.active_outcome != d.outcome,
+        )
+        .subquery()
+    )
+    r = ranked.c
+    rows = await conn.execute(
+        select(
+            r.active_outcome,
+            r.outcome,
+            r.active_rule,
+            r.rule_id,
+            r.error,
+            r.item_id,
+            r.job_id,
+            it.text,
+            dec.ensemble_label,
+            dec.ensemble_confidence,
+        )
+        .join(T_ITEM, (it.dataset == r.dataset) & (it.id == r.item_id))
+        .join(T_DECISION, (dec.job_id == r.job_id) & (dec.item_id == r.item_id))
+        .where(r.n <= per_cell)
+        .order_by(r.active_outcome, r.outcome, r.n)
+    )
+    return list(rows.all())

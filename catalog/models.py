@@ -137,7 +137,11 @@ class Snapshot(SQLModel, table=True):
     manifest_sha256: str
     content_sha256: str
     item_count: int
-    gate_result: str | None = None
+    gate_result: str | None = None  # the gate's outcome: pass | fail; None = no gate
+    label_distribution: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
+    training_ready: bool | None = None  # the gate passed (None: the task names no gate)
+    # The verdict: gate policy id, version, sha256, rule, error, and the metrics it read.
+    gate: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = _ts(nullable=False)
 
 
@@ -243,3 +247,41 @@ class PolicyActivation(SQLModel, table=True):
     actor: str
     reason: str
     at: datetime = _ts(nullable=False)
+
+
+class PolicyShadow(SQLModel, table=True):
+    """A candidate version evaluated beside a policy on real traffic (`policy shadow`): every
+    chunk of a job using `policy_id` also evaluates the candidate and records its decision."""
+
+    __tablename__ = "policy_shadow"
+    __table_args__ = (Index("ix_policy_shadow_policy", "policy_id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    policy_id: str  # the policy whose jobs carry the candidate
+    candidate_id: str
+    candidate_version: int
+    candidate_sha256: str
+    actor: str
+    reason: str
+    attached_at: datetime = _ts(nullable=False)
+    detached_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class ShadowDecision(SQLModel, table=True):
+    """What a shadowed candidate would have decided for an item, beside what was decided."""
+
+    __tablename__ = "shadow_decision"
+    __table_args__ = (Index("ix_shadow_decision_candidate", "candidate_id", "candidate_version"),)
+    job_id: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    candidate_id: str = Field(primary_key=True)
+    candidate_version: int = Field(primary_key=True)
+    candidate_sha256: str
+    dataset: str
+    policy_id: str  # the version that decided
+    policy_version: int
+    active_outcome: str
+    active_rule: str
+    outcome: str  # the candidate's
+    rule_id: str
+    error: str | None = None
+    decided_at: datetime = _ts(nullable=False)

@@ -5,26 +5,37 @@ Role: the only module that knows the CEL engine (Google's `cel_expr_python`). A 
 
     id: route_default              # must equal the folder name
     version: 1                     # must equal N in vN.yaml
+    kind: route                    # route (default): routes items; gate: judges a snapshot
     description: ...
-    inputs:                        # flat dotted name -> CEL type: int, double, string, bool
-      ensemble.confidence: double
+    inputs:                        # flat dotted name -> CEL type: int, double, string, bool,
+      ensemble.confidence: double  #   list<T> or map<string,T> of those (<= 64 entries)
     params:                        # named constants, bound as `params.<name>` (type from value)
       min_confidence: 0.7
     rules:                         # ordered; the first whose `when` is true decides
       - {id: confident, when: "ensemble.confidence >= params.min_confidence",
-         outcome: auto_accept}
+         outcome: auto_accept,
+         params: {min_confidence: 0.8}}   # optional: this rule's own values of declared params
     default: {outcome: human_review}
+
+Outcomes: a route policy's are OUTCOMES; a gate policy's are GATE_OUTCOMES (`pass` marks a
+snapshot training-ready).
 
 Invariants:
 - Everything that can be checked is checked at load: unknown or missing fields, duplicate keys
-  and rule ids, outcomes outside OUTCOMES, and every `when` is compiled against the declared
+  and rule ids, outcomes outside the kind's, and every `when` is compiled against the declared
   inputs and params (an undeclared name or a string compared with a number fails with CEL's
   line:column) and must return bool. Errors are `PolicyError`s naming the file (with the
   YAML line:column) and the rule id.
+- Evaluation cost is bounded before a rule is accepted: every operand and operator costs 1, a
+  comprehension (`all`, `exists`, `exists_one`, `map`, `filter`) costs its body times
+  MAX_ENTRIES (the most entries a collection input may have), nested ones multiply, and a rule
+  over MAX_RULE_COST or a policy over MAX_POLICY_COST is refused. Inputs are scalars or
+  collections of at most MAX_ENTRIES scalars, so the bound holds for every item.
 - `evaluate` never raises. A rule that errors at run time (division by zero, a missing or
-  mistyped input) routes the item to `human_review`, recording the rule id and the error: a
-  broken rule must never auto-accept or silently drop an item. Input problems found before
-  any rule runs are reported under the rule id "inputs"; no rule firing gives "default".
+  mistyped input) gives the kind's error outcome (`human_review` for a route, `fail` for a
+  gate), recording the rule id and the error: a broken rule must never auto-accept an item or
+  pass a snapshot. Input problems found before any rule runs are reported under the rule id
+  "inputs"; no rule firing gives "default".
 - Inputs are the caller's dict keyed by the declared flat names; int values are accepted for
   double inputs (converted), keys the policy does not declare are ignored.
 - A `PolicyRef` pins the exact bytes: sha256 of the version file, so a recorded decision can
@@ -37,7 +48,7 @@ import hashlib
 import math
 import re
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +56,21 @@ import yaml
 from cel_expr_python import cel
 
 OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
+GATE_OUTCOMES = ("pass", "fail")
+KINDS = {"route": OUTCOMES, "gate": GATE_OUTCOMES}
 # Where an item goes when a rule cannot be evaluated: a person looks at it.
 ERROR_OUTCOME = "human_review"
+# What a gate says when it cannot be evaluated: not training-ready.
+GATE_ERROR_OUTCOME = "fail"
+MAX_ENTRIES = 64  # most entries in a list or map input
+MAX_RULE_COST = 10_000
+MAX_POLICY_COST = 50_000
+MAX_WHEN_CHARS = 4_000
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_TOKEN_RE = re.compile(
+    r"""\s+|"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[0-9][0-9a-zA-Z.]*|[A-Za-z_][A-Za-z0-9_]*"""
+    r"""|&&|\|\||[=!<>]=|."""
+)
 DEFAULT_RULE_ID = "default"
 INPUTS_RULE_ID = "inputs"
 
@@ -56,7 +80,17 @@ _CEL_TYPES: dict[str, Any] = {
     "string": cel.Type.STRING,
     "bool": cel.Type.BOOL,
 }
-_POLICY_KEYS = ("id", "version", "description", "inputs", "params", "rules", "default", "review")
+_POLICY_KEYS = (
+    "id",
+    "version",
+    "kind",
+    "description",
+    "inputs",
+    "params",
+    "rules",
+    "default",
+    "review",
+)
 _REVIEW_KEYS = (
     "reviewers_needed",
     "timeout_s",
@@ -65,7 +99,9 @@ _REVIEW_KEYS = (
     "on_timeout",
 )
 _REQUIRED_KEYS = ("id", "version", "inputs", "rules", "default")
-_RULE_KEYS = ("id", "when", "outcome")
+_RULE_KEYS = ("id", "when", "outcome", "params")
+_REQUIRED_RULE_KEYS = ("id", "when", "outcome")
+_COLLECTION_RE = re.compile(r"^(?:list<(?P<item>\w+)>|map<string,\s*(?P<value>\w+)>)$")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _REF_RE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9_-]*)(?:@(?P<version>[0-9]+))?$")
 _VERSION_FILE_RE = re.compile(r"^v(?P<version>[1-9][0-9]*)\.yaml$")
@@ -101,6 +137,9 @@ class Rule:
     id: str
     when: str
     outcome: str
+    params: Mapping[str, float | int | str | bool] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()  # the declared inputs `when` refers to, in declaration order
+    cost: int = 0  # estimated evaluation cost (see the module docstring)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -119,6 +158,7 @@ class Policy:
 
     ref: PolicyRef
     path: Path
+    kind: str
     description: str
     params: Mapping[str, float | int | str | bool]
     inputs: Mapping[str, str]
@@ -138,18 +178,29 @@ class Policy:
         default_outcome: str,
         programs: tuple[Any, ...],
         review: ReviewRules | None = None,
+        kind: str = "route",
     ) -> None:
         self.ref = ref
         self.path = path
+        self.kind = kind
         self.description = description
         self.params = dict(params)
         self.inputs = dict(inputs)
         self.rules = rules
         self.default_outcome = default_outcome
         self.review = review or ReviewRules()
+        self.error_outcome = GATE_ERROR_OUTCOME if kind == "gate" else ERROR_OUTCOME
         self._programs = programs
         # Bound once: every evaluation merges these into the caller's inputs.
         self._param_data = {f"params.{k}": v for k, v in self.params.items()}
+        self._rule_data = tuple(
+            {f"params.{k}": v for k, v in rule.params.items()} or None for rule in rules
+        )
+
+    @property
+    def cost(self) -> int:
+        """The estimated worst-case cost of one evaluation (every rule run)."""
+        return sum(rule.cost for rule in self.rules)
 
     @classmethod
     def load(cls, policies_dir: Path, ref: str) -> Policy:
@@ -164,23 +215,28 @@ class Policy:
         data: dict[str, object] = dict(self._param_data)
         for name, type_name in self.inputs.items():
             if name not in inputs:
-                return _input_error(f"missing input '{name}' ({type_name})")
+                return self._input_error(f"missing input '{name}' ({type_name})")
             value = _coerce(inputs[name], type_name)
             if value is None:
-                got = type(inputs[name]).__name__
-                return _input_error(f"input '{name}' must be {type_name}, got {got}")
+                return self._input_error(_misfit(name, type_name, inputs[name]))
             data[name] = value
-        for rule, program in zip(self.rules, self._programs, strict=True):
+        for rule, program, own in zip(self.rules, self._programs, self._rule_data, strict=True):
             try:
-                result = program.eval(data=data).value()
+                result = program.eval(data=data if own is None else data | own).value()
             except Exception as exc:  # the engine is foreign code: never let it escape
-                return Decision(outcome=ERROR_OUTCOME, rule_id=rule.id, error=f"{exc}")
+                return Decision(outcome=self.error_outcome, rule_id=rule.id, error=f"{exc}")
             if result is True:
                 return Decision(outcome=rule.outcome, rule_id=rule.id)
             if result is not False:
                 # CEL returns errors as values (a status string) rather than raising.
-                return Decision(outcome=ERROR_OUTCOME, rule_id=rule.id, error=str(result))
+                return Decision(outcome=self.error_outcome, rule_id=rule.id, error=str(result))
         return Decision(outcome=self.default_outcome, rule_id=DEFAULT_RULE_ID)
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+    def _input_error(self, message: str) -> Decision:
+        return Decision(outcome=self.error_outcome, rule_id=INPUTS_RULE_ID, error=message)
 
 
 def resolve(policies_dir: Path, ref: str) -> PolicyRef:
@@ -200,9 +256,11 @@ def list_policies(policies_dir: Path) -> list[str]:
 def check_cases(policy: Policy, cases_path: Path) -> list[str]:
     """Run a policy's example cases; returns failure messages ([] = all pass).
 
-    Each case is `{name, input: {...}, expect: {outcome, rule, error?}}` (`error`: a substring
-    the recorded error must contain; without it, the decision must carry no error). Every rule
-    of the policy not hit by any case is a failure too: an untested rule is a liability.
+    Each case is `{name, input: {...}, expect: {outcome, rule, error?}, versions?: [N, ...]}`
+    (`error`: a substring the recorded error must contain; without it, the decision must carry
+    no error; `versions`: the policy versions the case is about, all when absent, so a new
+    version that moves a threshold brings its own cases). Every rule of the policy not hit by
+    any case is a failure too: an untested rule is a liability.
     """
     try:
         raw = yaml.load(_read(Path(cases_path)), Loader=_MarkedLoader)  # a SafeLoader subclass
@@ -220,13 +278,22 @@ def check_cases(policy: Policy, cases_path: Path) -> list[str]:
             continue
         name = str(case.get("name", f"#{i}"))
         label = f"{where}: case '{name}'"
-        unknown = sorted(str(k) for k in case if k not in ("name", "input", "expect"))
+        unknown = sorted(str(k) for k in case if k not in ("name", "input", "expect", "versions"))
         if unknown:
             failures.append(f"{label}: unknown field(s) {', '.join(unknown)}")
             continue
         if name in names:
             failures.append(f"{label}: duplicate case name")
         names.add(name)
+        versions = case.get("versions")
+        if versions is not None and (
+            not isinstance(versions, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in versions)
+        ):
+            failures.append(f"{label}: versions must be a list of version numbers")
+            continue
+        if versions is not None and policy.ref.version not in versions:
+            continue
         inputs, expect = case.get("input"), case.get("expect")
         if not isinstance(inputs, dict) or not isinstance(expect, dict):
             failures.append(f"{label}: needs an 'input' mapping and an 'expect' mapping")
@@ -377,10 +444,18 @@ def _parse(path: Path, data: bytes, ref: PolicyRef) -> Policy:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise PolicyError(f"{path}:{_pos(raw, 'description')}: description must be a string")
+    kind = raw.get("kind", "route")
+    if kind not in KINDS:
+        raise PolicyError(
+            f"{path}:{_pos(raw, 'kind')}: kind {kind!r} is not one of {', '.join(KINDS)}"
+        )
+    outcomes = KINDS[kind]
+    if kind == "gate" and "review" in raw:
+        raise PolicyError(f"{path}:{_pos(raw, 'review', of_key=True)}: a gate has no review")
 
     inputs = _parse_inputs(path, raw)
     params = _parse_params(path, raw)
-    variables = {name: _CEL_TYPES[t] for name, t in inputs.items()}
+    variables = {name: _cel_type(t) for name, t in inputs.items()}
     variables.update({f"params.{name}": _cel_type_of(value) for name, value in params.items()})
     env = cel.NewEnv(variables=variables)
 
@@ -390,17 +465,23 @@ def _parse(path: Path, data: bytes, ref: PolicyRef) -> Policy:
     rules: list[Rule] = []
     programs: list[Any] = []
     for i, entry in enumerate(rules_raw):
-        rule = _parse_rule(path, i, entry, {r.id for r in rules})
+        rule = _parse_rule(path, i, entry, {r.id for r in rules}, outcomes, params, inputs)
         programs.append(_compile(path, env, rule, entry))
         rules.append(rule)
+    total = sum(r.cost for r in rules)
+    if total > MAX_POLICY_COST:
+        raise PolicyError(
+            f"{path}: estimated evaluation cost of all rules is {total}, over the bound "
+            f"{MAX_POLICY_COST}: split the policy or simplify its rules"
+        )
 
     default = raw["default"]
     if not isinstance(default, _Mapping) or set(default) != {"outcome"}:
         raise PolicyError(f"{path}:{_pos(raw, 'default')}: default must be {{outcome: ...}}")
-    if default["outcome"] not in OUTCOMES:
+    if default["outcome"] not in outcomes:
         raise PolicyError(
             f"{path}:{_pos(default, 'outcome')}: default outcome {default['outcome']!r} is not "
-            f"one of {', '.join(OUTCOMES)}"
+            f"one of {', '.join(outcomes)}"
         )
     return Policy(
         ref=ref,
@@ -412,6 +493,7 @@ def _parse(path: Path, data: bytes, ref: PolicyRef) -> Policy:
         default_outcome=default["outcome"],
         programs=tuple(programs),
         review=_parse_review(path, raw),
+        kind=kind,
     )
 
 
@@ -452,10 +534,10 @@ def _parse_inputs(path: Path, raw: _Mapping) -> dict[str, str]:
             raise PolicyError(f"{where}: input name {name!r} must be a dotted identifier")
         if name.startswith("params."):
             raise PolicyError(f"{where}: input '{name}': 'params.' is reserved for params")
-        if type_name not in _CEL_TYPES:
+        if not isinstance(type_name, str) or _cel_type(type_name) is None:
             raise PolicyError(
                 f"{where}: input '{name}' has type {type_name!r}; expected one of "
-                f"{', '.join(_CEL_TYPES)}"
+                f"{', '.join(_CEL_TYPES)}, list<T> or map<string,T> (T one of those)"
             )
         out[name] = type_name
     return out
@@ -480,7 +562,15 @@ def _parse_params(path: Path, raw: _Mapping) -> dict[str, float | int | str | bo
     return out
 
 
-def _parse_rule(path: Path, i: int, entry: object, seen: set[str]) -> Rule:
+def _parse_rule(
+    path: Path,
+    i: int,
+    entry: object,
+    seen: set[str],
+    outcomes: tuple[str, ...],
+    params: Mapping[str, float | int | str | bool],
+    inputs: Mapping[str, str],
+) -> Rule:
     if not isinstance(entry, _Mapping):
         raise PolicyError(f"{path}: rules[{i}] must be a mapping with id, when and outcome")
     rule_id = entry.get("id")
@@ -497,7 +587,7 @@ def _parse_rule(path: Path, i: int, entry: object, seen: set[str]) -> Rule:
                 f"{path}:{_pos(entry, key, of_key=True)}: rule '{rule_id}': unknown field "
                 f"'{key}'; expected: {', '.join(_RULE_KEYS)}"
             )
-    for key in _RULE_KEYS:
+    for key in _REQUIRED_RULE_KEYS:
         if key not in entry:
             raise PolicyError(f"{path}:{_pos(entry)}: rule '{rule_id}': missing field '{key}'")
     when, outcome = entry["when"], entry["outcome"]
@@ -506,12 +596,81 @@ def _parse_rule(path: Path, i: int, entry: object, seen: set[str]) -> Rule:
             f"{path}:{_pos(entry, 'when')}: rule '{rule_id}': when must be a CEL expression "
             f"string, got {when!r} (quote it)"
         )
-    if outcome not in OUTCOMES:
+    if outcome not in outcomes:
         raise PolicyError(
             f"{path}:{_pos(entry, 'outcome')}: rule '{rule_id}': outcome {outcome!r} is not one "
-            f"of {', '.join(OUTCOMES)}"
+            f"of {', '.join(outcomes)}"
         )
-    return Rule(id=rule_id, when=when.strip(), outcome=outcome)
+    if len(when) > MAX_WHEN_CHARS:
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'when')}: rule '{rule_id}': when is {len(when)} characters, "
+            f"over the bound {MAX_WHEN_CHARS}"
+        )
+    cost = estimate_cost(when)
+    if cost > MAX_RULE_COST:
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'when')}: rule '{rule_id}': estimated evaluation cost {cost} "
+            f"is over the bound {MAX_RULE_COST} (a comprehension costs its body x "
+            f"{MAX_ENTRIES} entries; nested ones multiply)"
+        )
+    reads = tuple(
+        name for name in inputs if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", when)
+    )
+    own = _parse_rule_params(path, rule_id, entry, params)
+    return Rule(id=rule_id, when=when.strip(), outcome=outcome, params=own, reads=reads, cost=cost)
+
+
+def _parse_rule_params(
+    path: Path, rule_id: str, entry: _Mapping, params: Mapping[str, float | int | str | bool]
+) -> dict[str, float | int | str | bool]:
+    """A rule's own values of declared params; same names and types as the policy's, so a
+    misspelled name or a threshold given as text fails here rather than silently not apply."""
+    own = entry.get("params")
+    if own is None:
+        return {}
+    if not isinstance(own, _Mapping) or not own:
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'params')}: rule '{rule_id}': params must be a non-empty "
+            "mapping of declared param names to values"
+        )
+    out: dict[str, float | int | str | bool] = {}
+    for name, value in own.items():
+        where = f"{path}:{_pos(own, name, of_key=True)}: rule '{rule_id}'"
+        if name not in params:
+            known = ", ".join(params) or "(none)"
+            raise PolicyError(f"{where}: param '{name}' is not declared; declared: {known}")
+        declared = params[name]
+        if isinstance(declared, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(declared) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            raise PolicyError(
+                f"{where}: param '{name}' must be {type(declared).__name__} like the policy's "
+                f"({declared!r}), got {value!r}"
+            )
+        out[name] = value
+    return out
+
+
+def estimate_cost(when: str) -> int:
+    """Worst-case evaluation cost of a CEL expression: 1 per operand or operator, a
+    comprehension's body x MAX_ENTRIES (see the module docstring). Conservative by design."""
+    tokens = [t for t in _TOKEN_RE.findall(when) if not t.isspace()]
+    frames = [[1, 0]]  # [multiplier, cost] per open parenthesis
+    for i, tok in enumerate(tokens):
+        if tok == "(":
+            macro = i >= 2 and tokens[i - 2] == "." and tokens[i - 1] in _MACROS
+            frames.append([MAX_ENTRIES if macro else 1, 0])
+        elif tok == ")" and len(frames) > 1:
+            mult, cost = frames.pop()
+            frames[-1][1] += mult * cost
+        elif tok not in (",", ".", "[", "]", "{", "}", ")"):
+            frames[-1][1] += 1
+    while len(frames) > 1:  # unbalanced: CEL will refuse it anyway
+        mult, cost = frames.pop()
+        frames[-1][1] += mult * cost
+    return frames[0][1]
 
 
 def _compile(path: Path, env: Any, rule: Rule, entry: _Mapping) -> Any:
@@ -554,8 +713,31 @@ def _cel_type_of(value: object) -> Any:
     return cel.Type.STRING
 
 
+def _cel_type(type_name: str) -> Any:
+    """The CEL type of a declared input type, or None when it is not one we accept."""
+    if type_name in _CEL_TYPES:
+        return _CEL_TYPES[type_name]
+    m = _COLLECTION_RE.fullmatch(type_name)
+    if m is None:
+        return None
+    if m["item"] is not None:
+        item = _CEL_TYPES.get(m["item"])
+        return None if item is None else cel.Type.List(item)
+    value = _CEL_TYPES.get(m["value"])
+    return None if value is None else cel.Type.Map(cel.Type.STRING, value)
+
+
+def _misfit(name: str, type_name: str, value: object) -> str:
+    if isinstance(value, list | tuple | dict) and len(value) > MAX_ENTRIES:
+        return f"input '{name}' has {len(value)} entries, more than {MAX_ENTRIES}"
+    return f"input '{name}' must be {type_name}, got {type(value).__name__}"
+
+
 def _coerce(value: object, type_name: str) -> object | None:
     """The value as CEL should see it, or None when it does not fit the declared type."""
+    m = _COLLECTION_RE.fullmatch(type_name) if "<" in type_name else None
+    if m is not None:
+        return _coerce_collection(value, m["item"], m["value"])
     if type_name == "int":
         if (
             isinstance(value, int)
@@ -573,5 +755,13 @@ def _coerce(value: object, type_name: str) -> object | None:
     return value if isinstance(value, bool) else None
 
 
-def _input_error(message: str) -> Decision:
-    return Decision(outcome=ERROR_OUTCOME, rule_id=INPUTS_RULE_ID, error=message)
+def _coerce_collection(value: object, item: str | None, element: str | None) -> object | None:
+    if item is not None and isinstance(value, list | tuple) and len(value) <= MAX_ENTRIES:
+        items = [_coerce(v, item) for v in value]
+        return None if any(v is None for v in items) else items
+    if element is not None and isinstance(value, Mapping) and len(value) <= MAX_ENTRIES:
+        entries = {k: _coerce(v, element) for k, v in value.items()}
+        if any(not isinstance(k, str) or v is None for k, v in entries.items()):
+            return None
+        return entries
+    return None

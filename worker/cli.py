@@ -302,6 +302,7 @@ def print_summary(result: LabelDatasetResult, seconds: float, settings: Settings
         ("policy", f"{result.policy.id}@{result.policy.version} ({result.policy.sha256[:12]})"),
         ("snapshot", f"{result.dataset}@{result.snapshot.version}"),
         ("snapshot items", result.snapshot.item_count),
+        ("training-ready", _ready(result.snapshot.training_ready)),
         ("S3 object", f"s3://{settings.s3_bucket}/{result.snapshot.s3_key}"),
         ("S3 version id", result.snapshot.s3_version_id),
         ("wall time", f"{seconds:.1f} s"),
@@ -311,6 +312,12 @@ def print_summary(result: LabelDatasetResult, seconds: float, settings: Settings
         table.add_row(k, str(v))
     console.print(table)
     console.print(f"Web UI: {ui_link(settings, result.job_id)}")
+
+
+def _ready(verdict: bool | None) -> str:
+    if verdict is None:
+        return "- (the task names no gate)"
+    return "yes" if verdict else "no: failed its quality gate (verdict in the manifest)"
 
 
 def main() -> None:

@@ -100,7 +100,13 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         policies_dir=settings.policies_dir,
         models_dir=settings.models_dir,
     )
-    snapshots = SnapshotActivities(engine=engine, s3=s3, bucket=settings.s3_bucket)
+    snapshots = SnapshotActivities(
+        engine=engine,
+        s3=s3,
+        bucket=settings.s3_bucket,
+        tasks_dir=settings.tasks_dir,
+        policies_dir=settings.policies_dir,
+    )
     reviews = ReviewActivities(
         engine=engine,
         client=client,

@@ -1,9 +1,12 @@
-"""`labelfabric policy …`: validate, test, list, show, diff, activate and roll back policies.
+"""`labelfabric policy …`: validate, test, list, show, diff, activate, roll back and shadow
+policies.
 
 Policy files are immutable versions (`policy_rules/<id>/vN.yaml`) with a `cases.yaml`; the
 catalog says which version is active (`policy_activation`, append-only, each row an audit
 event with actor and reason). A job that names a policy without a version takes the active
 one when it starts (the newest when none was ever activated) and keeps it to the end.
+A shadowed candidate (`policy shadow ID@V`) is evaluated beside the deciding version on every
+item of its policy's jobs and decides nothing; `policy shadow-report` compares the two.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import text
 
 from catalog import db
 from policy_rules.engine import (
@@ -29,8 +31,7 @@ from policy_rules.engine import (
 from worker.settings import Settings
 from worker.ui import console, fail
 
-policy_app = typer.Typer(help="Versioned routing policies.", no_args_is_help=True)
-ACTIVATION_LOCK = 0x706F_6C69_6379  # "policy": one activation at a time
+policy_app = typer.Typer(help="Versioned routing and gate policies.", no_args_is_help=True)
 
 
 def _load(settings: Settings, ref: str) -> Policy:
@@ -109,8 +110,11 @@ def list_() -> None:
     settings = Settings()
     active = asyncio.run(_catalog(settings, db.activations))
     current: dict[str, Any] = {row.policy_id: row for row in active}
+    shadowed: dict[str, list[str]] = {}
+    for sh in asyncio.run(_catalog(settings, db.shadows)):
+        shadowed.setdefault(sh.policy_id, []).append(f"v{sh.candidate_version}")
     table = Table(title=f"policies ({settings.policies_dir})")
-    for col in ("policy", "versions", "active", "since", "by", "reason"):
+    for col in ("policy", "versions", "active", "shadow", "since", "by", "reason"):
         table.add_column(col)
     for policy_id in list_policies(settings.policies_dir):
         versions = sorted(_versions(settings.policies_dir / policy_id))
@@ -119,6 +123,7 @@ def list_() -> None:
             policy_id,
             ", ".join(map(str, versions)),
             f"v{row.version}" if row else f"(none: jobs take v{versions[-1]})",
+            ", ".join(shadowed.get(policy_id, [])),
             f"{row.at:%Y-%m-%d %H:%M}" if row else "",
             escape(row.actor) if row else "",
             escape(row.reason) if row else "",
@@ -132,7 +137,8 @@ def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")]) -> None:
     settings = Settings()
     policy = _load(settings, ref)
     console.print(
-        f"[bold]{policy.ref}[/]  sha256 {policy.ref.sha256}\n{escape(policy.description)}"
+        f"[bold]{policy.ref}[/] ({policy.kind})  sha256 {policy.ref.sha256}  "
+        f"cost <= {policy.cost}\n{escape(policy.description)}"
     )
     params = Table(title="params")
     params.add_column("name")
@@ -141,13 +147,15 @@ def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")]) -> None:
         params.add_row(name, escape(repr(value)))
     console.print(params)
     rules = Table(title="rules (first match wins)")
-    for col in ("rule", "when", "outcome"):
+    for col in ("rule", "when", "outcome", "own params"):
         rules.add_column(col)
     for rule in policy.rules:
-        rules.add_row(rule.id, escape(rule.when), rule.outcome)
-    rules.add_row("(default)", "", policy.default_outcome)
+        own = ", ".join(f"{k}={v!r}" for k, v in rule.params.items())
+        rules.add_row(rule.id, escape(rule.when), rule.outcome, escape(own))
+    rules.add_row("(default)", "", policy.default_outcome, "")
     console.print(rules)
-    console.print(escape(f"review: {policy.review}"))
+    if policy.kind == "route":
+        console.print(escape(f"review: {policy.review}"))
 
 
 @policy_app.command("diff")
@@ -175,6 +183,8 @@ def diff(
                 f"rule {rule.id}: when {was.when} -> {was.outcome}  became  "
                 f"when {rule.when} -> {rule.outcome}"
             )
+        if was is not None and dict(was.params) != dict(rule.params):
+            lines.append(f"rule {rule.id} params: {dict(was.params)} -> {dict(rule.params)}")
     order_old = [r.id for r in old.rules if r.id in new_rules]
     order_new = [r.id for r in new.rules if r.id in old_rules]
     if order_old != order_new:
@@ -216,12 +226,12 @@ def rollback(
     if not rows:
         raise fail(f"policy {policy_id} was never activated: nothing to roll back to")
     current = rows[-1].version
-    earlier = [r for r in rows[:-1] if r.version != current]
-    if not earlier:
+    earlier = db.rollback_target(rows)
+    if earlier is None:
         raise fail(
             f"{policy_id}@{current} is the only version ever active: nothing to roll back to"
         )
-    target = _load(settings, f"{policy_id}@{earlier[-1].version}")
+    target = _load(settings, f"{policy_id}@{earlier}")
     asyncio.run(_activate(settings, target, "rollback", actor or getpass.getuser(), reason))
     console.print(f"rolled back {policy_id}: v{current} -> active {target.ref}")
 
@@ -234,7 +244,7 @@ async def _activate(
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ACTIVATION_LOCK})
+            await db.lock_activations(conn)
             for row in await db.activations(conn, policy.ref.id):
                 if row.version == policy.ref.version and row.sha256 != policy.ref.sha256:
                     raise fail(
@@ -270,6 +280,155 @@ async def _catalog(settings: Settings, query: Any, *args: Any) -> list[Any]:
     try:
         async with engine.connect() as conn:
             return list(await query(conn, *args))
+    except OSError as err:
+        raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
+    finally:
+        await engine.dispose()
+
+
+@policy_app.command("shadow")
+def shadow(
+    ref: Annotated[str, typer.Argument(help="Candidate ID@VERSION.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
+    on: Annotated[
+        str | None, typer.Option(help="The policy whose jobs carry it (default: its own id).")
+    ] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Detach it instead.")] = False,
+    actor: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
+) -> None:
+    """Evaluate a candidate version beside the deciding one on real traffic; it decides
+    nothing. Every chunk of a job on the policy records what the candidate would have done."""
+    settings = Settings()
+    if "@" not in ref:
+        raise fail(f"shadow names an exact version: {ref}@N")
+    candidate = _load(settings, ref)
+    if candidate.kind != "route":
+        raise fail(f"{candidate.ref} is a {candidate.kind} policy: only routing policies shadow")
+    target = on or candidate.ref.id
+    if target not in list_policies(settings.policies_dir):
+        raise fail(f"unknown policy {target!r} to shadow")
+    who = actor or getpass.getuser()
+    done = asyncio.run(_shadow(settings, candidate, target, who, reason, stop))
+    console.print(escape(done))
+
+
+async def _shadow(
+    settings: Settings, candidate: Policy, target: str, actor: str, reason: str, stop: bool
+) -> str:
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    ref = candidate.ref
+    try:
+        async with engine.begin() as conn:
+            await db.lock_activations(conn)
+            attached = [
+                s
+                for s in await db.shadows(conn, target)
+                if (s.candidate_id, s.candidate_version) == (ref.id, ref.version)
+            ]
+            if stop:
+                if not attached:
+                    raise fail(f"{ref} is not shadowing {target}")
+                for row in attached:
+                    await db.detach_shadow(conn, row, actor=actor, reason=reason, at=db.utcnow())
+                return f"{ref} no longer shadows {target}"
+            if attached:
+                return f"{ref} already shadows {target} (since {attached[0].attached_at:%c})"
+            await db.attach_shadow(
+                conn,
+                {
+                    "policy_id": target,
+                    "candidate_id": ref.id,
+                    "candidate_version": ref.version,
+                    "candidate_sha256": ref.sha256,
+                    "actor": actor,
+                    "reason": reason,
+                    "attached_at": db.utcnow(),
+                },
+            )
+            return f"{ref} now shadows {target} (sha256 {ref.sha256[:12]})"
+    except OSError as err:
+        raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
+    finally:
+        await engine.dispose()
+
+
+@policy_app.command("shadow-report")
+def shadow_report(
+    ref: Annotated[str, typer.Argument(help="Candidate ID@VERSION.")],
+    examples: Annotated[int, typer.Option(min=0, help="Example items per differing cell.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """How the candidate's outcomes compare with the decided ones over real traffic."""
+    settings = Settings()
+    if "@" not in ref:
+        raise fail(f"shadow-report names an exact version: {ref}@N")
+    policy_id, _, version = ref.partition("@")
+    if not version.isdigit():
+        raise fail(f"bad version in {ref!r}: expected ID@N")
+    cells, rows = asyncio.run(_report(settings, policy_id, int(version), examples))
+    total = sum(n for _, _, n in cells)
+    same = sum(n for a, c, n in cells if a == c)
+    report = {
+        "candidate": ref,
+        "items": total,
+        "agree": same,
+        "agreement": same / total if total else None,
+        "confusion": [{"decided": a, "candidate": c, "items": n} for a, c, n in cells],
+        "examples": [
+            {
+                "decided": r.active_outcome,
+                "candidate": r.outcome,
+                "decided_rule": r.active_rule,
+                "candidate_rule": r.rule_id,
+                "error": r.error,
+                "item_id": r.item_id,
+                "job_id": r.job_id,
+                "ensemble_label": r.ensemble_label,
+                "ensemble_confidence": r.ensemble_confidence,
+                "text": r.text[:200],
+            }
+            for r in rows
+        ],
+    }
+    if as_json:
+        console.print_json(data=report)
+        return
+    if not total:
+        raise fail(f"no shadow decisions for {ref}: attach it with `policy shadow {ref}`")
+    console.print(f"{ref}: {total} items, same outcome on {same} ({same / total:.1%})")
+    outcomes = sorted({a for a, _, _ in cells} | {c for _, c, _ in cells})
+    table = Table(title="decided (rows) vs candidate (columns)")
+    table.add_column("decided / candidate")
+    for o in outcomes:
+        table.add_column(o, justify="right")
+    counts = {(a, c): n for a, c, n in cells}
+    for a in outcomes:
+        table.add_row(a, *(str(counts.get((a, c), 0)) for c in outcomes))
+    console.print(table)
+    if rows:
+        ex = Table(title="where they differ (examples)")
+        for col in ("decided", "candidate", "item", "ensemble", "text"):
+            ex.add_column(col)
+        for r in rows:
+            ex.add_row(
+                f"{r.active_outcome} ({r.active_rule})",
+                f"{r.outcome} ({r.rule_id})" + (f" error: {escape(r.error)}" if r.error else ""),
+                r.item_id[:12],
+                f"{r.ensemble_label or '-'} {r.ensemble_confidence:.2f}",
+                escape(r.text[:80]),
+            )
+        console.print(ex)
+
+
+async def _report(
+    settings: Settings, policy_id: str, version: int, examples: int
+) -> tuple[list[tuple[str, str, int]], list[Any]]:
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            cells = await db.shadow_confusion(conn, policy_id, version)
+            rows = await db.shadow_examples(conn, policy_id, version, per_cell=examples)
+            return cells, rows
     except OSError as err:
         raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
     finally:
