@@ -3,7 +3,9 @@
 A task names its gate (`gate: quality_default` in the task file); each snapshot of one of its
 datasets is scored (`SnapshotMetrics`) and judged by the gate's active version (or newest).
 `pass` marks the snapshot version training-ready; the verdict, with the gate's version, sha256,
-rule and the metrics it read, is stored on the snapshot row and in its manifest.
+rule and the metrics it read, is stored on the snapshot row and in its manifest. A gate that
+cannot judge (missing, not a gate, a rule error) gives `fail` with the error: not training-ready,
+but no rollback, since that says nothing about the routing version.
 
 Automatic rollback: a routing version is on probation from its activation until a snapshot
 made by one of its jobs passes its gate. A snapshot that fails its gate during probation
@@ -112,8 +114,10 @@ async def rollback_on_failure(
     conn: AsyncConnection, *, job_id: str, subject: str, judged: dict[str, Any], at: Any
 ) -> str | None:
     """Roll back the job's routing version if it is on probation; returns 'id: vA -> vB'."""
+    if judged["outcome"] == "pass" or judged.get("error"):
+        return None  # a gate that could not judge says nothing against the routing version
     job = await db.job(conn, job_id)
-    if job is None or judged["outcome"] == "pass":
+    if job is None:
         return None  # a review-driven snapshot has no routing version of its own
     await db.lock_activations(conn)
     rows = await db.activations(conn, job.policy_id)
@@ -131,8 +135,7 @@ async def rollback_on_failure(
     failed = ", ".join(f"{k} = {_fmt(v)}" for k, v in judged.get("read", {}).items())
     reason = (
         f"snapshot {subject} failed gate {gate} (rule {judged.get('rule', '?')}"
-        f"{': ' + failed if failed else ''}"
-        f"{'; error: ' + judged['error'] if judged.get('error') else ''})"
+        f"{': ' + failed if failed else ''})"
     )
     await db.record_activation(
         conn,

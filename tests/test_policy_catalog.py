@@ -81,6 +81,9 @@ def test_activate_rollback_and_jobs_taking_the_active_version(
         assert "changed on disk since it was activated" in edited.stdout.replace("\n", " ")
         again = cli(trial, "policy", "activate", f"{POLICY}@1", "--reason", "x")
         assert again.returncode == 1 and "changed since it was activated" in again.stdout
+        checked = cli(trial, "policy", "validate", str(v1))
+        assert checked.returncode == 1, checked.stdout
+        assert f"{POLICY}@1 was activated with sha256" in checked.stdout.replace("\n", " ")
     finally:
         v1.write_text(original)
 

@@ -306,3 +306,19 @@ def test_snapshot_metrics_and_rollback_target() -> None:
     assert rollback_target(rows(1, 2, 2)) == 1  # re-activating the same version changes nothing
     assert rollback_target(rows(1, 2, 1, 3)) == 1
     assert rollback_target(rows(2)) is None and rollback_target([]) is None
+
+
+async def test_a_gate_that_cannot_judge_rolls_nothing_back() -> None:
+    from activities.gates import rollback_on_failure, verdict
+
+    judged = verdict(None, "gate quality_x cannot be loaded: unknown policy", {"snapshot.count": 3})
+    assert judged["outcome"] == "fail" and "cannot be loaded" in judged["error"]
+    # Returns before touching the catalog (there is none here), so conn is never used.
+    rolled = await rollback_on_failure(
+        None,  # type: ignore[arg-type]
+        job_id="label:x:y",
+        subject="x@1",
+        judged=judged,
+        at=None,
+    )
+    assert rolled is None

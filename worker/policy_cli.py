@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from catalog import db
 from policy_rules.engine import (
@@ -52,8 +53,12 @@ def _case_failures(policy: Policy) -> list[str]:
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="vN.yaml files or folders.")],
 ) -> None:
-    """Compile and type-check each version, and run its policy's cases."""
+    """Compile and type-check each version, run its policy's cases, and check that no version
+    the catalog has activated was edited since (when the catalog answers)."""
     bad = 0
+    activated = asyncio.run(_activated())
+    if activated is None:
+        console.print("[dim]catalog not reachable: the activated-version check is skipped[/]")
     for path in paths:
         folder, files = (
             (path, sorted(_versions(path).values()))
@@ -72,6 +77,17 @@ def validate(
                 policy = Policy.load(folder.parent, ref)
             except PolicyError as err:
                 console.print(escape(str(err)))
+                bad += 1
+                continue
+            was = (activated or {}).get((policy.ref.id, policy.ref.version))
+            if was is not None and was != policy.ref.sha256:
+                console.print(
+                    escape(
+                        f"{file}: {policy.ref} was activated with sha256 {was[:12]} and is now "
+                        f"{policy.ref.sha256[:12]}: released versions are immutable; restore it "
+                        "and add a new version"
+                    )
+                )
                 bad += 1
                 continue
             versions = _versions(folder)
@@ -271,6 +287,19 @@ async def _activate(
             )
     except OSError as err:
         raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
+    finally:
+        await engine.dispose()
+
+
+async def _activated() -> dict[tuple[str, int], str] | None:
+    """(policy id, version) -> sha256 of every version ever activated; None if unreachable."""
+    settings = Settings()
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        async with asyncio.timeout(5), engine.connect() as conn:
+            return {(r.policy_id, r.version): r.sha256 for r in await db.activations(conn)}
+    except (OSError, TimeoutError, SQLAlchemyError):
+        return None
     finally:
         await engine.dispose()
 
