@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import snapshot_files
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
 from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once
@@ -77,6 +78,7 @@ class SnapshotActivities:
                         return _ref(existing)
                     parent = await db.latest_snapshot(conn, inp.dataset)
                     version = await db.next_snapshot_version(conn, inp.dataset)
+                    await self._record_changes(conn, inp.dataset, version, parent, body)
                     provenance = await db.job_agents_and_policies(conn, job_ids)
                     # A parent from before distributions were recorded counts as none.
                     before = parent.label_distribution if parent is not None else None
@@ -207,26 +209,47 @@ class SnapshotActivities:
             },
         )
 
+    async def _record_changes(
+        self, conn: AsyncConnection, dataset: str, version: int, parent: Any, body: IO[bytes]
+    ) -> None:
+        """`snapshot_change` rows against the parent version, by one merge pass over both
+        files (the parent's read back from its S3 version), in constant memory."""
+        with tempfile.TemporaryFile() as old:
+            if parent is not None:
+                await asyncio.to_thread(
+                    self.s3.download_fileobj,
+                    self.bucket,
+                    parent.s3_key,
+                    old,
+                    ExtraArgs={"VersionId": parent.s3_version_id},
+                )
+                old.seek(0)
+            body.seek(0)
+            batches = snapshot_files.change_batches(
+                dataset, version, old if parent is not None else None, body
+            )
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                await db.insert_changes(conn, batch)
+                activity.heartbeat(f"changes of {dataset}@{version}")
+
     async def _write_labels(
         self, dataset: str, out: IO[bytes], metrics: SnapshotMetrics, gold: dict[str, str]
     ) -> tuple[str, set[str]]:
         digest = hashlib.sha256()
         job_ids: set[str] = set()
         count = 0
-        async for item_id, text, label, source, job_id in db.current_labels(self.engine, dataset):
-            line = (
-                json.dumps(
-                    {
-                        "id": item_id,
-                        "text": text,
-                        "label": label,
-                        "label_source": source,
-                        "job_id": job_id,
-                    },
-                    ensure_ascii=False,
-                    sort_keys=True,
-                ).encode()
-                + b"\n"
+        async for item_id, text, label, source, job_id, split in db.current_labels(
+            self.engine, dataset
+        ):
+            line = snapshot_files.encode(
+                {
+                    "id": item_id,
+                    "text": text,
+                    "label": label,
+                    "label_source": source,
+                    "job_id": job_id,
+                    "split": split,
+                }
             )
             digest.update(line)
             out.write(line)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from catalog.models import (
     AgentReliability,
     AuditEvent,
+    DatasetHeldout,
     Decision,
     GoldLabel,
     Item,
@@ -36,6 +37,7 @@ from catalog.models import (
     ReviewTask,
     ShadowDecision,
     Snapshot,
+    SnapshotChange,
     Vote,
     utcnow,
 )
@@ -63,6 +65,8 @@ T_RELIABILITY = AgentReliability.__table__  # type: ignore[attr-defined]
 T_ACTIVATION = PolicyActivation.__table__  # type: ignore[attr-defined]
 T_SHADOW = PolicyShadow.__table__  # type: ignore[attr-defined]
 T_SHADOW_DECISION = ShadowDecision.__table__  # type: ignore[attr-defined]
+T_SNAPSHOT_CHANGE = SnapshotChange.__table__  # type: ignore[attr-defined]
+T_HELDOUT = DatasetHeldout.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -282,8 +286,9 @@ async def set_labels(
 
 async def current_labels(
     engine: AsyncEngine, dataset: str, *, batch: int = 5000
-) -> AsyncIterator[tuple[str, str, str, str, str]]:
-    """Stream (item id, text, label, source, job id) of a dataset's current labels, by id."""
+) -> AsyncIterator[tuple[str, str, str, str, str, str | None]]:
+    """Stream (item id, text, label, source, job id, split) of a dataset's current labels,
+    by id."""
     async with engine.connect() as conn:
         result = await conn.stream(
             select(
@@ -292,6 +297,7 @@ async def current_labels(
                 T_LABEL.c.label,
                 T_LABEL.c.source,
                 T_LABEL.c.job_id,
+                T_ITEM.c.split,
             )
             .join(
                 T_ITEM, (T_ITEM.c.dataset == T_LABEL.c.dataset) & (T_ITEM.c.id == T_LABEL.c.item_id)
@@ -301,7 +307,7 @@ async def current_labels(
             .execution_options(yield_per=batch)
         )
         async for row in result:
-            yield row[0], row[1], row[2], row[3], row[4]
+            yield row[0], row[1], row[2], row[3], row[4], row[5]
 
 
 async def snapshot_for_job(conn: AsyncConnection, dataset: str, job_id: str) -> Any | None:
@@ -334,6 +340,10 @@ async def next_snapshot_version(conn: AsyncConnection, dataset: str) -> int:
         select(func.max(T_SNAPSHOT.c.version)).where(T_SNAPSHOT.c.dataset == dataset)
     )
     return int(top or 0) + 1
+
+
+async def insert_changes(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    await _insert_ignore(conn, T_SNAPSHOT_CHANGE, rows)
 
 
 async def insert_snapshot(conn: AsyncConnection, row: Mapping[str, Any]) -> None:

@@ -42,6 +42,7 @@ class Job(SQLModel, table=True):
 
 
 class Item(SQLModel, table=True):
+    __table_args__ = (Index("ix_item_id", "id"),)
     dataset: str = Field(primary_key=True)
     id: str = Field(primary_key=True)  # sha256 of the text, hex
     text: str = Field(sa_column=Column(Text, nullable=False))
@@ -74,6 +75,7 @@ class RejectedRecord(SQLModel, table=True):
 
 
 class Vote(SQLModel, table=True):
+    __table_args__ = (Index("ix_vote_item", "item_id"),)
     job_id: str = Field(primary_key=True)
     item_id: str = Field(primary_key=True)
     agent: str = Field(primary_key=True)
@@ -88,7 +90,10 @@ class Vote(SQLModel, table=True):
 
 
 class Decision(SQLModel, table=True):
-    __table_args__ = (Index("ix_decision_dataset_outcome", "dataset", "outcome"),)
+    __table_args__ = (
+        Index("ix_decision_dataset_outcome", "dataset", "outcome"),
+        Index("ix_decision_item", "item_id"),
+    )
     job_id: str = Field(primary_key=True)
     item_id: str = Field(primary_key=True)
     dataset: str
@@ -112,6 +117,7 @@ class Label(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("dataset", "item_id", "job_id", "source"),
         Index("ix_label_current", "dataset", "is_current"),
+        Index("ix_label_item", "dataset", "item_id"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     dataset: str
@@ -285,3 +291,30 @@ class ShadowDecision(SQLModel, table=True):
     rule_id: str
     error: str | None = None
     decided_at: datetime = _ts(nullable=False)
+
+
+class SnapshotChange(SQLModel, table=True):
+    """What one snapshot version changed against its parent, per item: added (old_label
+    None), removed (new_label None) or relabelled, with the source and job of the new label.
+    An item's versions are the replay of its changes; `dataset diff` sums them."""
+
+    __tablename__ = "snapshot_change"
+    __table_args__ = (Index("ix_snapshot_change_item", "dataset", "item_id"),)
+    dataset: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    old_label: str | None = None
+    new_label: str | None = None
+    source: str | None = None  # agent | human | rollback | import
+    job_id: str | None = None
+
+
+class DatasetHeldout(SQLModel, table=True):
+    """`dataset` is the held-out set of `heldout_for`: no content may sit in both."""
+
+    __tablename__ = "dataset_heldout"
+    dataset: str = Field(primary_key=True)
+    heldout_for: str
+    actor: str
+    reason: str
+    declared_at: datetime = _ts(nullable=False)
