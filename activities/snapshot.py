@@ -108,6 +108,9 @@ class SnapshotActivities:
                         **provenance,
                         "gate": judged,
                         "training_ready": ready,
+                        # The audit chain's head now: evidence, outside the database, that
+                        # every event up to here existed (`labelfabric audit verify`).
+                        "audit_head": await db.audit_head(conn),
                     }
                     raw = json.dumps(manifest, indent=2, sort_keys=True).encode()
                     manifest_sha = hashlib.sha256(raw).hexdigest()

@@ -102,6 +102,12 @@ def event_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
+async def audit_head(conn: AsyncConnection) -> str:
+    """The newest event's hash (the genesis hash for an empty log)."""
+    head = await conn.scalar(select(T_AUDIT.c.hash).order_by(T_AUDIT.c.id.desc()).limit(1))
+    return str(head or GENESIS_HASH)
+
+
 async def append_audit(
     conn: AsyncConnection,
     *,

@@ -26,6 +26,7 @@ from temporalio.exceptions import FailureError
 from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from activities.payloads import Progress as JobProgress
 from worker import stack
+from worker.audit_cli import audit_app, db_app
 from worker.eval_cli import evaluate
 from worker.fabric_cli import agent_app, calibrate
 from worker.policy_cli import policy_app
@@ -41,6 +42,8 @@ app.add_typer(task_app, name="task")
 app.add_typer(review_app, name="review")
 app.add_typer(agent_app, name="agent")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 app.command("calibrate")(calibrate)
 app.command("eval")(evaluate)
 

@@ -1,0 +1,117 @@
+"""Verifying the audit log's hash chain, and the database role that can only append to it.
+
+Every state change appends an `audit_event` whose hash is sha256(prev_hash + canonical JSON of
+its key, time, actor, kind, subject and payload) (`db.append_audit`). `verify` walks the
+chain in id order and reports the first broken link:
+- an altered event: its content no longer hashes to its `hash`;
+- a deleted, inserted or reordered event: its `prev_hash` is not the hash of the event
+  before it.
+What the chain alone cannot show is the newest events removed together; snapshot manifests
+in S3 (versioned, outside the database) record the chain's head at their time, and
+`verify` checks each of those anchors is still in the chain.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from catalog.db import GENESIS_HASH, T_AUDIT, event_hash
+
+_ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass
+class Verdict:
+    events: int = 0
+    head: str = GENESIS_HASH
+    broken: str | None = None  # the first broken link, described
+    broken_id: int | None = None
+    anchors: int = 0  # manifest anchors found in the chain
+    missing_anchors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None and not self.missing_anchors
+
+
+def content_of(row: Any) -> dict[str, Any]:
+    return {
+        "key": row.event_key,
+        "at": row.at.isoformat(),
+        "actor": row.actor,
+        "kind": row.kind,
+        "subject": row.subject,
+        "payload": dict(row.payload),
+    }
+
+
+async def verify(
+    conn: AsyncConnection,
+    *,
+    anchors: dict[str, str] | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Verdict:
+    """Walk the chain; `anchors` maps a place (e.g. 'manifest of D@3') to a hash that must
+    be in it."""
+    out = Verdict()
+    expected_prev = GENESIS_HASH
+    prev_id: int | None = None
+    wanted = {h: where for where, h in (anchors or {}).items() if h != GENESIS_HASH}
+    found: set[str] = set()
+    result = await conn.stream(
+        select(T_AUDIT).order_by(T_AUDIT.c.id).execution_options(yield_per=5000)
+    )
+    async for row in result:
+        out.events += 1
+        if out.broken is None:
+            after = f"event {prev_id}" if prev_id is not None else "the start of the chain"
+            if row.prev_hash != expected_prev:
+                out.broken_id = row.id
+                out.broken = (
+                    f"event {row.id} ({row.kind} {row.subject}): its prev_hash does not match "
+                    f"the hash of {after}: an event before it was deleted, inserted or "
+                    "reordered"
+                )
+            elif event_hash(row.prev_hash, content_of(row)) != row.hash:
+                out.broken_id = row.id
+                out.broken = (
+                    f"event {row.id} ({row.kind} {row.subject}): its content does not match "
+                    "its hash: the event was altered"
+                )
+        if row.hash in wanted:
+            found.add(row.hash)
+        expected_prev, prev_id = row.hash, row.id
+        if out.events % 50_000 == 0:
+            progress(out.events)
+    out.head = expected_prev
+    out.anchors = len(found)
+    out.missing_anchors = sorted(where for h, where in wanted.items() if h not in found)
+    return out
+
+
+def app_role_statements(role: str, password: str | None) -> list[str]:
+    """SQL that creates (or updates) a login role for the application: full use of the
+    catalog's tables except `audit_event`, where it may only INSERT and SELECT."""
+    if not _ROLE_RE.fullmatch(role):
+        raise ValueError(f"role name {role!r}: use lower-case letters, digits and _")
+    login = "LOGIN" + (f" PASSWORD '{password.replace(chr(39), chr(39) * 2)}'" if password else "")
+    return [
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+        f"CREATE ROLE {role} {login}; END IF; END $$",
+        f"ALTER ROLE {role} {login}",
+        f"GRANT USAGE ON SCHEMA public TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_event FROM {role}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    ]
+
+
+async def create_app_role(conn: AsyncConnection, role: str, password: str | None) -> None:
+    for statement in app_role_statements(role, password):
+        await conn.execute(text(statement))

@@ -1,0 +1,219 @@
+"""The audit log is tamper-evident: altering, deleting, reordering or cutting off events in
+SQL is each caught by `labelfabric audit verify`, naming the first broken link; the app's
+database role can append events but never change or remove them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from catalog import db
+from tests.helpers import cli, write_jsonl
+from worker.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+Tamper = Callable[[AsyncConnection], Coroutine[Any, Any, None]]
+
+
+def as_owner(settings: Settings, work: Tamper) -> None:
+    """Run `work` as the catalog owner with triggers off (session_replication_role = replica):
+    what someone with the database's superuser could do behind the application's back."""
+
+    async def run() -> None:
+        engine = db.make_engine(settings.catalog_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL session_replication_role = replica"))
+                await work(conn)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def last_ids(settings: Settings, n: int) -> list[int]:
+    out: list[int] = []
+
+    async def work(conn: AsyncConnection) -> None:
+        rows = await conn.execute(text("SELECT id FROM audit_event ORDER BY id DESC LIMIT :n"),
+                                  {"n": n})  # fmt: skip
+        out.extend(sorted(r[0] for r in rows))
+
+    as_owner(settings, work)
+    return out
+
+
+def verify(settings: Settings) -> tuple[int, str]:
+    out = cli(settings, "audit", "verify")
+    return out.returncode, " ".join(out.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def audited(stack: Settings, cli_worker: None, gold_rows: list[dict[str, str]],
+            tmp_path_factory: pytest.TempPathFactory) -> Settings:  # fmt: skip
+    """A real job (events: job started, ingested, chunks, snapshot, gate verdict, finished)."""
+    source = write_jsonl(tmp_path_factory.mktemp("audit") / "items.jsonl",
+                         [r["text"] for r in gold_rows[2300:2340]])  # fmt: skip
+    out = cli(stack, "job", "start", str(source), "--dataset", f"au{uuid.uuid4().hex[:6]}",
+              "--task", "sentiment", "--policy", "route_default", "--wait")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return stack
+
+
+def test_an_intact_chain_verifies(audited: Settings) -> None:
+    code, out = verify(audited)
+    assert code == 0 and "chain intact" in out, out
+    assert "manifest anchor(s) found" in out and not out.endswith(
+        " 0 manifest anchor(s) found in it"
+    )
+
+
+def test_the_owner_cannot_update_or_delete_without_disabling_the_trigger(
+    audited: Settings,
+) -> None:
+    async def run() -> None:
+        engine = db.make_engine(audited.catalog_url, pool_size=1)
+        try:
+            for statement in ("UPDATE audit_event SET actor = 'x'", "DELETE FROM audit_event"):
+                with pytest.raises(DBAPIError, match="audit_event is append-only"):
+                    async with engine.begin() as conn:
+                        await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_an_altered_event_is_caught(audited: Settings) -> None:
+    target = last_ids(audited, 5)[1]
+    saved: dict[str, Any] = {}
+
+    async def alter(conn: AsyncConnection) -> None:
+        row = (await conn.execute(text("SELECT payload FROM audit_event WHERE id = :i"),
+                                  {"i": target})).one()  # fmt: skip
+        saved["payload"] = row[0]
+        await conn.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE id = :i"),
+                           {"i": target})  # fmt: skip
+
+    async def restore(conn: AsyncConnection) -> None:
+        await conn.execute(text("UPDATE audit_event SET actor = 'labelfabric' WHERE id = :i"),
+                           {"i": target})  # fmt: skip
+
+    as_owner(audited, alter)
+    try:
+        code, out = verify(audited)
+        assert code == 1 and f"BROKEN at event {target} " in out, out
+        assert "the event was altered" in out
+    finally:
+        as_owner(audited, restore)
+    assert verify(audited)[0] == 0
+
+
+def test_a_deleted_event_is_caught(audited: Settings) -> None:
+    target = last_ids(audited, 5)[2]
+    saved: list[Any] = []
+
+    async def delete(conn: AsyncConnection) -> None:
+        rows = await conn.execute(text("DELETE FROM audit_event WHERE id = :i RETURNING *"),
+                                  {"i": target})  # fmt: skip
+        saved.append(rows.one()._mapping)
+
+    async def restore(conn: AsyncConnection) -> None:
+        await conn.execute(db.T_AUDIT.insert().values(**saved[0]))
+
+    as_owner(audited, delete)
+    try:
+        code, out = verify(audited)
+        assert code == 1 and f"BROKEN at event {target + 1} " in out, out
+        assert f"does not match the hash of event {target - 1}" in out
+        assert "deleted, inserted or reordered" in out
+    finally:
+        as_owner(audited, restore)
+    assert verify(audited)[0] == 0
+
+
+def test_reordered_events_are_caught(audited: Settings) -> None:
+    a, b = last_ids(audited, 5)[1:3]
+
+    async def swap(conn: AsyncConnection) -> None:
+        await conn.execute(text("UPDATE audit_event SET id = -1 WHERE id = :a"), {"a": a})
+        await conn.execute(text("UPDATE audit_event SET id = :a WHERE id = :b"), {"a": a, "b": b})
+        await conn.execute(text("UPDATE audit_event SET id = :b WHERE id = -1"), {"b": b})
+
+    as_owner(audited, swap)
+    try:
+        code, out = verify(audited)
+        assert code == 1 and f"BROKEN at event {a} " in out, out
+        assert "deleted, inserted or reordered" in out
+    finally:
+        as_owner(audited, swap)  # swapping again restores the order
+    assert verify(audited)[0] == 0
+
+
+def test_cutting_off_the_newest_events_is_caught_by_the_manifest_anchors(
+    audited: Settings,
+) -> None:
+    """Removing events from the end leaves an intact chain; the snapshot manifest in S3 that
+    recorded a now-missing head is what shows it."""
+    saved: list[Any] = []
+
+    async def cut(conn: AsyncConnection) -> None:
+        # Everything after the newest job's start: its snapshot's anchor goes too.
+        rows = await conn.execute(text(
+            "DELETE FROM audit_event WHERE id > "
+            "(SELECT max(id) FROM audit_event WHERE kind = 'job_started') RETURNING *"
+        ))  # fmt: skip
+        saved.extend(r._mapping for r in rows)
+
+    async def restore(conn: AsyncConnection) -> None:
+        for row in sorted(saved, key=lambda r: r["id"]):
+            await conn.execute(db.T_AUDIT.insert().values(**row))
+
+    as_owner(audited, cut)
+    try:
+        code, out = verify(audited)
+        assert code == 1 and "BROKEN" not in out, out
+        assert "MISSING: the chain head recorded in the manifest of" in out
+    finally:
+        as_owner(audited, restore)
+    assert verify(audited)[0] == 0
+
+
+def test_the_app_role_appends_but_cannot_change_audit_events(
+    audited: Settings, tmp_path: Path
+) -> None:
+    role = f"lf_app_{uuid.uuid4().hex[:6]}"
+    made = cli(audited, "db", "app-role", role)
+    assert made.returncode == 0, made.stdout + made.stderr
+    url = audited.catalog_url.replace("://postgres@", f"://{role}@")
+    assert role in url
+
+    async def run() -> None:
+        engine = db.make_engine(url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await db.append_audit(conn, key=f"test:{role}", actor=role, kind="test",
+                                      subject="role", payload={})  # fmt: skip
+                assert await conn.scalar(text("SELECT count(*) FROM label")) is not None
+            for statement in (
+                "UPDATE audit_event SET actor = 'x'",
+                "DELETE FROM audit_event",
+                "SET session_replication_role = replica",
+            ):
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    async with engine.begin() as conn:
+                        await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert verify(audited)[0] == 0  # its event extended the chain like any other
