@@ -29,12 +29,45 @@ from activities.payloads import (
     PrepareJobInput,
 )
 from activities.s3 import S3Client
-from activities.sources import Record, SourceError, parse_s3_uri, read_records, source_format
+from activities.sources import (
+    Record,
+    Refusal,
+    SourceError,
+    parse_s3_uri,
+    read_records,
+    source_format,
+)
 from agents.tasks import TaskError, load_task
-from catalog import db
+from catalog import datasets, db
 from policy_rules.engine import PolicyError, resolve
 
 INGEST_BATCH = 2000
+
+
+def _leak(
+    rec: Record,
+    seen: dict[bytes, str | None],
+    placed: list[tuple[str, str | None]],
+    dataset: str,
+) -> str | None:
+    """Why this record would leak content across splits or held-out datasets, or None.
+
+    Within the dataset an item has one split: a record naming another split than the one the
+    item already has (in the catalog, or earlier in this source) leaks. Across a held-out
+    relation, any placement of the same content leaks.
+    """
+    earlier = seen.get(bytes.fromhex(rec.item_id), rec.split)
+    if rec.split is not None and earlier is not None and earlier != rec.split:
+        return f"content also in split {earlier!r} earlier in this source (leakage)"
+    for where, split in placed:
+        if where != dataset:
+            return f"content also in held-out-related dataset {where!r} ({split or 'pool'})"
+        if rec.split is not None and split is not None and split != rec.split:
+            return (
+                f"content already in split {split!r} of {dataset!r}; this record says "
+                f"{rec.split!r} (leakage)"
+            )
+    return None
 
 
 def bad_input(kind: str, message: str) -> ApplicationError:
@@ -161,63 +194,88 @@ class JobActivities:
             fmt = source_format(inp.source)
         except (TaskError, SourceError) as err:
             raise bad_input("BadSource", str(err)) from err
-        seen: set[bytes] = set()
+        seen: dict[bytes, str | None] = {}  # content -> the split this source gave it
         items: list[dict[str, Any]] = []
         job_items: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
+        splits: dict[str, str] = {}  # pool items this source assigns a split
         duplicates = quarantined = 0
+        async with self.engine.connect() as conn:
+            guarded = [inp.dataset, *await datasets.related(conn, inp.dataset)]
 
         async def flush() -> None:
             async with self.engine.begin() as conn:
                 await db.record_ingest(
                     conn, job_id=inp.job_id, items=items, job_items=job_items, rejected=rejected
                 )
+                await db.assign_splits(conn, inp.dataset, splits)
             items.clear()
             job_items.clear()
             rejected.clear()
+            splits.clear()
+
+        def refuse(line: int, reason: str, excerpt: str) -> None:
+            nonlocal quarantined
+            quarantined += 1
+            rejected.append(
+                {"job_id": inp.job_id, "line": line, "reason": reason, "excerpt": excerpt}
+            )
+
+        async def process(batch: list[Record | Refusal]) -> None:
+            nonlocal duplicates
+            ids = [r.item_id for r in batch if isinstance(r, Record)]
+            async with self.engine.connect() as conn:
+                placed = await datasets.placements(conn, guarded, ids)
+            for rec in batch:
+                if not isinstance(rec, Record):
+                    refuse(rec.line, rec.reason, rec.excerpt)
+                    continue
+                digest = bytes.fromhex(rec.item_id)
+                leak = _leak(rec, seen, placed.get(rec.item_id, []), inp.dataset)
+                if leak is not None:
+                    if task.leakage == "refuse":
+                        raise bad_input("Leakage", f"{inp.source}: line {rec.line}: {leak}")
+                    refuse(rec.line, leak, rec.text[:200])
+                    continue
+                if digest in seen:
+                    duplicates += 1
+                    continue
+                seen[digest] = rec.split
+                if rec.split is not None:
+                    splits[rec.item_id] = rec.split
+                items.append(
+                    {
+                        "dataset": inp.dataset,
+                        "id": rec.item_id,
+                        "text": rec.text,
+                        "source_uri": inp.source,
+                        "source_line": rec.line,
+                        "split": rec.split,
+                        "sensitivity": "normal",
+                        "redactions": [],
+                        "created_at": db.utcnow(),
+                    }
+                )
+                job_items.append(
+                    {"job_id": inp.job_id, "ordinal": len(seen) - 1, "item_id": rec.item_id}
+                )
+            await flush()
+            activity.heartbeat(len(seen) + quarantined + duplicates)
 
         async with self._open(inp.source) as stream:
             records = read_records(
                 stream, fmt, text_field=task.text_field, max_chars=task.max_chars
             )
+            batch: list[Record | Refusal] = []
             try:
                 for rec in records:
-                    if isinstance(rec, Record):
-                        digest = bytes.fromhex(rec.item_id)
-                        if digest in seen:
-                            duplicates += 1
-                            continue
-                        seen.add(digest)
-                        items.append(
-                            {
-                                "dataset": inp.dataset,
-                                "id": rec.item_id,
-                                "text": rec.text,
-                                "source_uri": inp.source,
-                                "source_line": rec.line,
-                                "sensitivity": "normal",
-                                "redactions": [],
-                                "created_at": db.utcnow(),
-                            }
-                        )
-                        job_items.append(
-                            {"job_id": inp.job_id, "ordinal": len(seen) - 1, "item_id": rec.item_id}
-                        )
-                    else:
-                        quarantined += 1
-                        rejected.append(
-                            {
-                                "job_id": inp.job_id,
-                                "line": rec.line,
-                                "reason": rec.reason,
-                                "excerpt": rec.excerpt,
-                            }
-                        )
-                    if len(items) + len(rejected) >= INGEST_BATCH:
-                        await flush()
-                        activity.heartbeat(len(seen) + quarantined + duplicates)
+                    batch.append(rec)
+                    if len(batch) >= INGEST_BATCH:
+                        await process(batch)
+                        batch = []
             except SourceError as err:
                 raise bad_input("BadSource", f"{inp.source}: {err}") from err
+            await process(batch)
         await flush()
         async with self.engine.begin() as conn:
             await db.set_job_counts(

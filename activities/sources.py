@@ -30,6 +30,7 @@ class Record:
     item_id: str
     text: str
     label: str | None = None  # read only when a label field is asked for (gold files)
+    split: str | None = None  # train | validation | test; None = the unlabelled pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,14 @@ def read_records(
     yield from reader(stream, text_field, max_chars, label_field)
 
 
+SPLIT_FIELD = "split"
+SPLITS = ("train", "validation", "test")
+
+
+def _bad_split(split: object) -> str:
+    return f"split {split!r} is not one of {', '.join(SPLITS)} (or empty for the pool)"
+
+
 def _read_jsonl(
     stream: IO[bytes], field: str, max_chars: int, label_field: LabelField | None
 ) -> Iterator[Record | Refusal]:
@@ -133,8 +142,12 @@ def _read_jsonl(
         if reason:
             yield Refusal(line_no, reason, _excerpt(body))
             continue
+        split = obj.get(SPLIT_FIELD) or None
+        if split is not None and split not in SPLITS:
+            yield Refusal(line_no, _bad_split(split), _excerpt(body))
+            continue
         text = obj[field]
-        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label)
+        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label, split)
 
 
 def _read_csv(
@@ -156,6 +169,7 @@ def _read_csv(
             f"CSV header has no column {label_field.name!r} (columns: {', '.join(header)})"
         )
     label_col = header.index(label_field.name) if label_field else None
+    split_col = header.index(SPLIT_FIELD) if SPLIT_FIELD in header else None
     first_line = reader.line_num + 1
     for row in reader:
         line_no, first_line = first_line, reader.line_num + 1
@@ -182,5 +196,9 @@ def _read_csv(
         if reason:
             yield Refusal(line_no, reason, joined[:200])
             continue
+        split = (row[split_col] if split_col is not None else "") or None
+        if split is not None and split not in SPLITS:
+            yield Refusal(line_no, _bad_split(split), joined[:200])
+            continue
         text = row[col]
-        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label)
+        yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label, split)

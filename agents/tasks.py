@@ -91,6 +91,7 @@ _TASK_KEYS = (
     "aggregator",
     "gold_fraction",
     "gate",
+    "leakage",
     "agents",
 )
 # Names end up in file names (model artifacts) and CLI arguments: keep them plain.
@@ -122,6 +123,10 @@ class TaskSpec:
     # The quality-gate policy (kind: gate) that judges each snapshot of this task's datasets;
     # its active version (`labelfabric policy activate`) or newest. "" = no gate.
     gate: str = ""
+    # A record whose content would sit in two splits of a dataset, or in a dataset and its
+    # held-out set: "quarantine" refuses that record (kept, with the reason), "refuse" fails
+    # the whole ingest naming the line.
+    leakage: str = "quarantine"
 
     @property
     def agent_names(self) -> tuple[str, ...]:
@@ -308,6 +313,10 @@ def _parse_task(path: Path) -> TaskSpec:
     if not isinstance(gate, str) or (gate and not _NAME_RE.fullmatch(gate)):
         raise TaskError(f"{path}: field 'gate' must be a policy id (letters, digits, _ or -)")
 
+    leakage = raw.get("leakage", "quarantine")
+    if leakage not in ("quarantine", "refuse"):
+        raise TaskError(f"{path}: field 'leakage' must be quarantine or refuse")
+
     agents = _parse_agents(path, raw.get("agents"), tuple(labels), modality)
     return TaskSpec(
         name=name,
@@ -321,6 +330,7 @@ def _parse_task(path: Path) -> TaskSpec:
         modality=modality,
         aggregator=aggregator,
         gate=gate,
+        leakage=leakage,
     )
 
 

@@ -168,6 +168,24 @@ async def record_ingest(
     await _insert_ignore(conn, T_REJECTED, rejected)
 
 
+async def assign_splits(conn: AsyncConnection, dataset: str, splits: Mapping[str, str]) -> None:
+    """Give pool items (split NULL) the split a source names; an item's split never changes."""
+    by_split: dict[str, list[str]] = {}
+    for item_id, split in splits.items():
+        by_split.setdefault(split, []).append(item_id)
+    for split, ids in by_split.items():
+        for i in range(0, len(ids), BATCH_ROWS):
+            await conn.execute(
+                update(T_ITEM)
+                .where(
+                    T_ITEM.c.dataset == dataset,
+                    T_ITEM.c.id.in_(ids[i : i + BATCH_ROWS]),
+                    T_ITEM.c.split.is_(None),
+                )
+                .values(split=split)
+            )
+
+
 async def set_job_counts(
     conn: AsyncConnection, job_id: str, *, items: int, duplicates: int, quarantined: int
 ) -> None:
