@@ -27,7 +27,9 @@ from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from activities.payloads import Progress as JobProgress
 from worker import stack
 from worker.audit_cli import audit_app, db_app
+from worker.dataset_cli import dataset_app
 from worker.eval_cli import evaluate
+from worker.explain_cli import explain
 from worker.fabric_cli import agent_app, calibrate
 from worker.policy_cli import policy_app
 from worker.review_cli import review_app
@@ -43,9 +45,11 @@ app.add_typer(review_app, name="review")
 app.add_typer(agent_app, name="agent")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(dataset_app, name="dataset")
 app.add_typer(db_app, name="db")
 app.command("calibrate")(calibrate)
 app.command("eval")(evaluate)
+app.command("explain")(explain)
 
 
 def print_status(parts: list[stack.PartStatus], *, detail: bool = True) -> None:

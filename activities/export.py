@@ -1,0 +1,225 @@
+"""Exporting one snapshot version: stream its S3 object version, verify, convert, write.
+
+Memory is bounded whatever the size: the object is read line by line, rows are converted in
+batches of BATCH (parquet row groups, Label Studio vote lookups), and the output goes to a
+temporary file beside the destination. The content sha256 is computed over every byte read
+and compared with the manifest's before the output is moved into place (or uploaded): a
+mismatch leaves nothing behind and says which version and which hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+FORMATS = ("jsonl", "parquet", "label-studio")
+BATCH = 10_000
+
+
+class ExportError(ValueError):
+    """The export cannot be made as asked; the message says why."""
+
+
+@dataclass
+class ExportResult:
+    items: int  # rows written (after the split filter)
+    read: int  # rows in the version
+    out_sha256: str
+    out_bytes: int
+
+
+# (item id, job id) pairs of a batch -> {pair: [(agent, version, label, confidence)]}
+VoteLookup = Callable[[list[tuple[str, str]]], dict[tuple[str, str], list[tuple[Any, ...]]]]
+
+
+class _Hashing:
+    """Wraps a binary stream; hashes every byte that is read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.raw:
+            self.sha.update(line)
+            yield line
+
+
+def export(
+    source: IO[bytes],
+    *,
+    expected_sha256: str,
+    fmt: str,
+    out: Path,
+    split: str | None = None,
+    votes: VoteLookup | None = None,
+    label_name: str = "label",
+    progress: Callable[[int], None] = lambda n: None,
+) -> ExportResult:
+    """Convert a snapshot's JSONL (`source`) into `out` in `fmt`; verify before publishing."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    hashing = _Hashing(source)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            counts = _WRITERS[fmt](hashing, fh, split, votes, label_name, progress)
+        got = hashing.sha.hexdigest()
+        if got != expected_sha256:
+            raise ExportError(
+                f"content sha256 mismatch: the manifest says {expected_sha256}, the stored "
+                f"object hashes to {got}; nothing was exported"
+            )
+        digest = hashlib.sha256()
+        with tmp.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        size = tmp.stat().st_size
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(items=counts[0], read=counts[1], out_sha256=digest.hexdigest(),
+                        out_bytes=size)  # fmt: skip
+
+
+def _rows(lines: _Hashing, split: str | None) -> Iterator[tuple[bool, dict[str, Any]]]:
+    for line in lines:
+        if line.strip():
+            row = json.loads(line)
+            yield split is None or row.get("split") == split, row
+
+
+def _jsonl(
+    lines: _Hashing,
+    fh: IO[bytes],
+    split: str | None,
+    votes: VoteLookup | None,
+    label_name: str,
+    progress: Callable[[int], None],
+) -> tuple[int, int]:
+    written = read = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        read += 1
+        if split is not None and json.loads(line).get("split") != split:
+            continue
+        fh.write(line)
+        written += 1
+        if written % 100_000 == 0:
+            progress(written)
+    return written, read
+
+
+PARQUET_COLUMNS = ("id", "text", "label", "label_source", "job_id", "split")
+
+
+def _parquet(
+    lines: _Hashing,
+    fh: IO[bytes],
+    split: str | None,
+    votes: VoteLookup | None,
+    label_name: str,
+    progress: Callable[[int], None],
+) -> tuple[int, int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, pa.string()) for c in PARQUET_COLUMNS])
+    written = read = 0
+    batch: dict[str, list[Any]] = {c: [] for c in PARQUET_COLUMNS}
+    with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+        for keep, row in _rows(lines, split):
+            read += 1
+            if not keep:
+                continue
+            for c in PARQUET_COLUMNS:
+                batch[c].append(row.get(c))
+            written += 1
+            if len(batch["id"]) >= BATCH:
+                writer.write_table(pa.table(batch, schema=schema))
+                batch = {c: [] for c in PARQUET_COLUMNS}
+                progress(written)
+        if batch["id"]:
+            writer.write_table(pa.table(batch, schema=schema))
+    return written, read
+
+
+def _label_studio(
+    lines: _Hashing,
+    fh: IO[bytes],
+    split: str | None,
+    votes: VoteLookup | None,
+    label_name: str,
+    progress: Callable[[int], None],
+) -> tuple[int, int]:
+    """A JSON array of Label Studio tasks, written one task at a time."""
+    written = read = 0
+    fh.write(b"[")
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal written
+        found = votes([(r["id"], r["job_id"]) for r in batch]) if votes else {}
+        for row in batch:
+            task = to_label_studio(row, found.get((row["id"], row["job_id"]), []), label_name)
+            fh.write((b",\n" if written else b"\n") + json.dumps(task, ensure_ascii=False).encode())
+            written += 1
+        batch.clear()
+        progress(written)
+
+    for keep, row in _rows(lines, split):
+        read += 1
+        if keep:
+            batch.append(row)
+        if len(batch) >= 1000:
+            flush()
+    if batch:
+        flush()
+    fh.write(b"\n]\n")
+    return written, read
+
+
+def _choice(label: str, label_name: str) -> list[dict[str, Any]]:
+    return [{"from_name": label_name, "to_name": "text", "type": "choices",
+             "value": {"choices": [label]}}]  # fmt: skip
+
+
+def to_label_studio(
+    row: dict[str, Any], item_votes: list[tuple[Any, ...]], label_name: str = "label"
+) -> dict[str, Any]:
+    """One Label Studio task: the text, each agent's vote as a prediction (model_version =
+    agent@version, score = confidence), and the label as an annotation when people gave it
+    (as a prediction of `labelfabric` otherwise), so a team can review it there and return."""
+    predictions = [
+        {"model_version": f"{agent}@{version}", "score": float(conf),
+         "result": _choice(label, label_name)}
+        for agent, version, label, conf in item_votes
+        if label is not None
+    ]  # fmt: skip
+    task: dict[str, Any] = {
+        "data": {"text": row["text"], "item_id": row["id"], "split": row.get("split")},
+        "predictions": predictions,
+        "meta": {"job_id": row["job_id"], "label_source": row["label_source"]},
+    }
+    if row["label_source"] in ("human", "import"):
+        task["annotations"] = [{"result": _choice(row["label"], label_name)}]
+    else:
+        predictions.append({"model_version": "labelfabric", "score": 1.0,
+                            "result": _choice(row["label"], label_name)})  # fmt: skip
+    return task
+
+
+_WRITERS: dict[str, Callable[..., tuple[int, int]]] = {
+    "jsonl": _jsonl,
+    "parquet": _parquet,
+    "label-studio": _label_studio,
+}

@@ -1,0 +1,395 @@
+"""`labelfabric dataset …`: list, versions, show, diff, rollback, export, check, holdout.
+
+`NAME@V` resolves through the catalog to the S3 object version ids of that snapshot's data
+and manifest, so a training run can pin exactly what it used. Every export re-hashes the
+stored bytes and refuses a mismatch with the catalog's content sha256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from activities import export as exporting
+from activities import snapshot_files
+from activities.payloads import DatasetInput, LabelsChanged
+from activities.review import dataset_workflow_id
+from activities.s3 import make_s3_client
+from activities.sources import parse_s3_uri
+from catalog import datasets, db
+from worker.settings import Settings
+from worker.ui import console, fail
+
+dataset_app = typer.Typer(help="Dataset versions (snapshots) and exports.", no_args_is_help=True)
+
+
+def parse_ref(ref: str, *, version_required: bool = True) -> tuple[str, int | None]:
+    name, at, number = ref.partition("@")
+    if not name or (at and not number.isdigit()) or (version_required and not at):
+        raise fail(f"bad dataset ref {ref!r}: expected NAME@VERSION (e.g. reviews@3)")
+    return name, int(number) if at else None
+
+
+async def _with_conn(settings: Settings, work: Any, *args: Any, begin: bool = False) -> Any:
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        async with engine.begin() if begin else engine.connect() as conn:
+            return await work(conn, *args)
+    except (OSError, SQLAlchemyError) as err:
+        raise fail(f"catalog at {settings.catalog_url}: {err}") from err
+    finally:
+        await engine.dispose()
+
+
+async def _resolve(conn: Any, name: str, number: int | None) -> Any:
+    if number is None:
+        rows = await datasets.versions(conn, name)
+        row = rows[-1] if rows else None
+    else:
+        row = await datasets.version(conn, name, number)
+    if row is None:
+        known = [str(r.version) for r in await datasets.versions(conn, name)]
+        raise fail(
+            f"dataset {name} has no version {number}; versions: {', '.join(known) or '(none)'}"
+        )
+    return row
+
+
+def _verdict(row: Any) -> str:
+    if row.training_ready is None:
+        return "-"
+    gate = row.gate or {}
+    return ("ready" if row.training_ready else "NOT ready") + (
+        f" ({gate.get('policy')}@{gate.get('version')} {gate.get('rule')})" if gate else ""
+    )
+
+
+@dataset_app.command("list")
+def list_() -> None:
+    """Datasets with snapshots: versions, newest version, items, gate verdict."""
+    settings = Settings()
+    rows = asyncio.run(_with_conn(settings, datasets.datasets))
+    table = Table(title="datasets")
+    for col in ("dataset", "versions", "newest", "items", "at", "gate"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.dataset, str(r.versions), f"v{r.version}", str(r.item_count),
+                      f"{r.created_at:%Y-%m-%d %H:%M}", _verdict(r))  # fmt: skip
+    console.print(table)
+
+
+@dataset_app.command("versions")
+def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+    """Every version of a dataset: time, items, label distribution, gate, S3 version id."""
+    settings = Settings()
+    rows = asyncio.run(_with_conn(settings, datasets.versions, name))
+    if not rows:
+        raise fail(f"dataset {name} has no snapshot versions")
+    table = Table(title=f"{name}: versions")
+    for col in ("version", "at", "items", "labels", "gate", "S3 version id", "by"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        dist = ", ".join(f"{k} {v}" for k, v in (r.label_distribution or {}).items())
+        table.add_row(str(r.version), f"{r.created_at:%Y-%m-%d %H:%M:%S}", str(r.item_count),
+                      dist, _verdict(r), r.s3_version_id, r.job_id)  # fmt: skip
+    console.print(table)
+
+
+@dataset_app.command("show")
+def show(ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the newest).")]) -> None:
+    """One version's manifest, read back from its S3 version and checked against the catalog."""
+    settings = Settings()
+    name, number = parse_ref(ref, version_required=False)
+    row = asyncio.run(_with_conn(settings, _resolve, name, number))
+    body = (
+        _s3(settings)
+        .get_object(
+            Bucket=settings.s3_bucket, Key=row.manifest_key, VersionId=row.manifest_version_id
+        )["Body"]
+        .read()
+    )
+    if hashlib.sha256(body).hexdigest() != row.manifest_sha256:
+        raise fail(f"{name}@{row.version}: the stored manifest does not match its sha256")
+    console.print_json(body.decode())
+
+
+@dataset_app.command("diff")
+def diff(
+    a: Annotated[str, typer.Argument(help="NAME@A")],
+    b: Annotated[str, typer.Argument(help="NAME@B")],
+    limit: Annotated[int, typer.Option(help="Rows to print (all with --json).")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Items added, removed and relabelled from A to B, with old → new label and who/what."""
+    settings = Settings()
+    name, va = parse_ref(a)
+    other, vb = parse_ref(b)
+    if other != name:
+        raise fail(f"diff compares two versions of one dataset, not {name} and {other}")
+    assert va is not None and vb is not None
+    summary = asyncio.run(_with_conn(settings, _diff, name, va, vb, limit, as_json))
+    if not as_json:
+        console.print(
+            f"{name}@{va} -> {name}@{vb}: {summary['added']} added, {summary['removed']} "
+            f"removed, {summary['relabelled']} relabelled"
+        )
+
+
+async def _diff(
+    conn: Any, name: str, va: int, vb: int, limit: int, as_json: bool
+) -> dict[str, int]:
+    for v in (va, vb):
+        await _resolve(conn, name, v)
+    counts = {"added": 0, "removed": 0, "relabelled": 0}
+    shown: list[tuple[str, str, str | None, str | None, str, str | None]] = []
+    async for item_id, before, after, source, job_id in datasets.net_changes(conn, name, va, vb):
+        kind = "added" if before is None else "removed" if after is None else "relabelled"
+        counts[kind] += 1
+        if as_json:
+            line = {"item_id": item_id, "change": kind, "old": before, "new": after,
+                    "source": source, "job_id": job_id}  # fmt: skip
+            sys.stdout.write(json.dumps(line) + "\n")
+        elif len(shown) < limit:
+            shown.append((item_id, kind, before, after, source or "", job_id))
+    if shown:
+        who = await datasets.reviewers_of(
+            conn, name, [(i, j) for i, _, _, _, s, j in shown if s == "human" and j]
+        )
+        table = Table(title=f"{name}@{va} -> {name}@{vb}")
+        for col in ("item", "change", "old -> new", "by"):
+            table.add_column(col, overflow="fold")
+        for item_id, kind, before, after, source, job_id in shown:
+            by = f"{source} {job_id or ''}".strip()
+            if (item_id, job_id or "") in who:
+                by += f" ({', '.join(who[(item_id, job_id or '')])})"
+            table.add_row(item_id[:12], kind, f"{before or '-'} -> {after or '-'}", escape(by))
+        console.print(table)
+    return counts
+
+
+@dataset_app.command("rollback")
+def rollback(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    to: Annotated[int, typer.Option("--to", help="The version whose content to restore.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
+    actor: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new version.")] = 120,
+) -> None:
+    """Make V's labels current again and write them as a new version (S3 keeps every one)."""
+    settings = Settings()
+    who = actor or getpass.getuser()
+    row = asyncio.run(_with_conn(settings, _resolve, name, to))
+    with tempfile.TemporaryFile() as fh:
+        _download(settings, row.s3_key, row.s3_version_id, fh)
+        target = _labels_of(fh, row.content_sha256, f"{name}@{to}")
+    stamp = f"{time.time_ns()}"
+    before = asyncio.run(_with_conn(settings, _rollback_labels, name, to, target, who, reason,
+                                    stamp, begin=True))  # fmt: skip
+    console.print(
+        f"{name}: labels set to those of v{to} ({before['set']} changed, {before['unset']} "
+        "removed); waiting for the new snapshot version …"
+    )
+    new = asyncio.run(_snapshot_after(settings, name, before["latest"], timeout))
+    if new is None:
+        console.print(
+            f"no new version within {timeout:g} s (is a worker running?); it is written when "
+            "one picks up the dataset's workflow"
+        )
+        raise typer.Exit(code=1)
+    console.print(f"{name}@{new.version}: {new.item_count} items, content of v{to} "
+                  f"(S3 version {new.s3_version_id})")  # fmt: skip
+
+
+def _labels_of(fh: Any, expected: str, where: str) -> dict[str, str]:
+    digest = hashlib.sha256()
+    labels: dict[str, str] = {}
+    fh.seek(0)
+    for line in fh:
+        digest.update(line)
+        if line.strip():
+            row = json.loads(line)
+            labels[row["id"]] = row["label"]
+    if digest.hexdigest() != expected:
+        raise fail(f"{where}: stored content does not match its sha256: refusing to restore it")
+    return labels
+
+
+async def _rollback_labels(
+    conn: Any, name: str, to: int, target: dict[str, str], actor: str, reason: str, stamp: str
+) -> dict[str, Any]:
+    latest = (await datasets.versions(conn, name))[-1].version
+    current = await datasets.current_label_map(conn, name)
+    changed = {i: lbl for i, lbl in target.items() if current.get(i) != lbl}
+    gone = sorted(i for i in current if i not in target)
+    job_id = f"rollback:{name}:{to}:{stamp}"
+    await db.set_labels(conn, dataset=name, job_id=job_id, labels=changed, source="rollback",
+                        reviewers=[actor])  # fmt: skip
+    await datasets.unset_labels(conn, name, gone)
+    await db.append_audit(
+        conn,
+        key=job_id,
+        actor=actor,
+        kind="dataset_rollback",
+        subject=f"dataset:{name}",
+        payload={"to": to, "from": latest, "set": len(changed), "unset": len(gone),
+                 "reason": reason},
+    )  # fmt: skip
+    return {"latest": latest, "set": len(changed), "unset": len(gone)}
+
+
+async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
+    from temporalio.client import Client
+
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    await client.start_workflow(
+        "Dataset",
+        DatasetInput(name=name, debounce_s=settings.snapshot_debounce_s),
+        id=dataset_workflow_id(name),
+        task_queue=settings.task_queue,
+        start_signal="labels_changed",
+        start_signal_args=[LabelsChanged(source="labelfabric dataset rollback")],
+    )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        rows = await _with_conn(settings, datasets.versions, name)
+        if rows and rows[-1].version > latest:
+            return rows[-1]
+        await asyncio.sleep(0.5)
+    return None
+
+
+@dataset_app.command("export")
+def export(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the newest).")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | label-studio")] = "jsonl",
+    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    out: Annotated[str | None, typer.Option(help="A path or s3://bucket/key.")] = None,
+) -> None:
+    """Write one version, verified against its content sha256, streaming (bounded memory)."""
+    settings = Settings()
+    if fmt not in exporting.FORMATS:
+        raise fail(f"--format {fmt!r}: expected one of {', '.join(exporting.FORMATS)}")
+    if split is not None and split not in snapshot_files.SPLITS:
+        raise fail(f"--split {split!r}: expected one of {', '.join(snapshot_files.SPLITS)}")
+    name, number = parse_ref(ref, version_required=False)
+    row = asyncio.run(_with_conn(settings, _resolve, name, number))
+    ext = {"jsonl": "jsonl", "parquet": "parquet", "label-studio": "json"}[fmt]
+    target = out or f"{name}@{row.version}{'.' + split if split else ''}.{ext}"
+    result = asyncio.run(_export(settings, row, fmt, split, target))
+    console.print(
+        f"{name}@{row.version} -> {target}: {result.items} of {result.read} items ({fmt}), "
+        f"content sha256 verified, output sha256 {result.out_sha256[:16]}"
+    )
+
+
+async def _export(
+    settings: Settings, row: Any, fmt: str, split: str | None, target: str
+) -> exporting.ExportResult:
+    engine = db.make_engine(settings.catalog_url, pool_size=2)
+    loop = asyncio.get_running_loop()
+
+    def votes(keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+        return asyncio.run_coroutine_threadsafe(_votes(engine, keys), loop).result()
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "out" if target.startswith("s3://") else Path(target)
+            with tempfile.TemporaryFile() as src:
+                await asyncio.to_thread(_download, settings, row.s3_key, row.s3_version_id, src)
+                src.seek(0)
+                try:
+                    result = await asyncio.to_thread(
+                        exporting.export, src, expected_sha256=row.content_sha256, fmt=fmt,
+                        out=local, split=split, votes=votes,
+                    )  # fmt: skip
+                except exporting.ExportError as err:
+                    raise fail(f"{row.dataset}@{row.version}: {err}") from err
+            if target.startswith("s3://"):
+                bucket, key = parse_s3_uri(target)
+                await asyncio.to_thread(_s3(settings).upload_file, str(local), bucket, key)
+        async with engine.begin() as conn:
+            await db.append_audit(
+                conn,
+                key=f"export:{row.dataset}@{row.version}:{fmt}:{split}:{time.time_ns()}",
+                actor=getpass.getuser(),
+                kind="export",
+                subject=f"{row.dataset}@{row.version}",
+                payload={"format": fmt, "split": split, "out": target, "items": result.items,
+                         "content_sha256": row.content_sha256, "out_sha256": result.out_sha256},
+            )  # fmt: skip
+        return result
+    finally:
+        await engine.dispose()
+
+
+async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    v = db.T_VOTE.c
+    out: dict[tuple[str, str], list[Any]] = {}
+    by_job: dict[str, list[str]] = {}
+    for item_id, job_id in keys:
+        by_job.setdefault(job_id, []).append(item_id)
+    async with engine.connect() as conn:
+        for job_id, ids in by_job.items():
+            rows = await conn.execute(
+                select(v.item_id, v.agent, v.agent_version, v.label, v.confidence)
+                .where(v.job_id == job_id, v.item_id.in_(ids))
+                .order_by(v.item_id, v.agent)
+            )
+            for r in rows:
+                out.setdefault((r[0], job_id), []).append((r[1], r[2], r[3], r[4]))
+    return out
+
+
+@dataset_app.command("holdout")
+def holdout(
+    name: Annotated[str, typer.Argument(help="The held-out dataset.")],
+    of: Annotated[str, typer.Option("--of", help="The dataset it is held out for.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
+) -> None:
+    """Declare NAME the held-out set of another dataset: ingest refuses shared content."""
+    if name == of:
+        raise fail("a dataset cannot be its own held-out set")
+    settings = Settings()
+    asyncio.run(_with_conn(settings, datasets.declare_heldout, name, of, getpass.getuser(),
+                           reason, begin=True))  # fmt: skip
+    console.print(f"{name} is held out for {of}: content in both is leakage")
+
+
+@dataset_app.command("check")
+def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+    """Report content shared with held-out-related datasets (exit 1 if any)."""
+    settings = Settings()
+    found = asyncio.run(_with_conn(settings, datasets.leaks, name))
+    if not found:
+        console.print(f"{name}: no leaks")
+        return
+    table = Table(title=f"{name}: {len(found)} leak(s)")
+    for col in ("kind", "item", "here", "also in"):
+        table.add_column(col)
+    for kind, item_id, here, there in found:
+        table.add_row(kind, item_id[:12], here, there)
+    console.print(table)
+    raise typer.Exit(code=1)
+
+
+def _s3(settings: Settings) -> Any:
+    from worker.main import s3_target
+
+    return make_s3_client(s3_target(settings))
+
+
+def _download(settings: Settings, key: str, version_id: str, fh: Any) -> None:
+    _s3(settings).download_fileobj(settings.s3_bucket, key, fh, ExtraArgs={"VersionId": version_id})
