@@ -1,10 +1,12 @@
 """Exporting one snapshot version: stream its S3 object version, verify, convert, write.
 
-Memory is bounded whatever the size: the object is read line by line, rows are converted in
-batches of BATCH (parquet row groups, Label Studio vote lookups), and the output goes to a
-temporary file beside the destination. The content sha256 is computed over every byte read
-and compared with the manifest's before the output is moved into place (or uploaded): a
-mismatch leaves nothing behind and says which version and which hashes.
+Memory is bounded whatever the size: the caller downloads the object version to a local
+file (a botocore body iterates in fixed-size chunks, not lines), which is read line by line;
+rows are converted in batches (BATCH rows per parquet row group, 1000 tasks per Label Studio
+vote lookup), and the output goes to a temporary file beside the destination. The content
+sha256 is computed over every byte read and compared with the manifest's before the output
+is moved into place (or uploaded): a mismatch, or a line that does not parse, leaves nothing
+behind and says which hashes.
 """
 
 from __future__ import annotations
@@ -71,7 +73,19 @@ def export(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            counts = _WRITERS[fmt](hashing, fh, split, votes, label_name, progress)
+            try:
+                counts = _WRITERS[fmt](hashing, fh, split, votes, label_name, progress)
+            except (ValueError, KeyError, AttributeError, TypeError) as err:
+                # A line that does not parse: say whether the stored bytes were altered.
+                for _ in hashing:
+                    pass
+                if hashing.sha.hexdigest() != expected_sha256:
+                    raise ExportError(
+                        f"content sha256 mismatch: the manifest says {expected_sha256}, the "
+                        f"stored object hashes to {hashing.sha.hexdigest()}; nothing was "
+                        "exported"
+                    ) from err
+                raise ExportError(f"malformed snapshot line: {err}; nothing exported") from err
         got = hashing.sha.hexdigest()
         if got != expected_sha256:
             raise ExportError(
@@ -83,6 +97,9 @@ def export(
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         size = tmp.stat().st_size
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; an export is an ordinary file
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -90,11 +107,16 @@ def export(
                         out_bytes=size)  # fmt: skip
 
 
+def _keep(row: dict[str, Any], split: str | None) -> bool:
+    """`split` None keeps every row; "pool" keeps the rows without a split."""
+    return split is None or row.get("split") == (None if split == "pool" else split)
+
+
 def _rows(lines: _Hashing, split: str | None) -> Iterator[tuple[bool, dict[str, Any]]]:
     for line in lines:
         if line.strip():
             row = json.loads(line)
-            yield split is None or row.get("split") == split, row
+            yield _keep(row, split), row
 
 
 def _jsonl(
@@ -110,7 +132,7 @@ def _jsonl(
         if not line.strip():
             continue
         read += 1
-        if split is not None and json.loads(line).get("split") != split:
+        if split is not None and not _keep(json.loads(line), split):
             continue
         fh.write(line)
         written += 1

@@ -275,15 +275,17 @@ async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: fl
 def export(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the newest).")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | label-studio")] = "jsonl",
-    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Only this split (train, validation, test, pool).")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="A path or s3://bucket/key.")] = None,
 ) -> None:
     """Write one version, verified against its content sha256, streaming (bounded memory)."""
     settings = Settings()
     if fmt not in exporting.FORMATS:
         raise fail(f"--format {fmt!r}: expected one of {', '.join(exporting.FORMATS)}")
-    if split is not None and split not in snapshot_files.SPLITS:
-        raise fail(f"--split {split!r}: expected one of {', '.join(snapshot_files.SPLITS)}")
+    if split is not None and split not in (*snapshot_files.SPLITS, "pool"):
+        raise fail(f"--split {split!r}: expected one of {', '.join(snapshot_files.SPLITS)}, pool")
     name, number = parse_ref(ref, version_required=False)
     row = asyncio.run(_with_conn(settings, _resolve, name, number))
     ext = {"jsonl": "jsonl", "parquet": "parquet", "label-studio": "json"}[fmt]
