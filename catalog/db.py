@@ -186,6 +186,11 @@ async def assign_splits(conn: AsyncConnection, dataset: str, splits: Mapping[str
             )
 
 
+async def record_reviews(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Reviews made elsewhere (imports), once per review_key."""
+    await _insert_ignore(conn, T_REVIEW, rows)
+
+
 async def set_job_counts(
     conn: AsyncConnection, job_id: str, *, items: int, duplicates: int, quarantined: int
 ) -> None:

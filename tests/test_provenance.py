@@ -214,3 +214,57 @@ def test_leakage_across_splits_and_held_out_datasets(
     check = cli(stack, "dataset", "check", main)
     assert check.returncode == 1 and "1 leak(s)" in check.stdout, check.stdout
     assert _id(texts[3])[:12] in check.stdout and f"{other}:pool" in check.stdout
+
+
+def test_label_studio_round_trip(
+    stack: Settings, cli_worker: None, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    """Export a version as Label Studio JSON, review one task "there", import it into another
+    dataset: same labels, predictions back as votes with model_version, the annotation as a
+    review with who; a task with a label outside the set is refused by index."""
+    name, back = f"ls{uuid.uuid4().hex[:6]}", f"lsb{uuid.uuid4().hex[:6]}"
+    job(stack, source(tmp_path / "a.jsonl", [{"text": r["text"]} for r in gold_rows[1800:1860]]),
+        name)  # fmt: skip
+    labels = current(stack, name)
+    studio = tmp_path / "tasks.json"
+    assert cli(stack, "dataset", "export", name, "--format", "label-studio",
+               "--out", str(studio)).returncode == 0  # fmt: skip
+    tasks = json.loads(studio.read_text())
+    # Someone corrects the first task in Label Studio; someone else adds a bad one.
+    first = tasks[0]
+    flipped = "negative" if labels[first["data"]["item_id"]] == "positive" else "positive"
+    first["annotations"] = [{
+        "completed_by": {"id": 7, "email": "ana@example.org"},
+        "created_at": "2026-11-28T10:00:00Z",
+        "result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                    "value": {"choices": [flipped]}}],
+    }]  # fmt: skip
+    tasks.append({"data": {"text": "a new review"}, "annotations": [{"result": [
+        {"type": "choices", "value": {"choices": ["meh"]}}]}]})  # fmt: skip
+    studio.write_text(json.dumps(tasks))
+
+    out = cli(stack, "dataset", "import", str(studio), "--dataset", back, "--task", "sentiment")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text_out = " ".join(out.stdout.split())
+    assert f"refused task {len(tasks)}: label 'meh' is not one of positive, negative" in text_out
+    imported = current(stack, back)
+    want = dict(labels) | {first["data"]["item_id"]: flipped}
+    assert imported == want
+    reviews = sql(stack, "SELECT reviewer, label, via FROM review WHERE dataset = :d", d=back)
+    assert reviews == [("ana@example.org", flipped, "label_studio")]
+    item = first["data"]["item_id"]
+    q = ("SELECT agent, agent_version, confidence FROM vote WHERE dataset = :d AND item_id = :i"
+         " AND label IS NOT NULL ORDER BY agent")  # fmt: skip
+    origin = sql(stack, q, d=name, i=item)
+    assert origin  # the job's agents voted on it
+    assert sql(stack, q, d=back, i=item) == [(f"label_studio:{a}", v, c) for a, v, c in origin]
+    ambiguous = cli(stack, "explain", item)
+    assert ambiguous.returncode == 1 and "in several datasets" in ambiguous.stdout
+    explained = json.loads(cli(stack, "explain", first["data"]["item_id"], "--dataset", back,
+                               "--json").stdout)  # fmt: skip
+    assert explained["reviews"][0]["reviewer"] == "ana@example.org"
+    assert explained["labels"][-1]["source"] == "import" and explained["snapshots"]
+    # Importing the same file again adds nothing.
+    again = cli(stack, "dataset", "import", str(studio), "--dataset", back, "--task", "sentiment")
+    assert again.returncode == 0 and current(stack, back) == want
+    assert len(sql(stack, "SELECT 1 FROM review WHERE dataset = :d", d=back)) == 1

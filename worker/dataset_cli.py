@@ -395,3 +395,79 @@ def _s3(settings: Settings) -> Any:
 
 def _download(settings: Settings, key: str, version_id: str, fh: Any) -> None:
     _s3(settings).download_fileobj(settings.s3_bucket, key, fh, ExtraArgs={"VersionId": version_id})
+
+
+@dataset_app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A Label Studio JSON export (task list).")],
+    dataset: Annotated[str, typer.Option(help="Dataset to import into.")],
+    task: Annotated[str, typer.Option(help="Task whose label set the choices must be in.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new version.")] = 120,
+) -> None:
+    """Import Label Studio tasks: predictions become votes, annotations reviews (with who and
+    when), the labels current; a new snapshot version follows."""
+    from agents.tasks import TaskError, load_task
+    from worker import labelstudio
+
+    settings = Settings()
+    try:
+        spec = load_task(settings.tasks_dir, task)
+    except TaskError as err:
+        raise fail(str(err)) from err
+    if not path.is_file():
+        raise fail(f"{path} does not exist")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    job_id = f"import:{dataset}:{sha[:16]}"
+    try:
+        parsed = labelstudio.parse(path, dataset=dataset, job_id=job_id, labels=spec.labels,
+                                   text_field=spec.text_field)  # fmt: skip
+    except ValueError as err:
+        raise fail(str(err)) from err
+    for r in parsed.refused:
+        console.print(escape(f"refused {r['reason']}"))
+    latest = asyncio.run(_with_conn(settings, _import, dataset, spec.name, job_id, sha, str(path),
+                                    parsed, begin=True))  # fmt: skip
+    console.print(
+        f"{dataset}: {len(parsed.items)} tasks imported ({len(parsed.votes)} predictions, "
+        f"{len(parsed.reviews)} annotations, {len(parsed.labels)} labels), "
+        f"{len(parsed.refused)} refused; job {job_id}"
+    )
+    if not parsed.labels:
+        return
+    new = asyncio.run(_snapshot_after(settings, dataset, latest, timeout))
+    if new is None:
+        console.print(f"no new version within {timeout:g} s (is a worker running?)")
+        raise typer.Exit(code=1)
+    console.print(f"{dataset}@{new.version}: {new.item_count} items")
+
+
+async def _import(
+    conn: Any, dataset: str, task: str, job_id: str, sha: str, uri: str, parsed: Any
+) -> int:
+    rows = await datasets.versions(conn, dataset)
+    await db.create_job(conn, {
+        "id": job_id, "dataset": dataset, "task": task, "source": uri,
+        "policy_id": "label_studio_import", "policy_version": 0, "policy_sha256": sha,
+        "agents": sorted(parsed.agents), "status": "completed", "items": len(parsed.items),
+        "duplicates": 0, "quarantined": len(parsed.refused),
+    })  # fmt: skip
+    job_items = [{"job_id": job_id, "ordinal": n, "item_id": item["id"]}
+                 for n, item in enumerate(parsed.items)]  # fmt: skip
+    await db.record_ingest(conn, job_id=job_id, items=parsed.items, job_items=job_items,
+                           rejected=parsed.refused)  # fmt: skip
+    await db.record_chunk(conn, dataset=dataset, job_id=job_id, votes=parsed.votes,
+                          decisions=[], accepted={})  # fmt: skip
+    await db.record_reviews(conn, parsed.reviews)
+    groups: dict[tuple[str, ...], dict[str, str]] = {}
+    for item_id, (label, who) in parsed.labels.items():
+        groups.setdefault(tuple(who), {})[item_id] = label
+    for who, labels in groups.items():
+        await db.set_labels(conn, dataset=dataset, job_id=job_id, labels=labels,
+                            source="import", reviewers=list(who))  # fmt: skip
+    await db.append_audit(
+        conn, key=f"{job_id}:imported", actor=getpass.getuser(), kind="import",
+        subject=f"dataset:{dataset}",
+        payload={"source": uri, "sha256": sha, "items": len(parsed.items),
+                 "labels": len(parsed.labels), "refused": len(parsed.refused)},
+    )  # fmt: skip
+    return rows[-1].version if rows else 0

@@ -89,6 +89,12 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
             }  # fmt: skip
             for d in h["decisions"]
         ],
+        # Votes recorded without a routing decision: imported predictions (Label Studio).
+        "imported_votes": [
+            {"job_id": job_id, "votes": votes}
+            for job_id, votes in votes_by_job.items()
+            if job_id not in {d.job_id for d in h["decisions"]}
+        ],
         "review_tasks": [
             {
                 "workflow_id": t.workflow_id,
@@ -167,6 +173,11 @@ def _tree(r: dict[str, Any]) -> Tree:
         node.add(escape(f"policy {p['id']}@{p['version']} ({p['sha256'][:12]}), rule "
                         f"{d['rule']} -> {d['outcome']}"
                         + (f" (error: {d['error']})" if d["error"] else "")))  # fmt: skip
+    for imp in r["imported_votes"]:
+        node = root.add(escape(f"imported by {imp['job_id']}"))
+        for v in imp["votes"]:
+            node.add(escape(f"{v['agent']}@{v['version'][:12]}: {v['label']} "
+                            f"({v['confidence']:.2f})"))  # fmt: skip
     for t in r["review_tasks"]:
         root.add(escape(f"review {t['workflow_id']}: {t['state']}, label {t['label'] or '-'}"))
     for rv in r["reviews"]:
