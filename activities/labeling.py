@@ -36,6 +36,7 @@ from agents.aggregate import (
 from agents.base import Agent, Vote, abstain
 from agents.tasks import TaskError, TaskSpec, build_agents, load_task, task_names
 from catalog import db
+from catalog.audit import DECISION_FIELDS, VOTE_FIELDS, rows_digest
 from policy_rules.engine import Decision, Policy, PolicyError
 
 tracer = trace.get_tracer(__name__)
@@ -504,6 +505,9 @@ class LabelingActivities:
                     "aggregator": combined.method,
                     "alpha": combined.alpha_or(None),
                     "shadows": [str(c.ref) for c in shadows],
+                    # What `labelfabric audit verify` re-hashes from the rows.
+                    "decisions_sha256": rows_digest(decisions, DECISION_FIELDS),
+                    "votes_sha256": rows_digest(votes, VOTE_FIELDS),
                 },
             )
 

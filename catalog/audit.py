@@ -8,20 +8,37 @@ chain in id order and reports the first broken link:
   before it.
 What the chain alone cannot show is the newest events removed together; snapshot manifests
 in S3 (versioned, outside the database) record the chain's head at their time, and
-`verify` checks each of those anchors is still in the chain.
+`verify` checks each of those anchors is still in the chain. Rows the events describe are
+covered too: each `chunk_decided` event carries digests of its chunk's decisions and votes
+(`rows_digest`), which `verify` recomputes from the rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from catalog.db import GENESIS_HASH, T_AUDIT, event_hash
+from catalog.db import GENESIS_HASH, T_AUDIT, T_DECISION, T_VOTE, event_hash
+
+DECISION_FIELDS = (
+    "item_id",
+    "outcome",
+    "rule_id",
+    "policy_id",
+    "policy_version",
+    "policy_sha256",
+    "ensemble_label",
+    "ensemble_confidence",
+    "aggregator",
+)
+VOTE_FIELDS = ("item_id", "agent", "agent_version", "label", "confidence")
 
 _ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -34,10 +51,23 @@ class Verdict:
     broken_id: int | None = None
     anchors: int = 0  # manifest anchors found in the chain
     missing_anchors: list[str] = field(default_factory=list)
+    rows_checked: int = 0  # chunks whose decisions and votes were re-hashed
+    altered_rows: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.broken is None and not self.missing_anchors
+        return self.broken is None and not self.missing_anchors and not self.altered_rows
+
+
+def _plain(value: Any) -> Any:
+    # numpy scalars and the like as the float the database stores.
+    return value if value is None or isinstance(value, str | bool | int) else float(value)
+
+
+def rows_digest(rows: Iterable[Mapping[str, Any]], fields: tuple[str, ...]) -> str:
+    """sha256 of the rows' fields, order-independent (sorted by their values)."""
+    canonical = sorted([[_plain(row[f]) for f in fields] for row in rows], key=json.dumps)
+    return hashlib.sha256(json.dumps(canonical, default=str).encode()).hexdigest()
 
 
 def content_of(row: Any) -> dict[str, Any]:
@@ -64,6 +94,7 @@ async def verify(
     prev_id: int | None = None
     wanted = {h: where for where, h in (anchors or {}).items() if h != GENESIS_HASH}
     found: set[str] = set()
+    chunks: list[tuple[int, str, int, dict[str, Any]]] = []
     result = await conn.stream(
         select(T_AUDIT).order_by(T_AUDIT.c.id).execution_options(yield_per=5000)
     )
@@ -86,12 +117,33 @@ async def verify(
                 )
         if row.hash in wanted:
             found.add(row.hash)
+        if row.kind == "chunk_decided" and "decisions_sha256" in row.payload:
+            chunks.append((row.id, row.subject, row.payload["chunk"], dict(row.payload)))
         expected_prev, prev_id = row.hash, row.id
         if out.events % 50_000 == 0:
             progress(out.events)
     out.head = expected_prev
     out.anchors = len(found)
     out.missing_anchors = sorted(where for h, where in wanted.items() if h not in found)
+    for event_id, job_id, chunk, payload in chunks:
+        for table, fields, key in (
+            (T_DECISION, DECISION_FIELDS, "decisions_sha256"),
+            (T_VOTE, VOTE_FIELDS, "votes_sha256"),
+        ):
+            rows = await conn.execute(
+                select(*(table.c[f] for f in fields)).where(
+                    table.c.job_id == job_id, table.c.chunk == chunk
+                )
+            )
+            if rows_digest((dict(r._mapping) for r in rows), fields) != payload.get(key):
+                what = key.removesuffix("_sha256")
+                out.altered_rows.append(
+                    f"the {what} of {job_id} chunk {chunk} no longer match the digest in "
+                    f"event {event_id}"
+                )
+        out.rows_checked += 1
+        if out.rows_checked % 1000 == 0:
+            progress(out.events)
     return out
 
 

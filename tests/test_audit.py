@@ -21,6 +21,7 @@ from worker.settings import Settings
 
 pytestmark = pytest.mark.slow
 
+UPDATE_OUTCOME = text("UPDATE decision SET outcome = :o WHERE job_id = :j AND item_id = :i")
 Tamper = Callable[[AsyncConnection], Coroutine[Any, Any, None]]
 
 
@@ -217,3 +218,30 @@ def test_the_app_role_appends_but_cannot_change_audit_events(
 
     asyncio.run(run())
     assert verify(audited)[0] == 0  # its event extended the chain like any other
+
+
+def test_an_altered_decision_row_is_caught_by_its_chunk_digest(audited: Settings) -> None:
+    saved: list[Any] = []
+
+    async def alter(conn: AsyncConnection) -> None:
+        row = (await conn.execute(text(
+            "SELECT job_id, item_id, outcome, chunk FROM decision ORDER BY decided_at DESC LIMIT 1"
+        ))).one()  # fmt: skip
+        saved.append(row)
+        flipped = "auto_accept" if row[2] != "auto_accept" else "human_review"
+        await conn.execute(UPDATE_OUTCOME, {"o": flipped, "j": row[0], "i": row[1]})
+
+    async def restore(conn: AsyncConnection) -> None:
+        job_id, item_id, outcome, _ = saved[0]
+        await conn.execute(UPDATE_OUTCOME, {"o": outcome, "j": job_id, "i": item_id})
+
+    assert "match their digests" in verify(audited)[1]
+    as_owner(audited, alter)
+    try:
+        code, out = verify(audited)
+        job_id, _, _, chunk = saved[0]
+        assert code == 1 and "BROKEN" not in out, out
+        assert f"ALTERED: the decisions of {job_id} chunk {chunk} no longer match" in out
+    finally:
+        as_owner(audited, restore)
+    assert verify(audited)[0] == 0

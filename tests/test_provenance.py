@@ -93,7 +93,7 @@ def test_versions_diff_rollback_explain_and_exports(
 
     # explain an item of the first job: source line, votes, policy rule, both versions.
     item = sorted(v1)[0]
-    out = cli(stack, "explain", item[:12], "--json")
+    out = cli(stack, "explain", item[:12], "--dataset", name, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     line = next(i for i, r in enumerate(first, 1) if r["text"] == report["text"])
@@ -118,7 +118,7 @@ def test_versions_diff_rollback_explain_and_exports(
     removed = diff(stack, f"{name}@2", f"{name}@3")
     assert {c["item_id"] for c in removed} == set(v2) - set(v1)
     assert all(c["change"] == "removed" for c in removed)
-    gone = report_of(stack, sorted(set(v2) - set(v1))[0])
+    gone = report_of(stack, sorted(set(v2) - set(v1))[0], name)
     assert [s["version"] for s in gone["snapshots"]] == [2]
     audit = sql(stack, "SELECT payload FROM audit_event WHERE kind = 'dataset_rollback'"
                 " AND subject = :s", s=f"dataset:{name}")  # fmt: skip
@@ -168,8 +168,8 @@ def _id(text_: str) -> str:
     return hashlib.sha256(text_.encode()).hexdigest()
 
 
-def report_of(settings: Settings, item: str) -> dict[str, Any]:
-    out = cli(settings, "explain", item, "--json")
+def report_of(settings: Settings, item: str, dataset: str) -> dict[str, Any]:
+    out = cli(settings, "explain", item, "--dataset", dataset, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     return dict(json.loads(out.stdout))
 

@@ -18,6 +18,7 @@ from worker.ui import console, fail
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 db_app = typer.Typer(help="The catalog database.", no_args_is_help=True)
+ANCHORS = 10  # newest snapshot manifests whose recorded chain head must be in the chain
 
 
 @audit_app.command("verify")
@@ -35,11 +36,14 @@ def verify(
     elif verdict.ok:
         console.print(
             f"ok: {verdict.events} events, chain intact, head {verdict.head[:16]}; "
-            f"{verdict.anchors} manifest anchor(s) found in it"
+            f"{verdict.anchors} manifest anchor(s) found in it; decisions and votes of "
+            f"{verdict.rows_checked} chunk(s) match their digests"
         )
     else:
         if verdict.broken:
             console.print(escape(f"BROKEN at {verdict.broken}"))
+        for what in verdict.altered_rows:
+            console.print(escape(f"ALTERED: {what}"))
         for where in verdict.missing_anchors:
             console.print(
                 escape(f"MISSING: the chain head recorded in {where} is not in the chain "
@@ -66,10 +70,13 @@ async def _verify(settings: Settings, with_anchors: bool) -> audit.Verdict:
 
 
 async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
-    """Chain heads recorded in snapshot manifests, read back from their S3 versions."""
+    """Chain heads recorded in the newest snapshot manifests, read back from their S3
+    versions. Heads only grow, so the newest anchors cover the older ones."""
     snap = db.T_SNAPSHOT.c
     rows = await conn.execute(
         select(snap.dataset, snap.version, snap.manifest_key, snap.manifest_version_id)
+        .order_by(snap.created_at.desc())
+        .limit(ANCHORS)
     )
     from worker.main import s3_target
 
