@@ -24,6 +24,9 @@ demo: $(STAMP)
 	$(BIN)/labelfabric review gold .labelfabric/samples/gold.jsonl --task sentiment
 	$(BIN)/labelfabric job start $(SAMPLE) --dataset rotten_tomatoes --task sentiment \
 		--policy route_default --wait
+	$(BIN)/labelfabric dataset versions rotten_tomatoes
+	$(BIN)/labelfabric audit verify
+	@echo "Why does an item have its label? .venv/bin/labelfabric explain ITEM_ID --dataset rotten_tomatoes"
 	@echo "The stack and a worker keep running: open the Web UI above; 'make down' stops them."
 
 $(CHROMIUM):
