@@ -13,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
 
+from activities.s3 import make_s3_client
 from catalog import db
 from tests.helpers import cli
+from worker.main import s3_target
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -143,9 +145,18 @@ def test_versions_diff_rollback_explain_and_exports(
     assert len(tasks) == len(v1)
     agents = [p for t in tasks for p in t["predictions"] if p["model_version"] != "labelfabric"]
     assert agents and all("@" in p["model_version"] and 0 <= p["score"] <= 1 for p in agents)
+    # To S3: byte-identical to the stored version (a full JSONL export is the snapshot).
+    s3 = make_s3_client(s3_target(stack))
+    key = f"exports/{name}@3.jsonl"
+    out = cli(stack, "dataset", "export", f"{name}@3", "--out", f"s3://{stack.s3_bucket}/{key}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    v3 = sql(stack, "SELECT s3_key, s3_version_id FROM snapshot WHERE dataset = :d"
+             " AND version = 3", d=name)[0]  # fmt: skip
+    stored = s3.get_object(Bucket=stack.s3_bucket, Key=v3[0], VersionId=v3[1])["Body"].read()
+    assert s3.get_object(Bucket=stack.s3_bucket, Key=key)["Body"].read() == stored
     exports = sql(stack, "SELECT count(*) FROM audit_event WHERE kind = 'export'"
                   " AND subject = :s", s=f"{name}@3")  # fmt: skip
-    assert exports[0][0] == 3
+    assert exports[0][0] == 4
 
     # A stored version that no longer matches its catalog sha256 is refused, nothing written.
     real = sql(stack, "SELECT content_sha256 FROM snapshot WHERE dataset = :d AND version = 1",

@@ -202,13 +202,7 @@ def rollback(
         f"{name}: labels set to those of v{to} ({before['set']} changed, {before['unset']} "
         "removed); waiting for the new snapshot version …"
     )
-    new = asyncio.run(_snapshot_after(settings, name, before["latest"], timeout))
-    if new is None:
-        console.print(
-            f"no new version within {timeout:g} s (is a worker running?); it is written when "
-            "one picks up the dataset's workflow"
-        )
-        raise typer.Exit(code=1)
+    new = _await_version(settings, name, before["latest"], timeout)
     console.print(f"{name}@{new.version}: {new.item_count} items, content of v{to} "
                   f"(S3 version {new.s3_version_id})")  # fmt: skip
 
@@ -248,6 +242,18 @@ async def _rollback_labels(
                  "reason": reason},
     )  # fmt: skip
     return {"latest": latest, "set": len(changed), "unset": len(gone)}
+
+
+def _await_version(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
+    """Ask the dataset's workflow for a snapshot and wait for the version after `latest`."""
+    new = asyncio.run(_snapshot_after(settings, name, latest, wait_s))
+    if new is None:
+        console.print(
+            f"no new version within {wait_s:g} s (is a worker running?); it is written when "
+            "one picks up the dataset's workflow"
+        )
+        raise typer.Exit(code=1)
+    return new
 
 
 async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
@@ -434,10 +440,7 @@ def import_(
     )
     if not parsed.labels:
         return
-    new = asyncio.run(_snapshot_after(settings, dataset, latest, timeout))
-    if new is None:
-        console.print(f"no new version within {timeout:g} s (is a worker running?)")
-        raise typer.Exit(code=1)
+    new = _await_version(settings, dataset, latest, timeout)
     console.print(f"{dataset}@{new.version}: {new.item_count} items")
 
 
