@@ -11,7 +11,8 @@ Automatic rollback: a routing version is on probation from its activation until 
 made by one of its jobs passes its gate. A snapshot that fails its gate during probation
 rolls the activation back to the previous version (actor `gate:<id>@<v>`, the failed metrics
 in the reason), in the same transaction as the snapshot row: both or neither. A version
-made active by a rollback is not on probation; nor is any version once it has passed.
+made active by a rollback is not on probation; each activation starts a new probation,
+which ends with the first passing snapshot after it.
 """
 
 from __future__ import annotations

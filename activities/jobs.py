@@ -39,7 +39,7 @@ from activities.sources import (
 )
 from agents.tasks import TaskError, load_task
 from catalog import datasets, db
-from policy_rules.engine import PolicyError, resolve
+from policy_rules.engine import Policy, PolicyError, resolve
 
 INGEST_BATCH = 2000
 
@@ -99,8 +99,16 @@ class JobActivities:
             )
         try:
             ref = resolve(self.policies_dir, await self._active(inp.policy))
+            kind = Policy.load(self.policies_dir, str(ref)).kind
         except PolicyError as err:
             raise bad_input("UnknownPolicy", str(err)) from err
+        if kind != "route":
+            raise bad_input(
+                "UnknownPolicy",
+                f"{ref} is a {kind} policy: a job needs a routing policy (kind: route)",
+            )
+        if len(set(agents)) != len(agents):
+            raise bad_input("UnknownAgent", f"an agent is named twice: {', '.join(agents)}")
         try:
             source_format(inp.source)
         except SourceError as err:
@@ -221,14 +229,18 @@ class JobActivities:
                 {"job_id": inp.job_id, "line": line, "reason": reason, "excerpt": excerpt}
             )
 
-        async def process(batch: list[Record | Refusal]) -> None:
+        async def process(
+            batch: list[Record | Refusal], seen: dict[bytes, str | None], dry: bool
+        ) -> None:
+            """Check (and unless `dry`, store) one batch of records in source order."""
             nonlocal duplicates
             ids = [r.item_id for r in batch if isinstance(r, Record)]
             async with self.engine.connect() as conn:
                 placed = await datasets.placements(conn, guarded, ids)
             for rec in batch:
                 if not isinstance(rec, Record):
-                    refuse(rec.line, rec.reason, rec.excerpt)
+                    if not dry:
+                        refuse(rec.line, rec.reason, rec.excerpt)
                     continue
                 digest = bytes.fromhex(rec.item_id)
                 leak = _leak(rec, seen, placed.get(rec.item_id, []), inp.dataset)
@@ -238,9 +250,11 @@ class JobActivities:
                     refuse(rec.line, leak, rec.text[:200])
                     continue
                 if digest in seen:
-                    duplicates += 1
+                    duplicates += 0 if dry else 1
                     continue
                 seen[digest] = rec.split
+                if dry:
+                    continue
                 if rec.split is not None:
                     splits[rec.item_id] = rec.split
                 items.append(
@@ -259,23 +273,31 @@ class JobActivities:
                 job_items.append(
                     {"job_id": inp.job_id, "ordinal": len(seen) - 1, "item_id": rec.item_id}
                 )
-            await flush()
+            if not dry:
+                await flush()
             activity.heartbeat(len(seen) + quarantined + duplicates)
 
-        async with self._open(inp.source) as stream:
-            records = read_records(
-                stream, fmt, text_field=task.text_field, max_chars=task.max_chars
-            )
-            batch: list[Record | Refusal] = []
-            try:
-                for rec in records:
-                    batch.append(rec)
-                    if len(batch) >= INGEST_BATCH:
-                        await process(batch)
-                        batch = []
-            except SourceError as err:
-                raise bad_input("BadSource", f"{inp.source}: {err}") from err
-            await process(batch)
+        async def scan(seen: dict[bytes, str | None], dry: bool) -> None:
+            async with self._open(inp.source) as stream:
+                records = read_records(
+                    stream, fmt, text_field=task.text_field, max_chars=task.max_chars
+                )
+                batch: list[Record | Refusal] = []
+                try:
+                    for rec in records:
+                        batch.append(rec)
+                        if len(batch) >= INGEST_BATCH:
+                            await process(batch, seen, dry)
+                            batch = []
+                except SourceError as err:
+                    raise bad_input("BadSource", f"{inp.source}: {err}") from err
+                await process(batch, seen, dry)
+
+        if task.leakage == "refuse":
+            # All or nothing: a first pass only checks, so a leak on the last line refuses
+            # the source before any of it is stored.
+            await scan({}, dry=True)
+        await scan(seen, dry=False)
         await flush()
         async with self.engine.begin() as conn:
             await db.set_job_counts(

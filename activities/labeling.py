@@ -246,6 +246,12 @@ class LabelingActivities:
                         str(err), type="PolicyError", non_retryable=True
                     ) from err
         policy = self._policies[pkey]
+        if policy.kind != "route":
+            raise ApplicationError(
+                f"{policy.ref} is a {policy.kind} policy, not a routing policy",
+                type="PolicyError",
+                non_retryable=True,
+            )
         if policy.ref.sha256 != inp.policy.sha256:
             raise ApplicationError(
                 f"policy {inp.policy.id}@{inp.policy.version} changed on disk since the job "
@@ -373,14 +379,15 @@ class LabelingActivities:
         combined: Combined,
         context: dict[str, Any],
     ) -> list[ItemOutcome]:
-        reliability: dict[str, float] = context["agents.reliability"]
+        # By position: the map is keyed by name, the votes come in the job's agent order.
+        reliability = list(context["agents.reliability"].values())
         out = []
         for i, (item_id, text) in enumerate(todo):
             votes = [agent_votes[i] for agent_votes in per_agent]
             ensemble = combined.ensembles[i]
             support = [
-                reliability[name]
-                for name, vote in zip(reliability, votes, strict=True)
+                r
+                for r, vote in zip(reliability, votes, strict=True)
                 if vote.label is not None and vote.label == ensemble.label
             ]
             inputs = policy_inputs(text, ensemble) | context

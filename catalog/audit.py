@@ -147,16 +147,12 @@ async def verify(
     return out
 
 
-def app_role_statements(role: str, password: str | None) -> list[str]:
-    """SQL that creates (or updates) a login role for the application: full use of the
-    catalog's tables except `audit_event`, where it may only INSERT and SELECT."""
+def app_role_grants(role: str) -> list[str]:
+    """Grants for the application's role (a checked identifier): full use of the catalog's
+    tables except `audit_event`, where it may only INSERT and SELECT."""
     if not _ROLE_RE.fullmatch(role):
         raise ValueError(f"role name {role!r}: use lower-case letters, digits and _")
-    login = "LOGIN" + (f" PASSWORD '{password.replace(chr(39), chr(39) * 2)}'" if password else "")
     return [
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
-        f"CREATE ROLE {role} {login}; END IF; END $$",
-        f"ALTER ROLE {role} {login}",
         f"GRANT USAGE ON SCHEMA public TO {role}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
         f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_event FROM {role}",
@@ -165,5 +161,22 @@ def app_role_statements(role: str, password: str | None) -> list[str]:
 
 
 async def create_app_role(conn: AsyncConnection, role: str, password: str | None) -> None:
-    for statement in app_role_statements(role, password):
-        await conn.execute(text(statement))
+    """Create (or update) the login role, then grant. The password never enters SQL text
+    written here: the server quotes it (`format('%L')`)."""
+    grants = app_role_grants(role)
+    exists = await conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+    verb = "ALTER" if exists else "CREATE"
+    ddl = await conn.scalar(
+        text(
+            "SELECT format('%s ROLE %I LOGIN PASSWORD %L', CAST(:verb AS text), "
+            "CAST(:role AS text), CAST(:pw AS text))"
+        )
+        if password is not None
+        else text("SELECT format('%s ROLE %I LOGIN', CAST(:verb AS text), CAST(:role AS text))"),
+        {"verb": verb, "role": role, "pw": password}
+        if password is not None
+        else {"verb": verb, "role": role},
+    )
+    await conn.exec_driver_sql(str(ddl))
+    for statement in grants:
+        await conn.exec_driver_sql(statement)

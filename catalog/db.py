@@ -260,6 +260,13 @@ async def record_chunk(
         await set_labels(conn, dataset=dataset, job_id=job_id, labels=accepted, source="agent")
 
 
+async def lock_labels(conn: AsyncConnection, dataset: str) -> None:
+    """The dataset's label-change lock, until the transaction ends."""
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"label:{dataset}"}
+    )
+
+
 async def set_labels(
     conn: AsyncConnection,
     *,
@@ -271,9 +278,7 @@ async def set_labels(
 ) -> None:
     """Make `labels` current; each new row names the row it supersedes, history stays."""
     # Serialise label changes per dataset so an item never has two current labels.
-    await conn.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"label:{dataset}"}
-    )
+    await lock_labels(conn, dataset)
     ids = sorted(labels)
     current: dict[str, tuple[int, str]] = {}
     for i in range(0, len(ids), BATCH_ROWS):
@@ -285,7 +290,20 @@ async def set_labels(
             )
         )
         current.update({r[0]: (r[1], r[2]) for r in rows})
-    # A label this job already set stays as it is (retry); others are superseded.
+    # Items this job already labeled from this source, current or since superseded: the
+    # unique key would refuse a second row, so nothing of theirs may be superseded either
+    # (a retry, or the same file imported again after someone relabeled an item).
+    done: set[str] = set()
+    for i in range(0, len(ids), BATCH_ROWS):
+        rows = await conn.execute(
+            select(T_LABEL.c.item_id).where(
+                T_LABEL.c.dataset == dataset,
+                T_LABEL.c.job_id == job_id,
+                T_LABEL.c.source == source,
+                T_LABEL.c.item_id.in_(ids[i : i + BATCH_ROWS]),
+            )
+        )
+        done.update(r[0] for r in rows)
     new_rows = [
         {
             "dataset": dataset,
@@ -299,7 +317,7 @@ async def set_labels(
             "created_at": utcnow(),
         }
         for item_id in ids
-        if current.get(item_id, (0, ""))[1] != job_id
+        if item_id not in done
     ]
     superseded = [row["supersedes_id"] for row in new_rows if row["supersedes_id"] is not None]
     for i in range(0, len(superseded), BATCH_ROWS):

@@ -68,8 +68,11 @@ MAX_POLICY_COST = 50_000
 MAX_WHEN_CHARS = 4_000
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _TOKEN_RE = re.compile(
-    r"""\s+|"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[0-9][0-9a-zA-Z.]*|[A-Za-z_][A-Za-z0-9_]*"""
-    r"""|&&|\|\||[=!<>]=|."""
+    # Strings first (triple-quoted, then single-line; optional r/b prefixes), so that a
+    # quote inside one never hides real code from the count.
+    r"""\s+|[rRbB]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?''')"""
+    r"""|[rRbB]{0,2}(?:"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')"""
+    r"""|[0-9][0-9a-zA-Z.]*|[A-Za-z_][A-Za-z0-9_]*|&&|\|\||[=!<>]=|."""
 )
 DEFAULT_RULE_ID = "default"
 INPUTS_RULE_ID = "inputs"

@@ -193,7 +193,8 @@ def test_the_app_role_appends_but_cannot_change_audit_events(
     audited: Settings, tmp_path: Path
 ) -> None:
     role = f"lf_app_{uuid.uuid4().hex[:6]}"
-    made = cli(audited, "db", "app-role", role)
+    # A password with a bind-parameter look, a dollar quote and a quote: quoted by the server.
+    made = cli(audited, "db", "app-role", role, "--password", "p :x $$ ' end")
     assert made.returncode == 0, made.stdout + made.stderr
     url = audited.catalog_url.replace("://postgres@", f"://{role}@")
     assert role in url

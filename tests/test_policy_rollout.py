@@ -79,6 +79,8 @@ def rollout(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tasks.mkdir()
     task = (PROJECT_ROOT / "tasks" / "sentiment.yaml").read_text()
     (tasks / "sentiment.yaml").write_text(task.replace("gate: quality_default", f"gate: {GATE}"))
+    strict = task.replace("name: sentiment", "name: sentiment_strict") + "leakage: refuse\n"
+    (tasks / "sentiment_strict.yaml").write_text(strict)
     shutil.copy(PROJECT_ROOT / "tasks" / "sentiment_seed.jsonl", tasks)
 
     local = stack.model_copy(
@@ -264,3 +266,32 @@ def test_jobs_supply_reliabilities_and_drift_to_policies(
     fired = {r[0] for r in sql(rollout, "SELECT rule_id FROM decision WHERE dataset = :d",
                                d=dataset)}  # fmt: skip
     assert fired & {"reliable_fabric", "supported"}  # some labels were backed by reliability
+
+
+def test_jobs_refuse_gate_policies_repeated_agents_and_leaky_sources(
+    rollout: Settings, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "items.jsonl", [r["text"] for r in gold_rows[2300:2305]])
+    start = ["job", "start", str(source), "--dataset", f"ro{uuid.uuid4().hex[:6]}", "--wait"]
+    gate = cli(rollout, *start, "--task", "sentiment", "--policy", GATE)
+    assert gate.returncode == 1
+    assert f"{GATE}@1 is a gate policy: a job needs a routing policy" in " ".join(
+        gate.stdout.split()
+    )
+    twice = cli(rollout, *start, "--task", "sentiment", "--policy", POLICY, "--agent",
+                "keywords", "--agent", "keywords")  # fmt: skip
+    assert twice.returncode == 1 and "an agent is named twice" in twice.stdout
+
+    # leakage: refuse is all or nothing: a leak on the last line stores none of the source.
+    rows = [{"text": r["text"], "split": "train"} for r in gold_rows[2305:2310]]
+    rows.append({"text": rows[0]["text"], "split": "test"})
+    leaky = tmp_path / "leaky.jsonl"
+    leaky.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = f"ro{uuid.uuid4().hex[:6]}"
+    out = cli(rollout, "job", "start", str(leaky), "--dataset", dataset, "--task",
+              "sentiment_strict", "--policy", POLICY, "--wait")  # fmt: skip
+    assert out.returncode == 1, out.stdout
+    assert "line 6: content also in split 'train' earlier in this source" in " ".join(
+        out.stdout.split()
+    )
+    assert sql(rollout, "SELECT count(*) FROM item WHERE dataset = :d", d=dataset)[0][0] == 0

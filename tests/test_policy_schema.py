@@ -144,6 +144,9 @@ def test_cost_estimate_multiplies_nested_comprehensions() -> None:
     assert one > MAX_ENTRIES and two > MAX_ENTRIES * one / 2
     # Parentheses inside a string literal are not structure.
     assert estimate_cost('x == "(((" ') == 3
+    # Nor can a triple-quoted string holding a quote hide a nested comprehension.
+    hidden = '"""q"z""" == "" && ' + "m.all(a, m.all(b, m.all(c, a < b)))" + ' && "" == ""'
+    assert estimate_cost(hidden) > MAX_RULE_COST
 
 
 def test_a_rule_over_the_cost_bound_is_refused(tmp_path: Path) -> None:

@@ -275,7 +275,32 @@ def test_label_studio_round_trip(
                                "--json").stdout)  # fmt: skip
     assert explained["reviews"][0]["reviewer"] == "ana@example.org"
     assert explained["labels"][-1]["source"] == "import" and explained["snapshots"]
-    # Importing the same file again adds nothing.
+    # Importing the same file again changes nothing, even after someone relabelled an item.
+    relabel(stack, back, item, labels[item])
     again = cli(stack, "dataset", "import", str(studio), "--dataset", back, "--task", "sentiment")
-    assert again.returncode == 0 and current(stack, back) == want
+    assert again.returncode == 0 and "imported into" in again.stdout and "before" in again.stdout
+    assert current(stack, back) == want | {item: labels[item]}
     assert len(sql(stack, "SELECT 1 FROM review WHERE dataset = :d", d=back)) == 1
+
+    # A held-out set takes none of the content of the dataset it is held out for.
+    held = f"lsh{uuid.uuid4().hex[:6]}"
+    assert cli(stack, "dataset", "holdout", held, "--of", name, "--reason", "t").returncode == 0
+    out = cli(stack, "dataset", "import", str(studio), "--dataset", held, "--task", "sentiment")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"content also in held-out-related dataset '{name}'" in " ".join(out.stdout.split())
+    assert not sql(stack, "SELECT 1 FROM item WHERE dataset = :d", d=held)
+
+
+def relabel(settings: Settings, dataset: str, item: str, label: str) -> None:
+    async def run() -> None:
+        engine = db.make_engine(settings.catalog_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await db.set_labels(
+                    conn, dataset=dataset, job_id="test:relabel", labels={item: label},
+                    source="human", reviewers=["t"],
+                )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,7 +31,7 @@ def verify(
 ) -> None:
     """Walk the audit hash chain; report the first broken link. Exit 1 if anything is wrong."""
     settings = Settings()
-    verdict = asyncio.run(_verify(settings, anchors))
+    verdict = asyncio.run(_verify(settings, anchors, quiet=as_json))
     if as_json:
         console.print_json(data={"ok": verdict.ok, **verdict.__dict__})
     elif verdict.ok:
@@ -53,7 +54,7 @@ def verify(
         raise typer.Exit(code=1)
 
 
-async def _verify(settings: Settings, with_anchors: bool) -> audit.Verdict:
+async def _verify(settings: Settings, with_anchors: bool, *, quiet: bool) -> audit.Verdict:
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -61,7 +62,9 @@ async def _verify(settings: Settings, with_anchors: bool) -> audit.Verdict:
             return await audit.verify(
                 conn,
                 anchors=found,
-                progress=lambda n: console.print(f"[dim]{n} events checked[/]"),
+                progress=(lambda n: None)
+                if quiet
+                else lambda n: console.print(f"[dim]{n} events checked[/]"),
             )
     except (OSError, SQLAlchemyError) as err:
         raise fail(f"cannot read the catalog at {settings.catalog_url} ({err})") from err
@@ -83,10 +86,14 @@ async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
     s3 = make_s3_client(s3_target(settings))
     out: dict[str, str] = {}
     for dataset, version, key, version_id in rows:
-        got = await asyncio.to_thread(
-            s3.get_object, Bucket=settings.s3_bucket, Key=key, VersionId=version_id
-        )
-        head = json.loads(got["Body"].read()).get("audit_head")
+        try:
+            got = await asyncio.to_thread(
+                s3.get_object, Bucket=settings.s3_bucket, Key=key, VersionId=version_id
+            )
+            head = json.loads(got["Body"].read()).get("audit_head")
+        except (ClientError, BotoCoreError, ValueError) as err:
+            # A manifest that cannot be read is a finding, not a crash: no anchor matches it.
+            head = f"unreadable: {err}"
         if head:
             out[f"the manifest of {dataset}@{version}"] = head
     return out
@@ -101,7 +108,7 @@ def app_role(
     INSERT and SELECT audit events. Run as the catalog's owner, after migrating."""
     settings = Settings()
     try:
-        statements = audit.app_role_statements(role, password)
+        statements = audit.app_role_grants(role)
     except ValueError as err:
         raise fail(str(err)) from err
     asyncio.run(_create_role(settings, role, password))
@@ -109,7 +116,7 @@ def app_role(
     console.print(
         "[dim]run the app as it: LABELFABRIC_DATABASE_URL="
         f"postgresql+asyncpg://{role}{':…' if password else ''}@HOST:PORT/DB "
-        f"({len(statements)} statements applied)[/]"
+        f"({len(statements)} grants applied)[/]"
     )
 
 

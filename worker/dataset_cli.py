@@ -224,6 +224,9 @@ def _labels_of(fh: Any, expected: str, where: str) -> dict[str, str]:
 async def _rollback_labels(
     conn: Any, name: str, to: int, target: dict[str, str], actor: str, reason: str, stamp: str
 ) -> dict[str, Any]:
+    # The lock set_labels takes, taken first: no chunk or review changes a label between
+    # reading the current ones and replacing them (re-entrant within this transaction).
+    await db.lock_labels(conn, name)
     latest = (await datasets.versions(conn, name))[-1].version
     current = await datasets.current_label_map(conn, name)
     changed = {i: lbl for i, lbl in target.items() if current.get(i) != lbl}
@@ -429,10 +432,10 @@ def import_(
                                    text_field=spec.text_field)  # fmt: skip
     except ValueError as err:
         raise fail(str(err)) from err
-    for r in parsed.refused:
-        console.print(escape(f"refused {r['reason']}"))
     latest = asyncio.run(_with_conn(settings, _import, dataset, spec.name, job_id, sha, str(path),
                                     parsed, begin=True))  # fmt: skip
+    for r in parsed.refused:
+        console.print(escape(f"refused {r['reason']}"))
     console.print(
         f"{dataset}: {len(parsed.items)} tasks imported ({len(parsed.votes)} predictions, "
         f"{len(parsed.reviews)} annotations, {len(parsed.labels)} labels), "
@@ -447,7 +450,19 @@ def import_(
 async def _import(
     conn: Any, dataset: str, task: str, job_id: str, sha: str, uri: str, parsed: Any
 ) -> int:
+    from worker import labelstudio
+
     rows = await datasets.versions(conn, dataset)
+    if await db.job(conn, job_id) is not None:
+        console.print(f"{uri} was imported into {dataset} before (job {job_id}): nothing to do")
+        parsed.labels.clear()
+        return rows[-1].version if rows else 0
+    guarded = [dataset, *await datasets.related(conn, dataset)]
+    labelstudio.drop_leaks(
+        parsed, await datasets.placements(conn, guarded, [i["id"] for i in parsed.items]), dataset
+    )
+    for r in parsed.refused:
+        r["job_id"] = job_id
     await db.create_job(conn, {
         "id": job_id, "dataset": dataset, "task": task, "source": uri,
         "policy_id": "label_studio_import", "policy_version": 0, "policy_sha256": sha,
@@ -461,6 +476,7 @@ async def _import(
     await db.record_chunk(conn, dataset=dataset, job_id=job_id, votes=parsed.votes,
                           decisions=[], accepted={})  # fmt: skip
     await db.record_reviews(conn, parsed.reviews)
+    await db.assign_splits(conn, dataset, {i["id"]: i["split"] for i in parsed.items if i["split"]})
     groups: dict[tuple[str, ...], dict[str, str]] = {}
     for item_id, (label, who) in parsed.labels.items():
         groups.setdefault(tuple(who), {})[item_id] = label

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ def _who(completed_by: Any) -> str:
 def _when(raw: Any) -> datetime:
     if isinstance(raw, str):
         try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            return at if at.tzinfo else at.replace(tzinfo=UTC)
         except ValueError:
             pass
     return db.utcnow()
@@ -145,3 +146,27 @@ def _parse_task(
         out.labels[item_id] = (last["label"], sorted({r["reviewer"] for r in reviews}))
     elif fallback is not None:
         out.labels[item_id] = (fallback, [])
+
+
+def drop_leaks(
+    parsed: Parsed, placed: dict[str, list[tuple[str, str | None]]], dataset: str
+) -> None:
+    """Refuse the tasks whose content would leak (ingest's rule: another split of the dataset,
+    or a held-out-related dataset), with all their votes, reviews and label."""
+    from activities.jobs import _leak
+    from activities.sources import Record
+
+    keep = []
+    for item in parsed.items:
+        rec = Record(item["source_line"], item["id"], item["text"], None, item["split"])
+        reason = _leak(rec, {}, placed.get(item["id"], []), dataset)
+        if reason is None:
+            keep.append(item)
+            continue
+        parsed.refused.append({"job_id": "", "line": item["source_line"],  # caller sets it
+                               "reason": f"task {item['source_line']}: {reason}",
+                               "excerpt": item["text"][:200]})  # fmt: skip
+        parsed.labels.pop(item["id"], None)
+        parsed.votes = [v for v in parsed.votes if v["item_id"] != item["id"]]
+        parsed.reviews = [r for r in parsed.reviews if r["item_id"] != item["id"]]
+    parsed.items = keep
