@@ -695,13 +695,18 @@ async def detach_shadow(
 
 
 async def shadow_confusion(
-    conn: AsyncConnection, candidate_id: str, version: int
+    conn: AsyncConnection, candidate_id: str, version: int, policy_id: str | None = None
 ) -> list[tuple[str, str, int]]:
-    """(decided outcome, candidate outcome, items) over every shadow decision of a candidate."""
+    """(decided outcome, candidate outcome, items) over every shadow decision of a candidate
+    (beside jobs of `policy_id` only, when given)."""
     d = T_SHADOW_DECISION.c
     rows = await conn.execute(
         select(d.active_outcome, d.outcome, func.count())
-        .where(d.candidate_id == candidate_id, d.candidate_version == version)
+        .where(
+            d.candidate_id == candidate_id,
+            d.candidate_version == version,
+            d.policy_id == (policy_id or d.policy_id),
+        )
         .group_by(d.active_outcome, d.outcome)
         .order_by(d.active_outcome, d.outcome)
     )
@@ -709,7 +714,12 @@ async def shadow_confusion(
 
 
 async def shadow_examples(
-    conn: AsyncConnection, candidate_id: str, version: int, *, per_cell: int
+    conn: AsyncConnection,
+    candidate_id: str,
+    version: int,
+    *,
+    per_cell: int,
+    policy_id: str | None = None,
 ) -> list[Any]:
     """Up to `per_cell` items per (decided, candidate) pair where they differ, newest first,
     with the item's text, the ensemble's label and confidence, and both rules."""
@@ -731,6 +741,7 @@ async def shadow_examples(
         .where(
             d.candidate_id == candidate_id,
             d.candidate_version == version,
+            d.policy_id == (policy_id or d.policy_id),
             d.active_outcome != d.outcome,
         )
         .subquery()

@@ -157,9 +157,11 @@ def test_shadow_then_gate_rolls_back_a_bad_activation(
     promoted = sum(r[1] == "human_review" and r[2] == "auto_accept" for r in decided)
     assert promoted > 0  # v2 would accept what v1 sent to people
 
-    report = cli(rollout, "policy", "shadow-report", f"{POLICY}@2", "--json")
+    report = cli(rollout, "policy", "shadow-report", f"{POLICY}@2", "--json", "--on", POLICY)
     assert report.returncode == 0, report.stdout
     data = json.loads(report.stdout)
+    elsewhere = cli(rollout, "policy", "shadow-report", f"{POLICY}@2", "--json", "--on", GATE)
+    assert json.loads(elsewhere.stdout)["items"] == 0
     assert data["items"] == len(rows)
     cells = {(c["decided"], c["candidate"]): c["items"] for c in data["confusion"]}
     assert cells[("human_review", "auto_accept")] == promoted

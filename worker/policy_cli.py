@@ -385,6 +385,9 @@ async def _shadow(
 def shadow_report(
     ref: Annotated[str, typer.Argument(help="Candidate ID@VERSION.")],
     examples: Annotated[int, typer.Option(min=0, help="Example items per differing cell.")] = 3,
+    on: Annotated[
+        str | None, typer.Option(help="Only beside this policy's jobs (default: all).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How the candidate's outcomes compare with the decided ones over real traffic."""
@@ -394,7 +397,7 @@ def shadow_report(
     policy_id, _, version = ref.partition("@")
     if not version.isdigit():
         raise fail(f"bad version in {ref!r}: expected ID@N")
-    cells, rows = asyncio.run(_report(settings, policy_id, int(version), examples))
+    cells, rows = asyncio.run(_report(settings, policy_id, int(version), examples, on))
     total = sum(n for _, _, n in cells)
     same = sum(n for a, c, n in cells if a == c)
     report = {
@@ -450,13 +453,15 @@ def shadow_report(
 
 
 async def _report(
-    settings: Settings, policy_id: str, version: int, examples: int
+    settings: Settings, policy_id: str, version: int, examples: int, on: str | None
 ) -> tuple[list[tuple[str, str, int]], list[Any]]:
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            cells = await db.shadow_confusion(conn, policy_id, version)
-            rows = await db.shadow_examples(conn, policy_id, version, per_cell=examples)
+            cells = await db.shadow_confusion(conn, policy_id, version, on)
+            rows = await db.shadow_examples(
+                conn, policy_id, version, per_cell=examples, policy_id=on
+            )
             return cells, rows
     except OSError as err:
         raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
