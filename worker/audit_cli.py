@@ -10,12 +10,11 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from activities.s3 import make_s3_client
 from catalog import audit, db
 from worker.settings import Settings
-from worker.ui import console, fail
+from worker.ui import console, fail, in_catalog
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 db_app = typer.Typer(help="The catalog database.", no_args_is_help=True)
@@ -31,7 +30,7 @@ def verify(
 ) -> None:
     """Walk the audit hash chain; report the first broken link. Exit 1 if anything is wrong."""
     settings = Settings()
-    verdict = asyncio.run(_verify(settings, anchors, quiet=as_json))
+    verdict = asyncio.run(in_catalog(settings, _verify, settings, anchors, as_json))
     if as_json:
         console.print_json(data={"ok": verdict.ok, **verdict.__dict__})
     elif verdict.ok:
@@ -54,22 +53,15 @@ def verify(
         raise typer.Exit(code=1)
 
 
-async def _verify(settings: Settings, with_anchors: bool, *, quiet: bool) -> audit.Verdict:
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            found = await _anchors(settings, conn) if with_anchors else {}
-            return await audit.verify(
-                conn,
-                anchors=found,
-                progress=(lambda n: None)
-                if quiet
-                else lambda n: console.print(f"[dim]{n} events checked[/]"),
-            )
-    except (OSError, SQLAlchemyError) as err:
-        raise fail(f"cannot read the catalog at {settings.catalog_url} ({err})") from err
-    finally:
-        await engine.dispose()
+async def _verify(conn: Any, settings: Settings, with_anchors: bool, quiet: bool) -> audit.Verdict:
+    found = await _anchors(settings, conn) if with_anchors else {}
+    return await audit.verify(
+        conn,
+        anchors=found,
+        progress=(lambda n: None)
+        if quiet
+        else lambda n: console.print(f"[dim]{n} events checked[/]"),
+    )
 
 
 async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
@@ -111,21 +103,10 @@ def app_role(
         statements = audit.app_role_grants(role)
     except ValueError as err:
         raise fail(str(err)) from err
-    asyncio.run(_create_role(settings, role, password))
+    asyncio.run(in_catalog(settings, audit.create_app_role, role, password, begin=True))
     console.print(f"role {role}: tables granted, audit_event INSERT and SELECT only")
     console.print(
         "[dim]run the app as it: LABELFABRIC_DATABASE_URL="
         f"postgresql+asyncpg://{role}{':…' if password else ''}@HOST:PORT/DB "
         f"({len(statements)} grants applied)[/]"
     )
-
-
-async def _create_role(settings: Settings, role: str, password: str | None) -> None:
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            await audit.create_app_role(conn, role, password)
-    except (OSError, SQLAlchemyError) as err:
-        raise fail(f"cannot create role {role} at {settings.catalog_url}: {err}") from err
-    finally:
-        await engine.dispose()

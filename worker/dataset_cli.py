@@ -21,7 +21,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from activities import export as exporting
 from activities import snapshot_files
@@ -31,7 +30,7 @@ from activities.s3 import make_s3_client
 from activities.sources import parse_s3_uri
 from catalog import datasets, db
 from worker.settings import Settings
-from worker.ui import console, fail
+from worker.ui import console, fail, in_catalog
 
 dataset_app = typer.Typer(help="Dataset versions (snapshots) and exports.", no_args_is_help=True)
 
@@ -41,17 +40,6 @@ def parse_ref(ref: str, *, version_required: bool = True) -> tuple[str, int | No
     if not name or (at and not number.isdigit()) or (version_required and not at):
         raise fail(f"bad dataset ref {ref!r}: expected NAME@VERSION (e.g. reviews@3)")
     return name, int(number) if at else None
-
-
-async def _with_conn(settings: Settings, work: Any, *args: Any, begin: bool = False) -> Any:
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.begin() if begin else engine.connect() as conn:
-            return await work(conn, *args)
-    except (OSError, SQLAlchemyError) as err:
-        raise fail(f"catalog at {settings.catalog_url}: {err}") from err
-    finally:
-        await engine.dispose()
 
 
 async def _resolve(conn: Any, name: str, number: int | None) -> Any:
@@ -81,7 +69,7 @@ def _verdict(row: Any) -> str:
 def list_() -> None:
     """Datasets with snapshots: versions, newest version, items, gate verdict."""
     settings = Settings()
-    rows = asyncio.run(_with_conn(settings, datasets.datasets))
+    rows = asyncio.run(in_catalog(settings, datasets.datasets))
     table = Table(title="datasets")
     for col in ("dataset", "versions", "newest", "items", "at", "gate"):
         table.add_column(col)
@@ -95,7 +83,7 @@ def list_() -> None:
 def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """Every version of a dataset: time, items, label distribution, gate, S3 version id."""
     settings = Settings()
-    rows = asyncio.run(_with_conn(settings, datasets.versions, name))
+    rows = asyncio.run(in_catalog(settings, datasets.versions, name))
     if not rows:
         raise fail(f"dataset {name} has no snapshot versions")
     table = Table(title=f"{name}: versions")
@@ -113,7 +101,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the new
     """One version's manifest, read back from its S3 version and checked against the catalog."""
     settings = Settings()
     name, number = parse_ref(ref, version_required=False)
-    row = asyncio.run(_with_conn(settings, _resolve, name, number))
+    row = asyncio.run(in_catalog(settings, _resolve, name, number))
     body = (
         _s3(settings)
         .get_object(
@@ -140,7 +128,7 @@ def diff(
     if other != name:
         raise fail(f"diff compares two versions of one dataset, not {name} and {other}")
     assert va is not None and vb is not None
-    summary = asyncio.run(_with_conn(settings, _diff, name, va, vb, limit, as_json))
+    summary = asyncio.run(in_catalog(settings, _diff, name, va, vb, limit, as_json))
     if not as_json:
         console.print(
             f"{name}@{va} -> {name}@{vb}: {summary['added']} added, {summary['removed']} "
@@ -191,12 +179,12 @@ def rollback(
     """Make V's labels current again and write them as a new version (S3 keeps every one)."""
     settings = Settings()
     who = actor or getpass.getuser()
-    row = asyncio.run(_with_conn(settings, _resolve, name, to))
+    row = asyncio.run(in_catalog(settings, _resolve, name, to))
     with tempfile.TemporaryFile() as fh:
         _download(settings, row.s3_key, row.s3_version_id, fh)
         target = _labels_of(fh, row.content_sha256, f"{name}@{to}")
     stamp = f"{time.time_ns()}"
-    before = asyncio.run(_with_conn(settings, _rollback_labels, name, to, target, who, reason,
+    before = asyncio.run(in_catalog(settings, _rollback_labels, name, to, target, who, reason,
                                     stamp, begin=True))  # fmt: skip
     console.print(
         f"{name}: labels set to those of v{to} ({before['set']} changed, {before['unset']} "
@@ -273,7 +261,7 @@ async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: fl
     )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        rows = await _with_conn(settings, datasets.versions, name)
+        rows = await in_catalog(settings, datasets.versions, name)
         if rows and rows[-1].version > latest:
             return rows[-1]
         await asyncio.sleep(0.5)
@@ -296,7 +284,7 @@ def export(
     if split is not None and split not in (*snapshot_files.SPLITS, "pool"):
         raise fail(f"--split {split!r}: expected one of {', '.join(snapshot_files.SPLITS)}, pool")
     name, number = parse_ref(ref, version_required=False)
-    row = asyncio.run(_with_conn(settings, _resolve, name, number))
+    row = asyncio.run(in_catalog(settings, _resolve, name, number))
     ext = {"jsonl": "jsonl", "parquet": "parquet", "label-studio": "json"}[fmt]
     target = out or f"{name}@{row.version}{'.' + split if split else ''}.{ext}"
     result = asyncio.run(_export(settings, row, fmt, split, target))
@@ -374,7 +362,7 @@ def holdout(
     if name == of:
         raise fail("a dataset cannot be its own held-out set")
     settings = Settings()
-    asyncio.run(_with_conn(settings, datasets.declare_heldout, name, of, getpass.getuser(),
+    asyncio.run(in_catalog(settings, datasets.declare_heldout, name, of, getpass.getuser(),
                            reason, begin=True))  # fmt: skip
     console.print(f"{name} is held out for {of}: content in both is leakage")
 
@@ -383,7 +371,7 @@ def holdout(
 def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """Report content shared with held-out-related datasets (exit 1 if any)."""
     settings = Settings()
-    found = asyncio.run(_with_conn(settings, datasets.leaks, name))
+    found = asyncio.run(in_catalog(settings, datasets.leaks, name))
     if not found:
         console.print(f"{name}: no leaks")
         return
@@ -432,7 +420,7 @@ def import_(
                                    text_field=spec.text_field)  # fmt: skip
     except ValueError as err:
         raise fail(str(err)) from err
-    latest = asyncio.run(_with_conn(settings, _import, dataset, spec.name, job_id, sha, str(path),
+    latest = asyncio.run(in_catalog(settings, _import, dataset, spec.name, job_id, sha, str(path),
                                     parsed, begin=True))  # fmt: skip
     for r in parsed.refused:
         console.print(escape(f"refused {r['reason']}"))

@@ -13,9 +13,8 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from catalog import datasets
-from worker.dataset_cli import _with_conn
 from worker.settings import Settings
-from worker.ui import console, fail
+from worker.ui import console, fail, in_catalog
 
 
 def explain(
@@ -28,7 +27,7 @@ def explain(
     if len(item) < 8:
         raise fail("give at least 8 characters of the item id")
     settings = Settings()
-    report = asyncio.run(_with_conn(settings, _explain, item.lower(), dataset))
+    report = asyncio.run(in_catalog(settings, _explain, item.lower(), dataset))
     if as_json:
         sys.stdout.write(json.dumps(report, default=str, ensure_ascii=False, indent=2) + "\n")
         return

@@ -30,7 +30,7 @@ from policy_rules.engine import (
     list_policies,
 )
 from worker.settings import Settings
-from worker.ui import console, fail
+from worker.ui import console, fail, in_catalog
 
 policy_app = typer.Typer(help="Versioned routing and gate policies.", no_args_is_help=True)
 
@@ -226,7 +226,7 @@ def activate(
         raise fail(f"activate names an exact version: {ref}@N")
     policy = _load(settings, ref)
     who = actor or getpass.getuser()
-    asyncio.run(_activate(settings, policy, "activate", who, reason, cases=True))
+    asyncio.run(in_catalog(settings, _activate, policy, "activate", who, reason, True, begin=True))
     console.print(f"active: {policy.ref} (sha256 {policy.ref.sha256[:12]})")
 
 
@@ -248,47 +248,41 @@ def rollback(
             f"{policy_id}@{current} is the only version ever active: nothing to roll back to"
         )
     target = _load(settings, f"{policy_id}@{earlier}")
-    asyncio.run(_activate(settings, target, "rollback", actor or getpass.getuser(), reason))
+    who = actor or getpass.getuser()
+    asyncio.run(in_catalog(settings, _activate, target, "rollback", who, reason, begin=True))
     console.print(f"rolled back {policy_id}: v{current} -> active {target.ref}")
 
 
 async def _activate(
-    settings: Settings, policy: Policy, action: str, actor: str, reason: str, *, cases: bool = False
+    conn: Any, policy: Policy, action: str, actor: str, reason: str, cases: bool = False
 ) -> None:
     """Record the activation, unless the version's bytes differ from an earlier activation of
     it (immutable once released) or, with `cases`, it fails its policy's cases."""
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            await db.lock_activations(conn)
-            for row in await db.activations(conn, policy.ref.id):
-                if row.version == policy.ref.version and row.sha256 != policy.ref.sha256:
-                    raise fail(
-                        f"{policy.path} changed since it was activated (sha256 "
-                        f"{row.sha256[:12]} then, {policy.ref.sha256[:12]} now): released "
-                        "versions are immutable; add a new version instead"
-                    )
-            failures = _case_failures(policy) if cases else []
-            if failures:
-                for failure in failures:
-                    console.print(escape(failure))
-                raise fail(f"{policy.ref} does not pass its cases: not activated")
-            await db.record_activation(
-                conn,
-                {
-                    "policy_id": policy.ref.id,
-                    "version": policy.ref.version,
-                    "sha256": policy.ref.sha256,
-                    "action": action,
-                    "actor": actor,
-                    "reason": reason,
-                    "at": db.utcnow(),
-                },
+    await db.lock_activations(conn)
+    for row in await db.activations(conn, policy.ref.id):
+        if row.version == policy.ref.version and row.sha256 != policy.ref.sha256:
+            raise fail(
+                f"{policy.path} changed since it was activated (sha256 "
+                f"{row.sha256[:12]} then, {policy.ref.sha256[:12]} now): released "
+                "versions are immutable; add a new version instead"
             )
-    except OSError as err:
-        raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
-    finally:
-        await engine.dispose()
+    failures = _case_failures(policy) if cases else []
+    if failures:
+        for failure in failures:
+            console.print(escape(failure))
+        raise fail(f"{policy.ref} does not pass its cases: not activated")
+    await db.record_activation(
+        conn,
+        {
+            "policy_id": policy.ref.id,
+            "version": policy.ref.version,
+            "sha256": policy.ref.sha256,
+            "action": action,
+            "actor": actor,
+            "reason": reason,
+            "at": db.utcnow(),
+        },
+    )
 
 
 async def _activated() -> dict[tuple[str, int], str] | None:
@@ -305,14 +299,7 @@ async def _activated() -> dict[tuple[str, int], str] | None:
 
 
 async def _catalog(settings: Settings, query: Any, *args: Any) -> list[Any]:
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            return list(await query(conn, *args))
-    except OSError as err:
-        raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
-    finally:
-        await engine.dispose()
+    return list(await in_catalog(settings, query, *args))
 
 
 @policy_app.command("shadow")
@@ -337,48 +324,43 @@ def shadow(
     if target not in list_policies(settings.policies_dir):
         raise fail(f"unknown policy {target!r} to shadow")
     who = actor or getpass.getuser()
-    done = asyncio.run(_shadow(settings, candidate, target, who, reason, stop))
+    done = asyncio.run(
+        in_catalog(settings, _shadow, candidate, target, who, reason, stop, begin=True)
+    )
     console.print(escape(done))
 
 
 async def _shadow(
-    settings: Settings, candidate: Policy, target: str, actor: str, reason: str, stop: bool
+    conn: Any, candidate: Policy, target: str, actor: str, reason: str, stop: bool
 ) -> str:
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
     ref = candidate.ref
-    try:
-        async with engine.begin() as conn:
-            await db.lock_activations(conn)
-            attached = [
-                s
-                for s in await db.shadows(conn, target)
-                if (s.candidate_id, s.candidate_version) == (ref.id, ref.version)
-            ]
-            if stop:
-                if not attached:
-                    raise fail(f"{ref} is not shadowing {target}")
-                for row in attached:
-                    await db.detach_shadow(conn, row, actor=actor, reason=reason, at=db.utcnow())
-                return f"{ref} no longer shadows {target}"
-            if attached:
-                return f"{ref} already shadows {target} (since {attached[0].attached_at:%c})"
-            await db.attach_shadow(
-                conn,
-                {
-                    "policy_id": target,
-                    "candidate_id": ref.id,
-                    "candidate_version": ref.version,
-                    "candidate_sha256": ref.sha256,
-                    "actor": actor,
-                    "reason": reason,
-                    "attached_at": db.utcnow(),
-                },
-            )
-            return f"{ref} now shadows {target} (sha256 {ref.sha256[:12]})"
-    except OSError as err:
-        raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
-    finally:
-        await engine.dispose()
+    await db.lock_activations(conn)
+    attached = [
+        s
+        for s in await db.shadows(conn, target)
+        if (s.candidate_id, s.candidate_version) == (ref.id, ref.version)
+    ]
+    if stop:
+        if not attached:
+            raise fail(f"{ref} is not shadowing {target}")
+        for row in attached:
+            await db.detach_shadow(conn, row, actor=actor, reason=reason, at=db.utcnow())
+        return f"{ref} no longer shadows {target}"
+    if attached:
+        return f"{ref} already shadows {target} (since {attached[0].attached_at:%c})"
+    await db.attach_shadow(
+        conn,
+        {
+            "policy_id": target,
+            "candidate_id": ref.id,
+            "candidate_version": ref.version,
+            "candidate_sha256": ref.sha256,
+            "actor": actor,
+            "reason": reason,
+            "attached_at": db.utcnow(),
+        },
+    )
+    return f"{ref} now shadows {target} (sha256 {ref.sha256[:12]})"
 
 
 @policy_app.command("shadow-report")
@@ -397,7 +379,7 @@ def shadow_report(
     policy_id, _, version = ref.partition("@")
     if not version.isdigit():
         raise fail(f"bad version in {ref!r}: expected ID@N")
-    cells, rows = asyncio.run(_report(settings, policy_id, int(version), examples, on))
+    cells, rows = asyncio.run(in_catalog(settings, _report, policy_id, int(version), examples, on))
     total = sum(n for _, _, n in cells)
     same = sum(n for a, c, n in cells if a == c)
     report = {
@@ -453,17 +435,8 @@ def shadow_report(
 
 
 async def _report(
-    settings: Settings, policy_id: str, version: int, examples: int, on: str | None
+    conn: Any, policy_id: str, version: int, examples: int, on: str | None
 ) -> tuple[list[tuple[str, str, int]], list[Any]]:
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            cells = await db.shadow_confusion(conn, policy_id, version, on)
-            rows = await db.shadow_examples(
-                conn, policy_id, version, per_cell=examples, policy_id=on
-            )
-            return cells, rows
-    except OSError as err:
-        raise fail(f"cannot reach the catalog at {settings.catalog_url} ({err})") from err
-    finally:
-        await engine.dispose()
+    cells = await db.shadow_confusion(conn, policy_id, version, on)
+    rows = await db.shadow_examples(conn, policy_id, version, per_cell=examples, policy_id=on)
+    return cells, rows

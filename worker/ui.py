@@ -1,9 +1,14 @@
-"""Terminal output shared by the CLI's command groups."""
+"""Terminal output shared by the CLI's command groups, and their one way into the catalog."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 console = Console()
 
@@ -11,3 +16,20 @@ console = Console()
 def fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=1)
+
+
+async def in_catalog(settings: Settings, work: Any, *args: Any, begin: bool = False) -> Any:
+    """`await work(conn, *args)` on a fresh connection (in one transaction with `begin`);
+    an unreachable catalog or a database error ends the command with a message naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from catalog import db
+
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        async with engine.begin() if begin else engine.connect() as conn:
+            return await work(conn, *args)
+    except (OSError, SQLAlchemyError) as err:
+        raise fail(f"catalog at {settings.catalog_url}: {err}") from err
+    finally:
+        await engine.dispose()
