@@ -116,7 +116,6 @@ def test_an_altered_event_is_caught(audited: Settings) -> None:
         assert "the event was altered" in out
     finally:
         as_owner(audited, restore)
-    assert verify(audited)[0] == 0
 
 
 def test_a_deleted_event_is_caught(audited: Settings) -> None:
@@ -139,7 +138,6 @@ def test_a_deleted_event_is_caught(audited: Settings) -> None:
         assert "deleted, inserted or reordered" in out
     finally:
         as_owner(audited, restore)
-    assert verify(audited)[0] == 0
 
 
 def test_reordered_events_are_caught(audited: Settings) -> None:
@@ -157,7 +155,6 @@ def test_reordered_events_are_caught(audited: Settings) -> None:
         assert "deleted, inserted or reordered" in out
     finally:
         as_owner(audited, swap)  # swapping again restores the order
-    assert verify(audited)[0] == 0
 
 
 def test_cutting_off_the_newest_events_is_caught_by_the_manifest_anchors(
@@ -186,7 +183,6 @@ def test_cutting_off_the_newest_events_is_caught_by_the_manifest_anchors(
         assert "MISSING: the chain head recorded in the manifest of" in out
     finally:
         as_owner(audited, restore)
-    assert verify(audited)[0] == 0
 
 
 def test_the_app_role_appends_but_cannot_change_audit_events(
@@ -245,4 +241,10 @@ def test_an_altered_decision_row_is_caught_by_its_chunk_digest(audited: Settings
         assert f"ALTERED: the decisions of {job_id} chunk {chunk} no longer match" in out
     finally:
         as_owner(audited, restore)
-    assert verify(audited)[0] == 0
+
+
+def test_the_chain_is_intact_after_every_tamper_was_restored(audited: Settings) -> None:
+    """Each tamper test restores what it changed; one walk at the end shows they all did
+    (and that the app role's event extended the chain like any other)."""
+    code, out = verify(audited)
+    assert code == 0 and "chain intact" in out, out
