@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.errors import JOB_EXISTS, classify
 from activities.payloads import (
     FinishJobInput,
     IngestInput,
@@ -27,12 +28,15 @@ from activities.payloads import (
     JobPlan,
     PolicyRefPayload,
     PrepareJobInput,
+    dataset_name_problem,
 )
 from activities.s3 import S3Client
 from activities.sources import (
     Record,
     Refusal,
     SourceError,
+    clean,
+    open_local,
     parse_s3_uri,
     read_records,
     source_format,
@@ -81,9 +85,14 @@ class JobActivities:
     s3_endpoint: str
     tasks_dir: Path
     policies_dir: Path
+    # Local sources must be regular files under one of these (LABELFABRIC_SOURCE_ROOTS).
+    source_roots: Sequence[Path] = field(default_factory=tuple)
 
     @activity.defn(name="prepare_job")
     async def prepare_job(self, inp: PrepareJobInput) -> JobPlan:
+        problem = dataset_name_problem(inp.dataset)
+        if problem:
+            raise bad_input("BadInput", problem)
         try:
             task = load_task(self.tasks_dir, inp.task)
         except TaskError as err:
@@ -117,7 +126,7 @@ class JobActivities:
 
         policy = PolicyRefPayload(id=ref.id, version=ref.version, sha256=ref.sha256)
         async with self.engine.begin() as conn:
-            await db.create_job(
+            refused = await db.claim_job(
                 conn,
                 {
                     "id": inp.job_id,
@@ -134,6 +143,8 @@ class JobActivities:
                     "quarantined": 0,
                 },
             )
+            if refused:
+                raise bad_input(JOB_EXISTS, refused)
             await db.append_audit(
                 conn,
                 key=f"{inp.job_id}:started",
@@ -173,8 +184,10 @@ class JobActivities:
 
     def _check_source(self, source: str) -> None:
         if not source.startswith("s3://"):
-            if not Path(source).is_file():
-                raise bad_input("SourceNotFound", f"source not found: {source} is not a file")
+            try:
+                open_local(source, self.source_roots).close()
+            except SourceError as err:
+                raise bad_input(err.kind, str(err)) from err
             return
         bucket, key = parse_s3_uri(source)
         try:
@@ -204,30 +217,39 @@ class JobActivities:
             raise bad_input("BadSource", str(err)) from err
         seen: dict[bytes, str | None] = {}  # content -> the split this source gave it
         items: list[dict[str, Any]] = []
-        job_items: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         splits: dict[str, str] = {}  # pool items this source assigns a split
-        duplicates = quarantined = 0
+        duplicates = quarantined = stored = 0
         async with self.engine.connect() as conn:
             guarded = [inp.dataset, *await datasets.related(conn, inp.dataset)]
-
-        async def flush() -> None:
-            async with self.engine.begin() as conn:
-                await db.record_ingest(
-                    conn, job_id=inp.job_id, items=items, job_items=job_items, rejected=rejected
-                )
-                await db.assign_splits(conn, inp.dataset, splits)
-            items.clear()
-            job_items.clear()
-            rejected.clear()
-            splits.clear()
 
         def refuse(line: int, reason: str, excerpt: str) -> None:
             nonlocal quarantined
             quarantined += 1
             rejected.append(
-                {"job_id": inp.job_id, "line": line, "reason": reason, "excerpt": excerpt}
+                {"job_id": inp.job_id, "line": line, "reason": reason, "excerpt": clean(excerpt)}
             )
+
+        async def flush() -> None:
+            """Store the batch. Ordinals are given here, to the items actually stored, so a
+            record the catalog refuses leaves no gap in the job's ordinals."""
+            nonlocal stored
+            try:
+                async with self.engine.begin() as conn:
+                    job_items = self._ordinals(inp.job_id, items, stored)
+                    await db.record_ingest(
+                        conn, job_id=inp.job_id, items=items, job_items=job_items, rejected=rejected
+                    )
+                    await db.assign_splits(conn, inp.dataset, splits)
+                stored += len(job_items)
+            except Exception as err:
+                if classify(err) is None:
+                    raise  # transient: the activity retries from the top, idempotently
+                await self._store_one_by_one(inp.job_id, inp.dataset, items, splits, refuse)
+                stored += await self._store_rest(inp.job_id, items, rejected, stored)
+            items.clear()
+            rejected.clear()
+            splits.clear()
 
         async def process(
             batch: list[Record | Refusal], seen: dict[bytes, str | None], dry: bool
@@ -270,9 +292,6 @@ class JobActivities:
                         "created_at": db.utcnow(),
                     }
                 )
-                job_items.append(
-                    {"job_id": inp.job_id, "ordinal": len(seen) - 1, "item_id": rec.item_id}
-                )
             if not dry:
                 await flush()
             activity.heartbeat(len(seen) + quarantined + duplicates)
@@ -290,7 +309,7 @@ class JobActivities:
                             await process(batch, seen, dry)
                             batch = []
                 except SourceError as err:
-                    raise bad_input("BadSource", f"{inp.source}: {err}") from err
+                    raise bad_input(err.kind, f"{inp.source}: {err}") from err
                 await process(batch, seen, dry)
 
         if task.leakage == "refuse":
@@ -301,7 +320,7 @@ class JobActivities:
         await flush()
         async with self.engine.begin() as conn:
             await db.set_job_counts(
-                conn, inp.job_id, items=len(seen), duplicates=duplicates, quarantined=quarantined
+                conn, inp.job_id, items=stored, duplicates=duplicates, quarantined=quarantined
             )
             await db.append_audit(
                 conn,
@@ -309,17 +328,64 @@ class JobActivities:
                 actor="labelfabric",
                 kind="ingested",
                 subject=inp.job_id,
-                payload={"items": len(seen), "duplicates": duplicates, "quarantined": quarantined},
+                payload={"items": stored, "duplicates": duplicates, "quarantined": quarantined},
             )
-        return IngestResult(items=len(seen), duplicates=duplicates, quarantined=quarantined)
+        return IngestResult(items=stored, duplicates=duplicates, quarantined=quarantined)
+
+    @staticmethod
+    def _ordinals(job_id: str, items: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:
+        return [
+            {"job_id": job_id, "ordinal": first + i, "item_id": item["id"]}
+            for i, item in enumerate(items)
+        ]
+
+    async def _store_one_by_one(
+        self,
+        job_id: str,
+        dataset: str,
+        items: list[dict[str, Any]],
+        splits: dict[str, str],
+        refuse: Any,
+    ) -> None:
+        """The catalog refused a batch: find the records it refuses, one savepoint each, and
+        quarantine them with the reason; `items` keeps the rest. Deterministic, so a retry of
+        the activity refuses the same records and gives the same ordinals."""
+        keep: list[dict[str, Any]] = []
+        async with self.engine.begin() as conn:
+            for item in items:
+                try:
+                    async with conn.begin_nested():
+                        await db.record_ingest(
+                            conn, job_id=job_id, items=[item], job_items=[], rejected=[]
+                        )
+                        if item["id"] in splits:
+                            await db.assign_splits(conn, dataset, {item["id"]: splits[item["id"]]})
+                except Exception as err:
+                    refused = classify(err)
+                    if refused is None:
+                        raise
+                    refuse(item["source_line"], refused.message, item["text"][:200])
+                    continue
+                keep.append(item)
+        items[:] = keep
+
+    async def _store_rest(
+        self, job_id: str, items: list[dict[str, Any]], rejected: list[dict[str, Any]], first: int
+    ) -> int:
+        async with self.engine.begin() as conn:
+            job_items = self._ordinals(job_id, items, first)
+            await db.record_ingest(
+                conn, job_id=job_id, items=[], job_items=job_items, rejected=rejected
+            )
+        return len(job_items)
 
     @asynccontextmanager
     async def _open(self, source: str) -> AsyncIterator[IO[bytes]]:
         if not source.startswith("s3://"):
             try:
-                fh = await asyncio.to_thread(open, source, "rb")
-            except FileNotFoundError as err:
-                raise bad_input("SourceNotFound", f"source not found: {source}") from err
+                fh = await asyncio.to_thread(open_local, source, self.source_roots)
+            except SourceError as err:
+                raise bad_input(err.kind, str(err)) from err
             with fh:
                 yield fh
             return
@@ -339,7 +405,8 @@ class JobActivities:
     @activity.defn(name="finish_job")
     async def finish_job(self, inp: FinishJobInput) -> None:
         async with self.engine.begin() as conn:
-            await db.finish_job(conn, inp.job_id, inp.status)
+            if not await db.finish_job(conn, inp.job_id, inp.status):
+                return  # closed already (a retry), or refused before it was made
             await db.append_audit(
                 conn,
                 key=f"{inp.job_id}:{inp.status}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -120,14 +121,28 @@ async def timed_predict(
 
     `beat` runs every few seconds while the agent works (the activity's heartbeat), so a slow
     agent within its timeout never looks like a dead worker. A Python thread cannot be
-    stopped: a timed-out agent's call finishes in the background and its votes are dropped.
+    stopped, so the batch goes to the agent in slices and a timed-out agent stops at the
+    next slice; its votes are dropped.
     """
     timeout = next((s.timeout_s for s in task.agents if s.name == agent.name), 60.0)
-    work = asyncio.ensure_future(asyncio.to_thread(safe_predict, agent, task.labels, texts))
+    stop = threading.Event()
+
+    def in_slices() -> list[Vote]:
+        # Slices, so a CPU-bound agent past its time stops at the next slice instead of
+        # spinning on in the background while the chunk is retried elsewhere.
+        votes: list[Vote] = []
+        for i in range(0, len(texts), PREDICT_SLICE):
+            if stop.is_set():
+                break
+            votes += safe_predict(agent, task.labels, texts[i : i + PREDICT_SLICE])
+        return votes
+
+    work = asyncio.ensure_future(asyncio.to_thread(in_slices))
     deadline = time.monotonic() + timeout
     while not work.done():
         left = deadline - time.monotonic()
         if left <= 0:
+            stop.set()
             return [abstain(f"agent timed out after {timeout:g}s") for _ in texts]
         await asyncio.wait({work}, timeout=min(left, BEAT_S))
         beat()
@@ -135,6 +150,7 @@ async def timed_predict(
 
 
 BEAT_S = 5.0  # heartbeat interval while an agent works: well under the chunk's timeout
+PREDICT_SLICE = 64  # items an agent is given at once; its time limit is checked between
 
 
 # Laplace smoothing of fitted confusion matrices: graded posteriors (see DawidSkene.smoothed).

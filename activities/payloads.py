@@ -7,9 +7,15 @@ settings or secrets. New fields get defaults; released fields are never renamed 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.common import SearchAttributeKey
+from temporalio.converter import DataConverter, DefaultPayloadConverter
+from temporalio.exceptions import ApplicationError
 
 OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
 
@@ -18,6 +24,21 @@ OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
 LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
 LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
 REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
+
+
+# A dataset name is part of workflow ids (`label:{dataset}:{job}`), S3 keys and file names:
+# letters, digits, `_`, `-` and single dots, starting with a letter or digit, 1-64 long.
+DATASET_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63}")
+DATASET_NAME_RULE = (
+    "1-64 characters: letters, digits, '_', '-' and single '.', starting with a letter or digit"
+)
+
+
+def dataset_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a dataset, or None when it can."""
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        return f"dataset name {str(name)[:80]!r} is not valid: {DATASET_NAME_RULE}"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +55,24 @@ class LabelDatasetInput:
     max_chunks_per_run: int = 400
     # Carried across continue-as-new; never set by callers.
     resume: ResumeState | None = None
+
+    def __post_init__(self) -> None:
+        # Runs where the input is built: in a caller's process, and when the worker decodes
+        # a raw `temporal workflow start` (a ValueError there fails the workflow as BadInput).
+        problem = dataset_name_problem(self.dataset)
+        if problem:
+            raise ValueError(problem)
+        for name in ("source", "task", "policy"):
+            value = getattr(self, name)
+            if not value or len(value) > 4096 or "\x00" in value:
+                raise ValueError(f"field {name!r} must be a non-empty string without NUL")
+        limits = {"chunk_size": 10_000, "parallelism": 64, "max_chunks_per_run": 2_000}
+        for name, most in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ValueError(f"field {name!r} must be an integer from 1 to {most}")
+        if not 1 <= self.chunk_heartbeat_timeout_s <= 3600:
+            raise ValueError("field 'chunk_heartbeat_timeout_s' must be from 1 to 3600")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +256,20 @@ class ReviewItemInput:
     # through the `state` query without an activity per item.
     votes: list[VoteView] = field(default_factory=list)
     gold_label: str | None = None
+    # A run continues as new past this many history events (carrying its reviews).
+    history_limit: int = 2_000
+    # Carried across continue-as-new; never set by callers.
+    carry: ReviewCarry | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewCarry:
+    """What a ReviewItem run hands the next when its history grew long."""
+
+    state: str
+    reviews: list[ReviewRecord]
+    refused_unkept: int  # refused submissions counted but not kept (over the bound)
+    deadline: str  # ISO time the current wait (awaiting or escalated) ends
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,6 +311,7 @@ class ReviewStateView:
     votes: list[VoteView]
     reviews: list[ReviewRecord]
     label: str | None = None
+    refused_unkept: int = 0  # refused submissions beyond the ones kept in `reviews`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +337,19 @@ class RecordReviewInput:
     accepted: bool
     reason: str = ""
     gold_label: str | None = None
+    # For the roster check when the review arrives; empty in inputs from before it existed.
+    task: str = ""
+    sensitivity: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordReviewResult:
+    """Whether the catalog took the submission as accepted. A reviewer removed from the
+    roster (or whose clearance dropped) since the item opened is refused here: the roster
+    is read when the review arrives, not copied once when the item opened."""
+
+    accepted: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,4 +377,43 @@ class DatasetInput:
 @dataclass(frozen=True, kw_only=True)
 class LabelsChanged:
     source: str  # the workflow that changed labels
-    count: int = 1
+    count: int = 1  # ignored: each signal is one change (a caller's count could stall snapshots)
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def _describe(err: BaseException) -> str:
+    """The causes of a decode failure, innermost last, without the converter's framing."""
+    parts: list[str] = []
+    seen: BaseException | None = err
+    while seen is not None and len(parts) < 6:
+        text = str(seen)
+        if text and not text.startswith("Payload at index") and text != "Failed decoding":
+            parts.append(text.replace("<class '", "").replace("'>", ""))
+        seen = seen.__cause__ or seen.__context__
+    return ": ".join(parts)[:500] or type(err).__name__
+
+
+class CheckedPayloadConverter(DefaultPayloadConverter):
+    """The default converter, but an input that does not decode is a `BadInput` failure.
+
+    The SDK turns a decode error of a workflow's input into a workflow *task* failure, which
+    Temporal retries forever: a raw `temporal workflow start` missing a field would wedge the
+    workflow. Raised as a non-retryable ApplicationError instead, it fails the workflow once,
+    naming the field. (A signal that does not decode is still dropped by the SDK, and an
+    update is rejected: neither can fail a workflow from outside.)
+    """
+
+    def from_payloads(
+        self, payloads: Sequence[Payload], type_hints: list[type] | None = None
+    ) -> list[Any]:
+        try:
+            return super().from_payloads(payloads, type_hints)
+        except Exception as err:
+            raise ApplicationError(
+                f"input does not decode: {_describe(err)}", type="BadInput", non_retryable=True
+            ) from None
+
+
+DATA_CONVERTER = DataConverter(payload_converter_class=CheckedPayloadConverter)

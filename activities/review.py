@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import update
@@ -34,6 +34,7 @@ from activities.payloads import (
     LabelsChanged,
     OpenReviewsInput,
     RecordReviewInput,
+    RecordReviewResult,
     ReviewerGrant,
     ReviewItemInput,
     ReviewRulesPayload,
@@ -165,9 +166,29 @@ class ReviewActivities:
         await asyncio.gather(*(start(i) for i in inputs))
         return len(inputs)
 
+    def _revoked(self, inp: RecordReviewInput) -> str:
+        """Why the roster as it is now refuses this reviewer, or ""."""
+        if not inp.accepted or not inp.task:
+            return ""
+        try:
+            roster = load_roster(self.roster_path)
+        except TaskError as err:
+            raise ApplicationError(str(err), type="BadConfig", non_retryable=True) from err
+        who = inp.submission.reviewer
+        entry = next((r for r in roster if r.id == who), None)
+        if entry is None or inp.task not in entry.tasks:
+            return f"reviewer {who!r} is no longer on the roster for task {inp.task!r}"
+        if inp.sensitivity and not cleared(entry.clearance, inp.sensitivity):
+            return f"reviewer {who!r} no longer has clearance for a {inp.sensitivity!r} item"
+        return ""
+
     @activity.defn(name="record_review")
-    async def record_review(self, inp: RecordReviewInput) -> None:
+    async def record_review(self, inp: RecordReviewInput) -> RecordReviewResult | None:
+        # Declared optional: histories from before this result existed completed with null.
         sub = inp.submission
+        revoked = self._revoked(inp)
+        if revoked:
+            inp = replace(inp, accepted=False, reason=revoked)
         correct = (
             None if inp.gold_label is None or not inp.accepted else sub.label == inp.gold_label
         )
@@ -205,6 +226,7 @@ class ReviewActivities:
                     "reason": inp.reason,
                 },
             )
+        return RecordReviewResult(accepted=inp.accepted, reason=inp.reason)
 
     @activity.defn(name="close_review")
     async def close_review(self, inp: CloseReviewInput) -> None:

@@ -9,19 +9,71 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 MAX_RECORD_BYTES = 1 << 20  # one record over 1 MiB is refused, not loaded
+BOM = b"\xef\xbb\xbf"
+# A CSV field may be as large as a record (the csv module's default stops at 128 KiB). The
+# limit is process-wide; nothing else in a worker reads CSV.
+csv.field_size_limit(MAX_RECORD_BYTES)
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 
 class SourceError(ValueError):
     """The source as a whole cannot be read (unknown format, missing, unreadable)."""
+
+    kind = "BadSource"  # the error type a job fails with
+
+
+class SourceNotFound(SourceError):
+    kind = "SourceNotFound"
+
+
+class SourceForbidden(SourceError):
+    kind = "SourceForbidden"
+
+
+class SourceUnreadable(SourceError):
+    kind = "SourceUnreadable"
+
+
+def open_local(source: str, roots: Sequence[Path]) -> IO[bytes]:
+    """Open a local source for reading, if it is a regular file under one of `roots`.
+
+    The roots are the workers' allow-list (`LABELFABRIC_SOURCE_ROOTS`): a workflow input is
+    written by whoever can reach Temporal, so without it a raw start could make a worker read
+    any file it can (a key, a credentials file) into the catalog. Links are resolved before
+    the check; a FIFO or device is refused without blocking on it.
+    """
+    path = Path(source)
+    if not path.is_absolute():
+        raise SourceForbidden(f"source {source!r} must be an absolute path on the workers")
+    real = path.resolve()
+    allowed = [Path(r).resolve() for r in roots]
+    if not any(real.is_relative_to(root) for root in allowed):
+        raise SourceForbidden(
+            f"source {source} is outside the workers' source roots "
+            f"({', '.join(map(str, allowed)) or 'none'}); put it under one, or add its "
+            "folder to LABELFABRIC_SOURCE_ROOTS on the workers"
+        )
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError as err:
+        raise SourceNotFound(f"source not found: {source}") from err
+    except PermissionError as err:
+        raise SourceUnreadable(f"source {source} is not readable by the worker") from err
+    except OSError as err:
+        raise SourceNotFound(f"source {source} cannot be opened: {err.strerror}") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SourceForbidden(f"source {source} is not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +110,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def clean(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters and made storable: a NUL or a lone surrogate (which
+    PostgreSQL refuses) becomes U+FFFD, so an excerpt of a bad record can always be kept."""
+    cut = text[:limit].replace("\x00", "\ufffd")
+    return cut.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _excerpt(raw: bytes) -> str:
-    return raw[:200].decode("utf-8", errors="replace")
+    return clean(raw[:200].decode("utf-8", errors="replace"))
 
 
 def _check_text(value: object, field: str, max_chars: int) -> str | None:
@@ -70,7 +129,34 @@ def _check_text(value: object, field: str, max_chars: int) -> str | None:
         return f"field {field!r} is empty"
     if len(value) > max_chars:
         return f"field {field!r} has {len(value)} characters, over the task's limit of {max_chars}"
+    nul = value.find("\x00")
+    if nul >= 0:
+        return f"field {field!r} has a NUL character (U+0000) at character {nul}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (
+            f"field {field!r} has a lone surrogate (U+{ord(value[err.start]):04X}) at "
+            f"character {err.start}: not valid Unicode text"
+        )
     return None
+
+
+def _lines(stream: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, the line with its ending) for each line of `stream`; None in place of
+    a line over `limit` bytes, which is skipped in pieces, never held in memory whole."""
+    line_no = 0
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        line_no += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(1 << 16)
+            yield line_no, None
+            continue
+        yield line_no, raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +195,13 @@ def _bad_split(split: object) -> str:
 def _read_jsonl(
     stream: IO[bytes], field: str, max_chars: int, label_field: LabelField | None
 ) -> Iterator[Record | Refusal]:
-    for line_no, raw in enumerate(stream, start=1):
-        body = raw.rstrip(b"\r\n")
-        if len(body) > MAX_RECORD_BYTES:
-            yield Refusal(line_no, f"record has {len(body)} bytes, over {MAX_RECORD_BYTES}", "")
+    for line_no, raw in _lines(stream, MAX_RECORD_BYTES):
+        if raw is None:
+            yield Refusal(line_no, f"record over {MAX_RECORD_BYTES} bytes", "")
             continue
+        body = raw.rstrip(b"\r\n")
+        if line_no == 1:
+            body = body.removeprefix(BOM)
         if not body.strip():
             yield Refusal(line_no, "empty line", "")
             continue
@@ -126,6 +214,12 @@ def _read_jsonl(
             obj = json.loads(decoded)
         except json.JSONDecodeError as err:
             yield Refusal(line_no, f"bad JSON: {err.msg} at column {err.colno}", _excerpt(body))
+            continue
+        except RecursionError:
+            yield Refusal(line_no, "bad JSON: nested too deeply", _excerpt(body))
+            continue
+        except ValueError as err:  # e.g. an integer over Python's 4300-digit limit
+            yield Refusal(line_no, f"bad JSON: {str(err)[:120]}", _excerpt(body))
             continue
         if not isinstance(obj, dict):
             yield Refusal(
@@ -150,17 +244,32 @@ def _read_jsonl(
         yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label, split)
 
 
+def _csv_lines(stream: IO[bytes], oversized: set[int]) -> Iterator[str]:
+    """Lines for `csv.reader`, each read bounded; an oversized line is replaced by an empty
+    one (its number noted in `oversized`), so line numbers stay true. Undecodable bytes are
+    kept as lone surrogates (surrogateescape) so that record alone is refused."""
+    for line_no, raw in _lines(stream, MAX_RECORD_BYTES):
+        if raw is None:
+            oversized.add(line_no)
+            yield "\n"
+            continue
+        if line_no == 1:
+            raw = raw.removeprefix(BOM)  # Excel writes one before the header
+        yield raw.decode("utf-8", errors="surrogateescape")
+
+
 def _read_csv(
     stream: IO[bytes], field: str, max_chars: int, label_field: LabelField | None
 ) -> Iterator[Record | Refusal]:
-    # surrogateescape keeps undecodable bytes visible as lone surrogates, so a bad record is
-    # refused by itself instead of aborting the whole file.
-    text_stream = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    reader = csv.reader(text_stream)
+    oversized: set[int] = set()
+    reader = csv.reader(_csv_lines(stream, oversized))
     try:
         header = next(reader)
     except StopIteration:
         return
+    except csv.Error as err:
+        raise SourceError(f"CSV header does not parse: {err}") from err
+    header = [clean(h, 200) for h in header]
     if field not in header:
         raise SourceError(f"CSV header has no column {field!r} (columns: {', '.join(header)})")
     col = header.index(field)
@@ -170,9 +279,19 @@ def _read_csv(
         )
     label_col = header.index(label_field.name) if label_field else None
     split_col = header.index(SPLIT_FIELD) if SPLIT_FIELD in header else None
-    first_line = reader.line_num + 1
-    for row in reader:
-        line_no, first_line = first_line, reader.line_num + 1
+    while True:
+        line_no = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            # The reader starts afresh at the next line: one bad record, not a bad file.
+            yield Refusal(line_no, f"bad CSV: {err}", "")
+            continue
+        if line_no in oversized:
+            yield Refusal(line_no, f"record over {MAX_RECORD_BYTES} bytes", "")
+            continue
         joined = ",".join(row)
         if not row or not joined.strip():
             yield Refusal(line_no, "empty line", "")
@@ -187,18 +306,18 @@ def _read_csv(
             yield Refusal(line_no, f"not valid UTF-8 at character {err.start}", _excerpt(bad))
             continue
         if len(row) != len(header):
-            yield Refusal(line_no, f"expected {len(header)} columns, got {len(row)}", joined[:200])
+            yield Refusal(line_no, f"expected {len(header)} columns, got {len(row)}", clean(joined))
             continue
         reason = _check_text(row[col], field, max_chars)
         label = row[label_col] if label_col is not None else None
         if not reason and label_field:
             reason = label_field.refusal(label)
         if reason:
-            yield Refusal(line_no, reason, joined[:200])
+            yield Refusal(line_no, reason, clean(joined))
             continue
         split = (row[split_col] if split_col is not None else "") or None
         if split is not None and split not in SPLITS:
-            yield Refusal(line_no, _bad_split(split), joined[:200])
+            yield Refusal(line_no, _bad_split(split), clean(joined))
             continue
         text = row[col]
         yield Record(line_no, hashlib.sha256(text.encode()).hexdigest(), text, label, split)

@@ -6,6 +6,10 @@ a text votes for the label with the most *distinct* matching patterns.
 Invariants:
 - Patterns are case-insensitive and compiled once, at construction; a pattern that does not
   compile is a `TaskError` naming the task file, the agent and the pattern.
+- Patterns run on the `regex` engine (Python `re` syntax), which releases the GIL while it
+  matches and takes a timeout: a pattern with catastrophic backtracking cannot spin a
+  worker. Each item has `ITEM_BUDGET_S` for all patterns; past it the agent abstains on
+  that item, saying which pattern ran out of time.
 - Abstains when nothing matches or when the top labels tie (the rules cannot tell).
 - Confidence depends only on the margin m = (patterns for the winner) - (patterns for the
   runner-up, 0 if none):  confidence = 1 - 0.5 ** (m + 1), i.e. 0.75, 0.875, 0.9375, ...
@@ -16,13 +20,16 @@ Invariants:
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import regex
 
 from agents.base import TaskError, Vote, abstain, canonical_json, clip_rationale, content_version
 
 _RULE_KEYS = frozenset({"label", "patterns"})
+ITEM_BUDGET_S = 0.25  # time all patterns together may take on one item
 
 
 def margin_confidence(margin: int) -> float:
@@ -46,7 +53,7 @@ class RulesAgent:
         ctx = f"{where}agent '{name}'"
         normalized: list[dict[str, object]] = []
         # (label, pattern source, compiled regex) in file order, so rationales are stable.
-        self._compiled: list[tuple[str, str, re.Pattern[str]]] = []
+        self._compiled: list[tuple[str, str, regex.Pattern[str]]] = []
         if not isinstance(rules, Sequence) or isinstance(rules, str) or not rules:
             raise TaskError(f"{ctx}: 'rules' must be a non-empty list of {{label, patterns}}")
         for i, rule in enumerate(rules):
@@ -74,10 +81,10 @@ class RulesAgent:
                 raise TaskError(f"{ctx}: rules[{i}].patterns must be a non-empty list of strings")
             for pattern in patterns:
                 try:
-                    regex = re.compile(pattern, re.IGNORECASE)
-                except re.error as exc:
+                    compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+                except (regex.error, ValueError, OverflowError) as exc:
                     raise TaskError(f"{ctx}: pattern {pattern!r} does not compile: {exc}") from exc
-                self._compiled.append((label, pattern, regex))
+                self._compiled.append((label, pattern, compiled))
             normalized.append({"label": label, "patterns": list(patterns)})
         config = {"kind": self.kind, "labels": list(self.labels), "rules": normalized}
         self.version = content_version(canonical_json(config))
@@ -87,8 +94,18 @@ class RulesAgent:
 
     def _vote(self, text: str) -> Vote:
         matched: dict[str, list[str]] = {}
-        for label, pattern, regex in self._compiled:
-            if regex.search(text):
+        deadline = time.monotonic() + ITEM_BUDGET_S
+        for label, pattern, compiled in self._compiled:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                found = compiled.search(text, timeout=left, concurrent=True)
+            except TimeoutError:
+                return abstain(
+                    clip_rationale(f"rules: pattern /{pattern}/ ran out of time on this item")
+                )
+            if found:
                 matched.setdefault(label, []).append(pattern)
         if not matched:
             return abstain("rules: no pattern matched")

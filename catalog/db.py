@@ -68,7 +68,11 @@ T_HELDOUT = DatasetHeldout.__table__  # type: ignore[attr-defined]
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True)
+    # hide_parameters: an error names the statement, never the values (item texts, notes),
+    # so failures in Temporal history and worker logs carry no labeled data.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def migrate(url: str) -> None:
@@ -202,12 +206,45 @@ async def set_job_counts(
     )
 
 
-async def finish_job(conn: AsyncConnection, job_id: str, status: str) -> None:
-    await conn.execute(
+async def finish_job(conn: AsyncConnection, job_id: str, status: str) -> bool:
+    """Close a running job; False when it was not running (already closed, or never made)."""
+    result = await conn.execute(
         update(T_JOB)
         .where(T_JOB.c.id == job_id, T_JOB.c.finished_at.is_(None))
         .values(status=status, finished_at=utcnow())
     )
+    return bool(result.rowcount)
+
+
+async def claim_job(conn: AsyncConnection, row: Mapping[str, Any]) -> str | None:
+    """Create the job row, or take over its own earlier row; why not, when it cannot.
+
+    A job id names one run over one source: the same id with another dataset, source or
+    task, or again after the job completed, is refused, so two sources never mix in one
+    job's counts and snapshot. A failed job may be run again with the same source (a fix,
+    then a retry): it reopens with the new run's policy and agents.
+    """
+    await create_job(conn, row)
+    old = (await conn.execute(select(T_JOB).where(T_JOB.c.id == row["id"]).with_for_update())).one()
+    for name in ("dataset", "source", "task"):
+        if getattr(old, name) != row[name]:
+            return (
+                f"job {row['id']} already exists for {name} {getattr(old, name)!r} (this run "
+                f"gives {row[name]!r}): a job id names one source; start with a new job id"
+            )
+    if old.status == "completed":
+        return (
+            f"job {row['id']} already completed (source {old.source}); its result stands: "
+            "start with a new job id to label again"
+        )
+    if old.status == "failed":
+        keep = ("policy_id", "policy_version", "policy_sha256", "agents")
+        await conn.execute(
+            update(T_JOB)
+            .where(T_JOB.c.id == row["id"])
+            .values(status="running", finished_at=None, **{k: row[k] for k in keep})
+        )
+    return None
 
 
 # --- chunks ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ servers instead of starting its own, exactly as the product does.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.payloads import LABEL_DATASET, LABEL_JOB, REVIEW_STATE
+from activities.payloads import DATA_CONVERTER, LABEL_DATASET, LABEL_JOB, REVIEW_STATE
 from tests.helpers import spawn_worker, stop
 from worker.main import Runtime, build_runtime, make_worker
 from worker.settings import Settings
@@ -45,6 +46,8 @@ def make_test_settings(home: Path, **overrides: object) -> Settings:
         "s3_bucket": "labelfabric-test",
         "database_url": os.environ.get("LABELFABRIC_DATABASE_URL"),
         "s3_endpoint_url": os.environ.get("LABELFABRIC_S3_ENDPOINT_URL"),
+        # Tests write their sources under the temp dir.
+        "source_roots": os.pathsep.join([tempfile.gettempdir(), str(home)]),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -94,6 +97,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(find_binary("temporal")),
         search_attributes=[LABEL_DATASET, LABEL_JOB, REVIEW_STATE],
+        data_converter=DATA_CONVERTER,
     ) as environment:
         yield environment
 

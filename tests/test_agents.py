@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -89,6 +90,70 @@ def test_rules_agent_refuses_a_bad_regex_naming_file_agent_and_pattern() -> None
         RulesAgent("keywords", LABELS, bad, source="tasks/x.yaml")
     message = str(exc.value)
     assert "tasks/x.yaml" in message and "'keywords'" in message and "(unclosed" in message
+
+
+def test_a_catastrophic_pattern_abstains_on_its_item_instead_of_spinning() -> None:
+    import threading
+    import time
+
+    evil = [
+        {"label": "negative", "patterns": ["(a|aa)+$"]},  # exponential backtracking
+        {"label": "positive", "patterns": ["\\bgreat\\b"]},
+    ]
+    agent = RulesAgent("kw", LABELS, evil)
+    ticks = 0
+    done = threading.Event()
+
+    def ticker() -> None:  # another Python thread keeps running: the GIL is not held
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            time.sleep(0.01)
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    started = time.monotonic()
+    slow, fine = agent.predict(["a" * 60 + "!", "a great film"])
+    elapsed = time.monotonic() - started
+    done.set()
+    t.join()
+    assert (
+        slow.label is None and "ran out of time" in slow.rationale and "(a|aa)+$" in slow.rationale
+    )
+    assert fine.label == "positive"
+    assert elapsed < 5
+    assert ticks >= 0.3 * elapsed / 0.01  # the other thread ran while the pattern matched
+
+
+async def test_a_cpu_bound_agent_past_its_time_stops_at_the_next_slice() -> None:
+    import time
+
+    from activities.labeling import PREDICT_SLICE, timed_predict
+
+    calls = 0
+
+    class Slow:
+        name, kind, version = "slow", "test", "1"
+
+        def predict(self, texts: list[str]) -> list[Vote]:
+            nonlocal calls
+            calls += 1
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:  # CPU-bound, never yields
+                pass
+            return [Vote(label="positive", confidence=0.9, rationale="slow") for _ in texts]
+
+    task = load_task(Path("tasks"), "sentiment")
+    spec = task.agents[0]
+    import dataclasses
+
+    task = dataclasses.replace(
+        task, agents=(dataclasses.replace(spec, name="slow", timeout_s=0.3),)
+    )
+    votes = await timed_predict(Slow(), task, ["x"] * (PREDICT_SLICE * 20))  # type: ignore[arg-type]
+    assert all(v.label is None and "timed out" in v.rationale for v in votes)
+    await asyncio.sleep(0.5)
+    assert calls <= 4  # stopped after the slice in flight, not all 20
 
 
 def test_rules_agent_refuses_a_label_outside_the_task() -> None:

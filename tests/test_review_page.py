@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -162,3 +163,48 @@ async def test_a_refused_submission_shows_its_reason_and_keeps_the_item(
     await page.goto(f"{page_url}/?dataset={dataset}")
     assert item in await queue_ids(page)
     await page.close()
+
+
+def _request(
+    url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_the_page_refuses_cross_site_posts_foreign_hosts_and_non_reviews(
+    page_url: str, routed: tuple[str, dict[str, str]]
+) -> None:
+    import re
+    from urllib.parse import urlencode
+
+    dataset, items = routed
+    item = sorted(items)[-1]
+    path = f"/items/review:{dataset}:{item}"
+    status, page = _request(page_url + path)
+    assert status == 200
+    token = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+    assert token is not None
+    form = {"reviewer": "alice", "label": "positive", "note": "forged"}
+    # No token, a wrong token, a foreign Origin, a cross-site fetch: all refused, nothing sent.
+    for fields, headers in [
+        (form, {}),
+        (form | {"csrf": "0" * 64}, {}),
+        (form | {"csrf": token[1]}, {"Origin": "http://evil.example"}),
+        (form | {"csrf": token[1]}, {"Sec-Fetch-Site": "cross-site"}),
+    ]:
+        status, body = _request(page_url + path, data=urlencode(fields).encode(), headers=headers)
+        assert status == 403, body
+    status, page = _request(page_url + path)
+    assert status == 200 and "forged" not in page and "(awaiting)" in page
+    # DNS rebinding: a request naming another host is refused.
+    status, _ = _request(page_url + "/", headers={"Host": "evil.example:7245"})
+    assert status == 400
+    # What is not a review is a 404, not a 500.
+    for other in ("/items/label:x:y", f"/items/review:{dataset}:nosuchitem"):
+        status, _ = _request(page_url + other)
+        assert status == 404

@@ -19,8 +19,10 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
+from activities.errors import ClassifyErrors
 from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
+from activities.payloads import DATA_CONVERTER
 from activities.review import ReviewActivities
 from activities.s3 import S3Target, ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
@@ -51,6 +53,7 @@ async def connect(settings: Settings) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         interceptors=[TracingInterceptor()],
+        data_converter=DATA_CONVERTER,
     )
 
 
@@ -93,6 +96,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         s3_endpoint=settings.s3_url,
         tasks_dir=settings.tasks_dir,
         policies_dir=settings.policies_dir,
+        source_roots=settings.allowed_source_roots,
     )
     labeling = LabelingActivities(
         engine=engine,
@@ -129,6 +133,8 @@ def make_worker(client: Client, settings: Settings, runtime: Runtime) -> Worker:
         workflows=list(WORKFLOWS),
         activities=runtime.activities,
         max_concurrent_activities=settings.max_concurrent_activities,
+        # Deterministic failures never retry (activities/errors.py).
+        interceptors=[ClassifyErrors()],
     )
 
 

@@ -56,12 +56,22 @@ class Settings(BaseSettings):
     snapshot_debounce_s: float = 0.5
     policies_dir: Path = Field(default=PROJECT_ROOT / "policy_rules")
 
+    # Folders a job's local source may be read from (os.pathsep-separated). A workflow input
+    # is written by whoever reaches Temporal, so workers read no file outside these. Empty:
+    # the worker's working directory and the state dir.
+    source_roots: str = ""
+
     # Bounded parallelism of one worker process.
     max_concurrent_activities: int = 4
 
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def allowed_source_roots(self) -> tuple[Path, ...]:
+        named = [Path(p).expanduser() for p in self.source_roots.split(os.pathsep) if p.strip()]
+        return tuple(named) if named else (Path.cwd(), self.home_dir)
 
     @property
     def temporal_address(self) -> str:

@@ -695,7 +695,9 @@ class _Worker(_Part):
     def start(self) -> None:
         self.started_at = self.log_file.stat().st_size if self.log_file.exists() else 0
         cmd = [sys.executable, "-m", "worker", "worker", "--home", str(self.home)]
-        self.spawn(cmd, cwd=PROJECT_ROOT)
+        # Started from the project folder, but it reads sources from where `up` was run.
+        roots = os.pathsep.join(map(str, self.settings.allowed_source_roots))
+        self.spawn(cmd, cwd=PROJECT_ROOT, env=os.environ | {"LABELFABRIC_SOURCE_ROOTS": roots})
 
     def endpoints(self) -> dict[str, str]:
         return {"worker": f"task queue {self.settings.task_queue}"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.labeling import LabelingActivities
@@ -19,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.review import ReviewActivities
 
-PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+from workflows.retry import TRANSIENT
 
 
 async def label_chunk(
@@ -41,7 +40,7 @@ async def label_chunk(
         ),
         start_to_close_timeout=timedelta(minutes=10),
         heartbeat_timeout=timedelta(seconds=inp.chunk_heartbeat_timeout_s),
-        retry_policy=PATIENT,
+        retry_policy=TRANSIENT,
     )
     # Released after the first jobs ran: their histories have no open_reviews.
     if result.counts.human_review and workflow.patched("open-reviews"):
@@ -58,6 +57,6 @@ async def label_chunk(
             ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=PATIENT,
+            retry_policy=TRANSIENT,
         )
     return result

@@ -13,11 +13,13 @@ from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import DatasetInput, LabelsChanged, SnapshotInput, SnapshotRef
     from activities.snapshot import SnapshotActivities
+
+from workflows.retry import TRANSIENT
 
 
 @workflow.defn(name="Dataset")
@@ -29,7 +31,9 @@ class Dataset:
 
     @workflow.signal(name="labels_changed")
     def labels_changed(self, change: LabelsChanged) -> None:
-        self._pending += change.count
+        # One change per signal, whatever `count` says: only whether something is pending
+        # matters, and a caller's negative count must never hold snapshots back.
+        self._pending += 1
         self._signals += 1
 
     @workflow.query
@@ -38,24 +42,29 @@ class Dataset:
 
     @workflow.run
     async def run(self, inp: DatasetInput) -> None:
-        self._pending += inp.pending
+        self._pending += max(0, inp.pending)
         batches = 0
         while batches < inp.max_batches_per_run and self._signals < inp.max_signals_per_run:
             await workflow.wait_condition(lambda: self._pending > 0)
             await workflow.sleep(timedelta(seconds=inp.debounce_s))
             self._pending = 0
             batches += 1
-            self._last = await workflow.execute_activity_method(
-                SnapshotActivities.snapshot,
-                # The run id keeps the snapshot key unique across runs of this workflow.
-                SnapshotInput(
-                    job_id=f"dataset:{inp.name}:{workflow.info().run_id}:{batches}",
-                    dataset=inp.name,
-                ),
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-            )
+            try:
+                self._last = await workflow.execute_activity_method(
+                    SnapshotActivities.snapshot,
+                    # The run id keeps the snapshot key unique across runs of this workflow.
+                    SnapshotInput(
+                        job_id=f"dataset:{inp.name}:{workflow.info().run_id}:{batches}",
+                        dataset=inp.name,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=30),
+                    heartbeat_timeout=timedelta(minutes=2),
+                    retry_policy=TRANSIENT,
+                )
+            except ActivityError as err:
+                # The labels are committed; only this version is missing. The next change
+                # snapshots them all, so the dataset is never stuck on one failed write.
+                workflow.logger.error("snapshot of %s failed: %s", inp.name, err.cause or err)
             if workflow.info().is_continue_as_new_suggested():
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -15,10 +15,10 @@ from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.chunk_step import PATIENT, label_chunk
+from workflows.chunk_step import label_chunk
+from workflows.retry import BOOKKEEPING, TRANSIENT
 
 with workflow.unsafe.imports_passed_through():
     from activities.jobs import JobActivities
@@ -37,9 +37,6 @@ with workflow.unsafe.imports_passed_through():
         SnapshotInput,
     )
     from activities.snapshot import SnapshotActivities
-
-
-BAD_INPUT = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadSource"])
 
 
 @workflow.defn(name="LabelDataset")
@@ -115,7 +112,7 @@ class LabelDataset:
             SnapshotInput(job_id=job_id, dataset=inp.dataset),
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=PATIENT,
+            retry_policy=TRANSIENT,
         )
         await self._finish(job_id, "completed")
         self._progress = replace(self._progress, phase="done")
@@ -146,7 +143,7 @@ class LabelDataset:
                 agents=inp.agents,
             ),
             start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=BAD_INPUT,
+            retry_policy=TRANSIENT,
         )
         self._progress = Progress(phase="ingesting")
         ingest = await workflow.execute_activity_method(
@@ -154,7 +151,7 @@ class LabelDataset:
             IngestInput(job_id=job_id, dataset=inp.dataset, source=inp.source, task=inp.task),
             start_to_close_timeout=timedelta(hours=2),
             heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=PATIENT,
+            retry_policy=TRANSIENT,
         )
         return ResumeState(plan=plan, ingest=ingest, next_chunk=0, counts=OutcomeCounts())
 
@@ -163,4 +160,5 @@ class LabelDataset:
             JobActivities.finish_job,
             FinishJobInput(job_id=job_id, status=status),
             start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=BOOKKEEPING,
         )

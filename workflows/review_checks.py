@@ -3,12 +3,46 @@ validator and its signal handler give the same answer, and tests can call it dir
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import ReviewItemInput, ReviewRecord, ReviewSubmission
+
+# Bounds on what a reviewer (or anyone who can reach Temporal) may send.
+MAX_REVIEWER_CHARS = 128
+MAX_LABEL_CHARS = 200
+MAX_NOTE_CHARS = 4000
+
+
+def text_problem(value: object, field: str, most: int, *, lines: bool = False) -> str:
+    """Why a submitted string cannot be taken (too long, NUL, lone surrogate, control
+    characters; newlines and tabs only where `lines`), or ""."""
+    if not isinstance(value, str):
+        return f"{field} must be a string"
+    if len(value) > most:
+        return f"{field} has {len(value)} characters, over the limit of {most}"
+    allowed = "\t\n\r" if lines else ""
+    for i, ch in enumerate(value):
+        if ch in allowed:
+            continue
+        if ch == "\x00" or unicodedata.category(ch) in ("Cc", "Cs"):
+            return f"{field} has a control character or lone surrogate (U+{ord(ch):04X}) at {i}"
+    return ""
+
+
+def submission_problem(sub: ReviewSubmission) -> str:
+    """The first size or character problem of a submission, or ""."""
+    problem = text_problem(sub.reviewer, "reviewer id", MAX_REVIEWER_CHARS)
+    if not problem and not sub.reviewer.strip():
+        problem = "reviewer id is empty"
+    return (
+        problem
+        or text_problem(sub.label, "label", MAX_LABEL_CHARS)
+        or text_problem(sub.note, "note", MAX_NOTE_CHARS, lines=True)
+    )
 
 
 def refusal(
@@ -20,6 +54,9 @@ def refusal(
     reviews: Sequence[ReviewRecord],
 ) -> str:
     """Why `sub` cannot count, or "" when it can."""
+    problem = submission_problem(sub)
+    if problem:
+        return problem
     if closed:
         return f"item {inp.item_id[:12]} is already closed ({state})"
     grant = next((r for r in inp.reviewers if r.id == sub.reviewer), None)

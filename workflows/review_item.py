@@ -2,29 +2,41 @@
 
 Waits for reviewers (update or signal `submit_review`), closes when enough agree (policy
 `review.reviewers_needed`), escalates to another reviewer group on timeout, and ends with the
-policy's final outcome if nobody answers. `ReviewState` (awaiting → escalated → done/expired)
-is the review queue in `temporal workflow list`.
+policy's final outcome if nobody answers. `ReviewState` (awaiting → escalated → done/expired,
+or errored when the close cannot be recorded) is the review queue in `temporal workflow list`.
 
-The update validator refuses bad input before it reaches history; a signal that fails the
-same checks is recorded as refused, with its reason, and the workflow keeps waiting. The
-roster arrives in the input, so validation is deterministic and needs no I/O.
+Anyone who can reach Temporal can signal, so the boundary is bounded: the update validator
+refuses bad input (sizes, characters, roster, labels) before it reaches history; a signal that
+fails the same checks is recorded as refused, but only the first few are kept (the rest are
+counted), with their strings cut, so history cannot be grown from outside; a long history
+continues as new with the reviews so far. The roster in the input is a first check without
+I/O; `record_review` reads the roster again when a review arrives, so a reviewer removed
+since the item opened is refused at once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.review_checks import refusal
+from workflows.retry import BOOKKEEPING, TRANSIENT
+from workflows.review_checks import (
+    MAX_LABEL_CHARS,
+    MAX_REVIEWER_CHARS,
+    refusal,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import (
         REVIEW_STATE,
         CloseReviewInput,
         RecordReviewInput,
+        RecordReviewResult,
+        ReviewCarry,
         ReviewItemInput,
         ReviewReceipt,
         ReviewRecord,
@@ -32,8 +44,13 @@ with workflow.unsafe.imports_passed_through():
         ReviewSubmission,
     )
     from activities.review import ReviewActivities
+    from activities.sources import clean
 
 SHORT = timedelta(seconds=30)
+KEPT_REFUSALS = 20  # refused submissions recorded per item; later ones are only counted
+REFUSED_NOTE_CHARS = 200
+CAN_PATCH = "review-continue-as-new"
+CONFIRM_PATCH = "review-counts-once-recorded"
 
 
 @workflow.defn(name="ReviewItem")
@@ -41,24 +58,49 @@ class ReviewItem:
     @workflow.init
     def __init__(self, inp: ReviewItemInput) -> None:
         self._inp = inp
-        self._state = "awaiting"
-        self._reviews: list[ReviewRecord] = []
+        carry = inp.carry
+        self._state = carry.state if carry else "awaiting"
+        self._reviews: list[ReviewRecord] = list(carry.reviews) if carry else []
+        self._refused_unkept = carry.refused_unkept if carry else 0
+        self._deadline = datetime.fromisoformat(carry.deadline) if carry else None
         self._label: str | None = None
         self._signals = 0
+        self._can_refused = False  # replaying a history from before continue-as-new existed
+        self._unconfirmed: list[ReviewRecord] = []  # listed, not yet taken by the catalog
 
     @workflow.run
     async def run(self, inp: ReviewItemInput) -> ReviewStateView:
-        decided = await self._wait(inp.rules.timeout_s)
-        if not decided and inp.rules.escalate_to:
-            self._set_state("escalated")
-            decided = await self._wait(inp.rules.escalation_timeout_s)
-        # Let in-flight handlers finish recording before the item closes.
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        if decided:
-            winners = [r.reviewer for r in self._reviews if r.accepted and r.label == self._label]
-            await self._close("done", label=self._label, reviewers=winners)
-        else:
-            await self._close("expired", outcome=inp.rules.on_timeout)
+        while True:
+            decided = False
+            if self._state == "awaiting":
+                decided = await self._wait(inp.rules.timeout_s)
+                if not decided and inp.rules.escalate_to:
+                    self._set_state("escalated")
+                    self._deadline = None
+            if self._state == "escalated":
+                decided = await self._wait(inp.rules.escalation_timeout_s)
+            # Let in-flight handlers finish recording before the item closes.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            # A review the catalog refused (roster revoked) after waking us reopens the wait.
+            if not decided or self._label is not None:
+                break
+        try:
+            if decided:
+                winners = [
+                    r.reviewer for r in self._reviews if r.accepted and r.label == self._label
+                ]
+                await self._close("done", label=self._label, reviewers=winners)
+            else:
+                await self._close("expired", outcome=inp.rules.on_timeout)
+        except ActivityError as err:
+            # Terminal: the close could not be recorded after every retry. Say so in the
+            # queue (ReviewState=errored) and fail, rather than stay awaiting forever.
+            self._set_state("errored")
+            raise ApplicationError(
+                f"review of item {inp.item_id[:12]} could not be closed: {_cause(err)}",
+                type="ReviewErrored",
+                non_retryable=True,
+            ) from err
         return self.state()
 
     @workflow.query
@@ -75,6 +117,7 @@ class ReviewItem:
             votes=inp.votes,
             reviews=list(self._reviews),
             label=self._label,
+            refused_unkept=self._refused_unkept,
         )
 
     @workflow.update(name="submit_review")
@@ -98,45 +141,94 @@ class ReviewItem:
         self._signals += 1
         key = f"{workflow.info().workflow_id}:{workflow.info().run_id}:signal:{self._signals}"
         reason = self._refusal(sub)
-        if reason:
-            self._reviews.append(
-                ReviewRecord(
-                    reviewer=sub.reviewer,
-                    label=sub.label,
-                    note=sub.note,
-                    via="signal",
-                    accepted=False,
-                    reason=reason,
-                )
-            )
-            await self._record(sub, via="signal", key=key, accepted=False, reason=reason)
+        if not reason:
+            try:
+                await self._accept(sub, via="signal", key=key)
+            except ApplicationError as err:
+                workflow.logger.warning("signal review not taken: %s", err.message)
             return
-        await self._accept(sub, via="signal", key=key)
-
-    def _refusal(self, sub: ReviewSubmission) -> str:
-        closed = self._label is not None or self._state in ("done", "expired")
-        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._reviews)
-
-    async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
-        # Counted before the activity runs, so a concurrent duplicate is refused.
+        if sum(not r.accepted for r in self._reviews) >= KEPT_REFUSALS:
+            self._refused_unkept += 1
+            return
+        # Kept short: what is recorded of a refusal is bounded whatever was sent.
+        kept = ReviewSubmission(
+            reviewer=clean(sub.reviewer, MAX_REVIEWER_CHARS),
+            label=clean(sub.label, MAX_LABEL_CHARS),
+            note=clean(sub.note, REFUSED_NOTE_CHARS),
+        )
         self._reviews.append(
             ReviewRecord(
-                reviewer=sub.reviewer, label=sub.label, note=sub.note, via=via, accepted=True
+                reviewer=kept.reviewer,
+                label=kept.label,
+                note=kept.note,
+                via="signal",
+                accepted=False,
+                reason=reason,
             )
         )
-        votes = Counter(r.label for r in self._reviews if r.accepted)
+        try:
+            await self._record(kept, via="signal", key=key, accepted=False, reason=reason)
+        except ActivityError as err:
+            workflow.logger.warning("refused signal not recorded: %s", _cause(err))
+
+    def _refusal(self, sub: ReviewSubmission) -> str:
+        closed = self._label is not None or self._state in ("done", "expired", "errored")
+        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._reviews)
+
+    def _agreed(self) -> str | None:
+        """The label enough recorded reviews agree on (reviews in flight do not count)."""
+        votes = Counter(
+            r.label
+            for r in self._reviews
+            if r.accepted and not any(r is u for u in self._unconfirmed)
+        )
+        if not votes:
+            return None
         label, count = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        if count >= self._inp.rules.reviewers_needed:
-            self._label = label
-        await self._record(sub, via=via, key=key, accepted=True)
+        return label if count >= self._inp.rules.reviewers_needed else None
+
+    async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
+        # Listed before the activity runs, so a concurrent duplicate is refused; it counts
+        # towards the label only once the catalog took it (the roster may have changed).
+        record = ReviewRecord(
+            reviewer=sub.reviewer, label=sub.label, note=sub.note, via=via, accepted=True
+        )
+        self._reviews.append(record)
+        if workflow.patched(CONFIRM_PATCH):
+            self._unconfirmed.append(record)
+        else:  # as released: counted at once (histories from before the patch)
+            self._label = self._agreed()
+        try:
+            result = await self._record(sub, via=via, key=key, accepted=True)
+        except ActivityError as err:
+            self._withdraw(record, "not recorded")
+            raise ApplicationError(
+                f"the review could not be recorded: {_cause(err)}", type="ReviewNotRecorded"
+            ) from err
+        if result is not None and not result.accepted:
+            self._withdraw(record, result.reason)
+            raise ApplicationError(result.reason, type="ReviewRefused")
+        self._confirmed(record)
+        if self._label is None:
+            self._label = self._agreed()
         state = "done" if self._label is not None else self._state
         return ReviewReceipt(accepted=True, state=state, label=self._label)
 
+    def _withdraw(self, record: ReviewRecord, reason: str) -> None:
+        """Turn a provisionally listed review into a refused one and recount."""
+        self._confirmed(record)
+        at = next(i for i, r in enumerate(self._reviews) if r is record)
+        self._reviews[at] = replace(record, accepted=False, reason=reason)
+        self._label = self._agreed()
+
+    def _confirmed(self, record: ReviewRecord) -> None:
+        self._unconfirmed = [u for u in self._unconfirmed if u is not record]
+
     async def _record(
         self, sub: ReviewSubmission, *, via: str, key: str, accepted: bool, reason: str = ""
-    ) -> None:
+    ) -> RecordReviewResult | None:
         inp = self._inp
-        await workflow.execute_activity_method(
+        return await workflow.execute_activity_method(
             ReviewActivities.record_review,
             RecordReviewInput(
                 key=key,
@@ -149,18 +241,53 @@ class ReviewItem:
                 accepted=accepted,
                 reason=reason,
                 gold_label=inp.gold_label,
+                task=inp.task,
+                sensitivity=inp.sensitivity,
             ),
             start_to_close_timeout=SHORT,
+            retry_policy=TRANSIENT,
         )
 
     async def _wait(self, seconds: int) -> bool:
-        try:
-            await workflow.wait_condition(
-                lambda: self._label is not None, timeout=timedelta(seconds=seconds)
-            )
-        except TimeoutError:
-            return False
+        """Wait for an agreed label until this phase's deadline; continue as new (carrying
+        the reviews and the deadline) when the history has grown long."""
+        if self._deadline is None:
+            self._deadline = workflow.now() + timedelta(seconds=seconds)
+        while self._label is None:
+            left = (self._deadline - workflow.now()).total_seconds()
+            if left <= 0:
+                return False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._label is not None or self._too_long(),
+                    timeout=timedelta(seconds=left),
+                )
+            except TimeoutError:
+                return self._label is not None
+            if self._label is None and self._too_long():
+                if workflow.patched(CAN_PATCH):
+                    await self._continue_as_new()
+                self._can_refused = True
         return True
+
+    def _too_long(self) -> bool:
+        if self._can_refused:
+            return False
+        info = workflow.info()
+        return info.get_current_history_length() > self._inp.history_limit or (
+            info.is_continue_as_new_suggested()
+        )
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self._deadline is not None
+        carry = ReviewCarry(
+            state=self._state,
+            reviews=list(self._reviews),
+            refused_unkept=self._refused_unkept,
+            deadline=self._deadline.isoformat(),
+        )
+        workflow.continue_as_new(replace(self._inp, carry=carry))
 
     async def _close(
         self,
@@ -184,9 +311,15 @@ class ReviewItem:
                 outcome=outcome,
             ),
             start_to_close_timeout=SHORT,
+            retry_policy=BOOKKEEPING,
         )
         self._set_state(state)
 
     def _set_state(self, state: str) -> None:
         self._state = state
         workflow.upsert_search_attributes([REVIEW_STATE.value_set(state)])
+
+
+def _cause(err: ActivityError) -> str:
+    cause = err.cause or err
+    return getattr(cause, "message", None) or str(cause)
