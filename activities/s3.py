@@ -25,8 +25,8 @@ class S3Target:
     endpoint_url: str
     bucket: str
     region: str = "us-east-1"
-    access_key: str = "labelfabric"
-    secret_key: str = "labelfabric"
+    access_key: str | None = None  # None: boto3's own chain (AWS_* variables, files)
+    secret_key: str | None = None
 
 
 def make_s3_client(target: S3Target) -> S3Client:

@@ -53,10 +53,17 @@ class Verdict:
     missing_anchors: list[str] = field(default_factory=list)
     rows_checked: int = 0  # chunks whose decisions and votes were re-hashed
     altered_rows: list[str] = field(default_factory=list)
+    snapshots_checked: int = 0  # snapshot versions found in S3 (newest per dataset re-hashed)
+    bad_snapshots: list[str] = field(default_factory=list)  # gone from S3, or other bytes
 
     @property
     def ok(self) -> bool:
-        return self.broken is None and not self.missing_anchors and not self.altered_rows
+        return (
+            self.broken is None
+            and not self.missing_anchors
+            and not self.altered_rows
+            and not self.bad_snapshots
+        )
 
 
 def _plain(value: Any) -> Any:

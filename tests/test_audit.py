@@ -30,7 +30,7 @@ def as_owner(settings: Settings, work: Tamper) -> None:
     what someone with the database's superuser could do behind the application's back."""
 
     async def run() -> None:
-        engine = db.make_engine(settings.catalog_url, pool_size=1)
+        engine = db.make_engine(settings.owner_url, pool_size=1)
         try:
             async with engine.begin() as conn:
                 await conn.execute(text("SET LOCAL session_replication_role = replica"))
@@ -82,7 +82,7 @@ def test_the_owner_cannot_update_or_delete_without_disabling_the_trigger(
     audited: Settings,
 ) -> None:
     async def run() -> None:
-        engine = db.make_engine(audited.catalog_url, pool_size=1)
+        engine = db.make_engine(audited.owner_url, pool_size=1)
         try:
             for statement in ("UPDATE audit_event SET actor = 'x'", "DELETE FROM audit_event"):
                 with pytest.raises(DBAPIError, match="audit_event is append-only"):
@@ -192,11 +192,13 @@ def test_the_app_role_appends_but_cannot_change_audit_events(
     # A password with a bind-parameter look, a dollar quote and a quote: quoted by the server.
     made = cli(audited, "db", "app-role", role, "--password", "p :x $$ ' end")
     assert made.returncode == 0, made.stdout + made.stderr
-    url = audited.catalog_url.replace("://postgres@", f"://{role}@")
-    assert role in url
+    from sqlalchemy.engine import make_url
+
+    url = make_url(audited.owner_url).set(username=role, password="p :x $$ ' end")
+    url_text = url.render_as_string(hide_password=False)
 
     async def run() -> None:
-        engine = db.make_engine(url, pool_size=1)
+        engine = db.make_engine(url_text, pool_size=1)
         try:
             async with engine.begin() as conn:
                 await db.append_audit(conn, key=f"test:{role}", actor=role, kind="test",
@@ -239,6 +241,44 @@ def test_an_altered_decision_row_is_caught_by_its_chunk_digest(audited: Settings
         job_id, _, _, chunk = saved[0]
         assert code == 1 and "BROKEN" not in out, out
         assert f"ALTERED: the decisions of {job_id} chunk {chunk} no longer match" in out
+    finally:
+        as_owner(audited, restore)
+
+
+def test_a_snapshot_version_gone_from_s3_or_with_other_bytes_is_caught(audited: Settings) -> None:
+    """A version deleted behind the catalog's back, or bytes not matching the recorded
+    sha256: staged in SQL (a snapshot row pointing at a version S3 does not have, a newest
+    version whose recorded hash differs), then restored, since S3 versions cannot come back."""
+    saved: list[Any] = []
+
+    async def alter(conn: AsyncConnection) -> None:
+        row = (await conn.execute(text(
+            "SELECT dataset, version, s3_version_id, content_sha256 FROM snapshot "
+            "ORDER BY created_at DESC LIMIT 1"
+        ))).one()  # fmt: skip
+        saved.append(row)
+        await conn.execute(
+            text("UPDATE snapshot SET s3_version_id = 'gone', content_sha256 = :h "
+                 "WHERE dataset = :d AND version = :v"),
+            {"h": "0" * 64, "d": row[0], "v": row[1]},
+        )  # fmt: skip
+
+    async def restore(conn: AsyncConnection) -> None:
+        dataset, version, version_id, sha = saved[0]
+        await conn.execute(
+            text("UPDATE snapshot SET s3_version_id = :i, content_sha256 = :h "
+                 "WHERE dataset = :d AND version = :v"),
+            {"i": version_id, "h": sha, "d": dataset, "v": version},
+        )  # fmt: skip
+
+    code, out = verify(audited)
+    assert code == 0 and "snapshot version(s) present in S3" in out, out
+    as_owner(audited, alter)
+    try:
+        code, out = verify(audited)
+        dataset, version = saved[0][0], saved[0][1]
+        assert code == 1 and f"SNAPSHOT: {dataset}@{version}" in out, out
+        assert "cannot be read from S3" in out
     finally:
         as_owner(audited, restore)
 

@@ -21,7 +21,7 @@ from worker.settings import Settings
 
 @pytest.fixture(scope="module")
 async def engine(stack: Settings) -> AsyncIterator[AsyncEngine]:
-    await asyncio.to_thread(db.migrate, stack.catalog_url)
+    await asyncio.to_thread(db.migrate, stack.owner_url)
     eng = db.make_engine(stack.catalog_url)
     yield eng
     await eng.dispose()
@@ -29,7 +29,7 @@ async def engine(stack: Settings) -> AsyncIterator[AsyncEngine]:
 
 async def test_migrate_is_idempotent(stack: Settings, engine: AsyncEngine) -> None:
     await asyncio.to_thread(
-        db.migrate, stack.catalog_url
+        db.migrate, stack.owner_url
     )  # a second run on a current schema changes nothing
     async with engine.connect() as conn:
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))

@@ -29,7 +29,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.s3 import S3Client, S3Target, make_s3_client
+from activities.s3 import S3Client, make_s3_client
 from tests.conftest import TEST_PORTS, make_test_settings
 from worker import stack as stack_mod
 from worker.settings import Settings
@@ -61,9 +61,9 @@ def own_stack(settings: Settings) -> Iterator[Settings]:
 
 
 def s3(settings: Settings) -> S3Client:
-    return make_s3_client(
-        S3Target(endpoint_url=settings.s3_url, bucket=settings.s3_bucket, region=settings.s3_region)
-    )
+    from worker.main import s3_target
+
+    return make_s3_client(s3_target(settings))
 
 
 async def temporal_client(settings: Settings) -> Client:
@@ -108,7 +108,7 @@ async def assert_completed(client: Client, ids: list[str]) -> None:
 
 @asynccontextmanager
 async def catalog(settings: Settings) -> AsyncIterator[AsyncConnection]:
-    engine = create_async_engine(settings.catalog_url, poolclass=NullPool)
+    engine = create_async_engine(settings.owner_url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
             yield conn
@@ -263,3 +263,60 @@ async def test_completed_workflows_survive_kill_9(tmp_path: Path) -> None:
         # The other parts were running and are left alone.
         assert after["postgres"] == before["postgres"] and after["s3"] == before["s3"]
         await assert_completed(await temporal_client(settings), ids)
+
+
+def test_storage_needs_the_stacks_credentials(stack: Settings) -> None:
+    """Any local process reaches the loopback ports; only the state dir's keys open them."""
+    import stat
+
+    import boto3
+    import botocore
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    home = stack.home_dir
+    # Others may at most pass through (the PostgreSQL server's user, when run as root).
+    assert stat.S_IMODE(home.stat().st_mode) & 0o066 == 0
+    assert stat.S_IMODE((home / "secrets.json").stat().st_mode) == 0o600
+    key = f"probe/{uuid.uuid4().hex}"
+    s3(stack).put_object(Bucket=stack.s3_bucket, Key=key, Body=b"kept")
+    strangers = {
+        "anonymous": Config(signature_version=botocore.UNSIGNED),
+        "a guessed key": None,
+    }
+    for who, config in strangers.items():
+        client = boto3.client(
+            "s3",
+            endpoint_url=stack.s3_url,
+            region_name=stack.s3_region,
+            aws_access_key_id="labelfabric",
+            aws_secret_access_key="labelfabric",
+            config=config,
+        )
+        for call in (
+            lambda c=client: c.list_object_versions(Bucket=stack.s3_bucket, Prefix=key),
+            lambda c=client: c.delete_object(Bucket=stack.s3_bucket, Key=key),
+        ):
+            with pytest.raises(ClientError) as info:
+                call()
+            code = info.value.response["Error"]["Code"]
+            assert code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"), who
+    assert s3(stack).get_object(Bucket=stack.s3_bucket, Key=key)["Body"].read() == b"kept"
+
+    async def sql(url: str, statement: str) -> object:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.begin() as conn:
+                return (await conn.execute(text(statement))).scalar()
+        finally:
+            await engine.dispose()
+
+    no_password = f"postgresql+asyncpg://postgres@{stack.host}:{stack.postgres_port}/postgres"
+    with pytest.raises(Exception, match="password"):
+        asyncio.run(sql(no_password, "SELECT 1"))
+    # The app's own role: it may read and append, but cannot switch the audit trigger off.
+    assert "labelfabric_app" in stack.catalog_url
+    assert asyncio.run(sql(stack.catalog_url, "SELECT current_user")) == "labelfabric_app"
+    for statement in ("SET session_replication_role = replica", "DELETE FROM audit_event"):
+        with pytest.raises(Exception, match="permission denied"):
+            asyncio.run(sql(stack.catalog_url, statement))

@@ -26,24 +26,31 @@ def verify(
     anchors: Annotated[
         bool, typer.Option(help="Also check the chain heads recorded in snapshot manifests (S3).")
     ] = True,
+    deep: Annotated[
+        bool, typer.Option(help="Re-hash every snapshot version (default: newest per dataset).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Walk the audit hash chain; report the first broken link. Exit 1 if anything is wrong."""
+    """Walk the audit hash chain; report the first broken link; check that every snapshot
+    version the catalog names is still in S3 with its bytes. Exit 1 if anything is wrong."""
     settings = Settings()
-    verdict = asyncio.run(in_catalog(settings, _verify, settings, anchors, as_json))
+    verdict = asyncio.run(in_catalog(settings, _verify, settings, anchors, as_json, deep))
     if as_json:
         console.print_json(data={"ok": verdict.ok, **verdict.__dict__})
     elif verdict.ok:
         console.print(
             f"ok: {verdict.events} events, chain intact, head {verdict.head[:16]}; "
             f"{verdict.anchors} manifest anchor(s) found in it; decisions and votes of "
-            f"{verdict.rows_checked} chunk(s) match their digests"
+            f"{verdict.rows_checked} chunk(s) match their digests; "
+            f"{verdict.snapshots_checked} snapshot version(s) present in S3"
         )
     else:
         if verdict.broken:
             console.print(escape(f"BROKEN at {verdict.broken}"))
         for what in verdict.altered_rows:
             console.print(escape(f"ALTERED: {what}"))
+        for what in verdict.bad_snapshots:
+            console.print(escape(f"SNAPSHOT: {what}"))
         for where in verdict.missing_anchors:
             console.print(
                 escape(f"MISSING: the chain head recorded in {where} is not in the chain "
@@ -53,15 +60,61 @@ def verify(
         raise typer.Exit(code=1)
 
 
-async def _verify(conn: Any, settings: Settings, with_anchors: bool, quiet: bool) -> audit.Verdict:
+async def _verify(
+    conn: Any, settings: Settings, with_anchors: bool, quiet: bool, deep: bool = False
+) -> audit.Verdict:
     found = await _anchors(settings, conn) if with_anchors else {}
-    return await audit.verify(
+    verdict = await audit.verify(
         conn,
         anchors=found,
         progress=(lambda n: None)
         if quiet
         else lambda n: console.print(f"[dim]{n} events checked[/]"),
     )
+    if with_anchors:
+        await _snapshots(settings, conn, verdict, deep)
+    return verdict
+
+
+async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep: bool) -> None:
+    """Every snapshot version the catalog names must still be in S3 (a HEAD each); the
+    newest of each dataset (all with `deep`) is read back and re-hashed."""
+    import hashlib
+
+    from worker.main import s3_target
+
+    snap = db.T_SNAPSHOT.c
+    rows = await conn.execute(
+        select(
+            snap.dataset, snap.version, snap.s3_key, snap.s3_version_id, snap.content_sha256
+        ).order_by(snap.dataset, snap.version.desc())
+    )
+    s3 = make_s3_client(s3_target(settings))
+    newest_seen: set[str] = set()
+    for dataset, version, key, version_id, sha in rows:
+        where = f"{dataset}@{version} (s3://{settings.s3_bucket}/{key} version {version_id})"
+        rehash = deep or dataset not in newest_seen
+        newest_seen.add(dataset)
+        try:
+            if not rehash:
+                await asyncio.to_thread(
+                    s3.head_object, Bucket=settings.s3_bucket, Key=key, VersionId=version_id
+                )
+            else:
+                digest = hashlib.sha256()
+                got = await asyncio.to_thread(
+                    s3.get_object, Bucket=settings.s3_bucket, Key=key, VersionId=version_id
+                )
+                body = got["Body"]
+                while block := body.read(1 << 20):
+                    digest.update(block)
+                if digest.hexdigest() != sha:
+                    verdict.bad_snapshots.append(f"{where} does not match its sha256 {sha[:16]}")
+                    continue
+        except (ClientError, BotoCoreError) as err:
+            verdict.bad_snapshots.append(f"{where} cannot be read from S3: {err}")
+            continue
+        verdict.snapshots_checked += 1
 
 
 async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
@@ -103,7 +156,9 @@ def app_role(
         statements = audit.app_role_grants(role)
     except ValueError as err:
         raise fail(str(err)) from err
-    asyncio.run(in_catalog(settings, audit.create_app_role, role, password, begin=True))
+    asyncio.run(
+        in_catalog(settings, audit.create_app_role, role, password, begin=True, as_owner=True)
+    )
     console.print(f"role {role}: tables granted, audit_event INSERT and SELECT only")
     console.print(
         "[dim]run the app as it: LABELFABRIC_DATABASE_URL="

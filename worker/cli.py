@@ -74,17 +74,16 @@ def up(
     ] = False,
 ) -> None:
     """Start the embedded stack (Temporal, PostgreSQL, SeaweedFS S3), migrate the catalog."""
-    from catalog.db import migrate
-
     settings = Settings()
     try:
         parts = stack.up(settings, progress=lambda msg: console.print(f"[dim]{msg}[/]"))
     except stack.StackError as err:
         raise fail(str(err)) from err
     try:
-        migrate(settings.catalog_url)
+        stack.prepare_catalog(settings)  # the embedded one was prepared when it started
     except Exception as err:  # any driver error: say which catalog and why
-        raise fail(f"cannot migrate the catalog at {settings.catalog_url}: {err}") from err
+        where = settings.where(settings.owner_url)
+        raise fail(f"cannot migrate the catalog at {where}: {err}") from err
     if with_worker:
         parts.append(stack.start_worker(settings))
     print_status(parts, detail=False)

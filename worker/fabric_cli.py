@@ -82,7 +82,7 @@ def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, so
     except OSError as err:
         raise fail(
             f"cannot store the calibrated reliability model in the catalog at "
-            f"{settings.catalog_url} ({err}); is the stack up? (labelfabric up)"
+            f"{settings.where(settings.catalog_url)} ({err}); is the stack up? (labelfabric up)"
         ) from err
 
 

@@ -28,6 +28,7 @@ from activities.s3 import S3Target, ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
 from catalog import db
 from worker.settings import Settings
+from worker.stack import prepare_catalog
 from worker.telemetry import setup_tracing
 from workflows.dataset import Dataset
 from workflows.label_dataset import LabelDataset
@@ -39,12 +40,13 @@ WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset)
 
 
 def s3_target(settings: Settings) -> S3Target:
+    key, secret = settings.s3_keys
     return S3Target(
         endpoint_url=settings.s3_url,
         bucket=settings.s3_bucket,
         region=settings.s3_region,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
+        access_key=key,
+        secret_key=secret,
     )
 
 
@@ -86,7 +88,8 @@ class Runtime:
 
 async def build_runtime(settings: Settings, client: Client) -> Runtime:
     """`client` is the Temporal the activities start review and dataset workflows on."""
-    await asyncio.to_thread(db.migrate, settings.catalog_url)
+    # As the owner; the app itself connects as the app role (see worker/secrets.py).
+    await asyncio.to_thread(prepare_catalog, settings)
     engine = db.make_engine(settings.catalog_url)
     s3 = make_s3_client(s3_target(settings))
     await asyncio.to_thread(ensure_versioned_bucket, s3, settings.s3_bucket)

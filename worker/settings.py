@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker import secrets as stack_secrets
+from worker.secrets import APP_ROLE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +38,9 @@ class Settings(BaseSettings):
     postgres_port: int = 15432
     # When set, the catalog lives on this server and `up` starts no PostgreSQL.
     database_url: str | None = None
+    # Who migrates that catalog (its owner); default database_url. The embedded stack's
+    # owner and app role passwords live in the state dir (worker/secrets.py).
+    migrate_database_url: str | None = None
 
     s3_port: int = 8333
     weed_master_port: int = 9333
@@ -44,9 +51,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_bucket: str = "labelfabric-snapshots"
     s3_region: str = "us-east-1"
-    # SeaweedFS in its default mode accepts any key; a real S3 reads the usual AWS variables.
-    s3_access_key: str = "labelfabric"
-    s3_secret_key: str = "labelfabric"
+    # Unset: the embedded SeaweedFS's keys from the state dir, or for another S3 the usual
+    # AWS variables and files (boto3's chain).
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
 
     tasks_dir: Path = Field(default=PROJECT_ROOT / "tasks")
     roster_path: Path = Field(default=PROJECT_ROOT / "config" / "roster.yaml")
@@ -83,9 +91,37 @@ class Settings(BaseSettings):
 
     @property
     def catalog_url(self) -> str:
+        """What the app connects as: on the embedded stack, the app role."""
         if self.database_url:
             return self.database_url
-        return f"postgresql+asyncpg://postgres@{self.host}:{self.postgres_port}/postgres"
+        return self._embedded_url(APP_ROLE, self._secret("app_password"))
+
+    @property
+    def owner_url(self) -> str:
+        """Who migrates and grants: the catalog's owner."""
+        if self.database_url:
+            return self.migrate_database_url or self.database_url
+        return self._embedded_url("postgres", self._secret("postgres_password"))
+
+    @property
+    def s3_keys(self) -> tuple[str | None, str | None]:
+        if self.s3_access_key or self.s3_secret_key or self.s3_endpoint_url:
+            return self.s3_access_key, self.s3_secret_key
+        return self._secret("s3_access_key"), self._secret("s3_secret_key")
+
+    @staticmethod
+    def where(url: str) -> str:
+        """A database URL fit to print: its password hidden."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+
+    def _secret(self, key: str) -> str | None:
+        return stack_secrets.read(self.home_dir).get(key)
+
+    def _embedded_url(self, user: str, password: str | None) -> str:
+        auth = f"{user}:{quote(password, safe='')}" if password else user
+        return f"postgresql+asyncpg://{auth}@{self.host}:{self.postgres_port}/postgres"
 
     @property
     def s3_url(self) -> str:

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, TypeVar
 import psutil
 
 from activities.s3 import S3Target, ensure_versioned_bucket, make_s3_client
+from worker import secrets as stack_secrets
 from worker.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ SEARCH_ATTRIBUTES = {"LabelDataset": "Keyword", "LabelJob": "Keyword", "ReviewSt
 # crash of the server process (only an OS crash can lose the last commits).
 TEMPORAL_SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 
-# Trust auth is safe only because the server listens on loopback (and its own socket dir).
+# Password (scram-sha-256) for every connection, socket and TCP: any local process could
+# otherwise connect as the superuser and switch the audit trigger off.
 INITDB_ARGS = [
-    "--auth=trust",
-    "--auth-local=trust",
+    "--auth=scram-sha-256",
+    "--auth-local=scram-sha-256",
     "--encoding=UTF8",
     "--no-locale",
     "-U",
@@ -457,7 +459,11 @@ class _Postgres(_Part):
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir, read | execute)
         ensure_folder_permissions(bin_dir.parent / "lib", read)
-        ensure_prefix_permissions(self.pgdata)
+        # The server's user may pass through the state dir to its data and log, but not
+        # list or read anything else there (the wheel's helper would open it to all).
+        for folder in (self.pgdata.parent, self.log_file.parent):
+            for prefix in (folder, *folder.parents):
+                prefix.chmod(prefix.stat().st_mode | execute)
         for path in (self.pgdata, self.log_file):
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -489,9 +495,23 @@ class _Postgres(_Part):
         options = f"-h {self.settings.host} -p {self.settings.postgres_port} "
         options += f"-k {shlex.quote(socket_dir)}"
         log_opts = ["-l", str(self.log_file), "-o", options]
+        password = stack_secrets.read(self.home)["postgres_password"]
         try:
             if not (self.pgdata / "PG_VERSION").exists():
-                self._run("initdb", INITDB_ARGS, timeout=READY_TIMEOUT_S)
+                pwfile = self.pgdata.parent / f".pw-{os.getpid()}"  # the server user reads it
+                fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(password + "\n")
+                if user is not None:
+                    os.chown(pwfile, *_uid_gid(user))
+                try:
+                    self._run(
+                        "initdb", [*INITDB_ARGS, f"--pwfile={pwfile}"], timeout=READY_TIMEOUT_S
+                    )
+                finally:
+                    pwfile.unlink(missing_ok=True)
+            elif "trust" in _hba_methods(self.pgdata):
+                self._set_password_then_scram(log_opts, password)
             wait = ["-w", "-t", str(int(READY_TIMEOUT_S))]
             self._run("pg_ctl", [*wait, *log_opts, "start"], timeout=READY_TIMEOUT_S + 10)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
@@ -500,6 +520,33 @@ class _Postgres(_Part):
             ) from err
         # postmaster.pid's first line is the postmaster's pid.
         self.write_pid(int((self.pgdata / "postmaster.pid").read_text().split()[0]))
+
+    def _set_password_then_scram(self, log_opts: list[str], password: str) -> None:
+        """A data dir made by an earlier version trusted every local connection: start it
+        once as it is, give the owner its password, then require passwords."""
+        wait = ["-w", "-t", str(int(READY_TIMEOUT_S))]
+        self._run("pg_ctl", [*wait, *log_opts, "start"], timeout=READY_TIMEOUT_S + 10)
+        try:
+            trusted = self.settings._embedded_url("postgres", None)
+            _run_async(_set_owner_password(trusted, password))
+        finally:
+            self._run("pg_ctl", [*wait, "-m", "fast", "stop"], timeout=STOP_TIMEOUT_S + 10)
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(
+            "# labelfabric: passwords for every connection (scram-sha-256)\n"
+            "local all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+
+    def after_ready(self) -> None:
+        """The catalog's schema and the app role the app connects as (owner only here)."""
+        if self.external:
+            return
+        try:
+            prepare_catalog(self.settings)
+        except Exception as err:
+            raise StackError(f"postgres: cannot prepare the catalog: {err}") from err
 
     def stop(self, proc: psutil.Process) -> None:
         try:
@@ -517,9 +564,64 @@ class _Postgres(_Part):
 
     def probe(self, endpoint: str) -> tuple[bool, str]:
         detail = "" if self.external else f"data {self.pgdata}"
-        if _sql_answers(self.settings.catalog_url):
+        if _sql_answers(self.settings.owner_url):
             return True, detail
         return False, "not answering"
+
+
+def prepare_catalog(settings: Settings) -> None:
+    """Migrate as the owner; on the embedded stack, (re)grant the app role its tables."""
+    from catalog import audit
+    from catalog.db import make_engine, migrate
+
+    migrate(settings.owner_url)
+    if settings.database_url:
+        return
+    password = stack_secrets.read(settings.home_dir)["app_password"]
+
+    async def grant() -> None:
+        engine = make_engine(settings.owner_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await audit.create_app_role(conn, stack_secrets.APP_ROLE, password)
+        finally:
+            await engine.dispose()
+
+    _run_async(grant())
+
+
+async def _set_owner_password(url: str, password: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            ddl = await conn.scalar(
+                text("SELECT format('ALTER ROLE postgres PASSWORD %L', CAST(:pw AS text))"),
+                {"pw": password},
+            )
+            await conn.exec_driver_sql(str(ddl))
+    finally:
+        await engine.dispose()
+
+
+def _hba_methods(pgdata: Path) -> set[str]:
+    try:
+        lines = (pgdata / "pg_hba.conf").read_text().splitlines()
+    except OSError:
+        return set()
+    return {
+        line.split()[-1] for line in lines if line.strip() and not line.lstrip().startswith("#")
+    }
+
+
+def _uid_gid(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 def _pg_bin_dir() -> Path:
@@ -563,13 +665,6 @@ class _SeaweedFS(_Part):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.data_dir = self.home / "s3"
-        self.target = S3Target(
-            endpoint_url=settings.s3_url,
-            bucket=settings.s3_bucket,
-            region=settings.s3_region,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-        )
 
     @property
     def external(self) -> str:
@@ -592,9 +687,42 @@ class _SeaweedFS(_Part):
     def is_ours(self, cmdline: list[str]) -> bool:
         return "mini" in cmdline and f"-dir={self.data_dir}" in cmdline
 
+    @property
+    def target(self) -> S3Target:
+        s = self.settings
+        key, secret = s.s3_keys
+        return S3Target(
+            endpoint_url=s.s3_url,
+            bucket=s.s3_bucket,
+            region=s.s3_region,
+            access_key=key,
+            secret_key=secret,
+        )
+
+    def _identities(self) -> Path:
+        """SeaweedFS's S3 identities: one, with the stack's keys; nobody else, not even
+        anonymous readers (written 0600 on every start, from the state dir's secrets)."""
+        keys = stack_secrets.read(self.home)
+        config = {
+            "identities": [
+                {
+                    "name": "labelfabric",
+                    "credentials": [
+                        {"accessKey": keys["s3_access_key"], "secretKey": keys["s3_secret_key"]}
+                    ],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        path = self.home / "run" / "s3-identities.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(config, fh)
+        return path
+
     def start(self) -> None:
         s = self.settings
-        self.data_dir.mkdir(exist_ok=True)
+        stack_secrets.private_dir(self.data_dir)
         cmd = [
             str(find_binary("weed")),
             "-logtostderr",  # into our log file, not weed.* files in /tmp
@@ -612,8 +740,9 @@ class _SeaweedFS(_Part):
             f"-volume.port={s.weed_volume_port}",
             f"-filer.port={s.weed_filer_port}",
             f"-admin.port={s.weed_admin_port}",
+            f"-s3.config={self._identities()}",
         ]
-        # `weed mini` turns these into required credentials / extra buckets: keep it open.
+        # `weed mini` would turn these into credentials or extra buckets of its own.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
         self.spawn(cmd, cwd=self.data_dir, env=env)
 
@@ -736,9 +865,22 @@ def up_temporal(
 
 
 def _up(settings: Settings, parts: list[_Part], progress: Progress | None) -> list[PartStatus]:
-    home = settings.home_dir
+    home = stack_secrets.private_dir(settings.home_dir)  # logs, data, keys: owner only
     for sub in ("logs", "run"):
-        (home / sub).mkdir(parents=True, exist_ok=True)
+        stack_secrets.private_dir(home / sub)
+    if not all(p.external for p in parts if p.name in ("postgres", "s3")):
+        stack_secrets.ensure(home)
+    # What the servers write (Temporal's SQLite, volumes, logs) is their owner's alone.
+    umask = os.umask(0o077)
+    try:
+        return _up_locked(settings, parts, progress)
+    finally:
+        os.umask(umask)
+
+
+def _up_locked(
+    settings: Settings, parts: list[_Part], progress: Progress | None
+) -> list[PartStatus]:
     with _locked(settings):
         to_start = [p for p in parts if not p.external and p.process() is None]
         for part in to_start:  # fail before starting anything when a port is taken

@@ -18,18 +18,22 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-async def in_catalog(settings: Settings, work: Any, *args: Any, begin: bool = False) -> Any:
-    """`await work(conn, *args)` on a fresh connection (in one transaction with `begin`);
-    an unreachable catalog or a database error ends the command with a message naming it."""
+async def in_catalog(
+    settings: Settings, work: Any, *args: Any, begin: bool = False, as_owner: bool = False
+) -> Any:
+    """`await work(conn, *args)` on a fresh connection (in one transaction with `begin`), as
+    the app role (or the owner); an unreachable catalog or a database error ends the command
+    with a message naming it (never its password)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from catalog import db
 
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    url = settings.owner_url if as_owner else settings.catalog_url
+    engine = db.make_engine(url, pool_size=1)
     try:
         async with engine.begin() if begin else engine.connect() as conn:
             return await work(conn, *args)
     except (OSError, SQLAlchemyError) as err:
-        raise fail(f"catalog at {settings.catalog_url}: {err}") from err
+        raise fail(f"catalog at {settings.where(url)}: {err}") from err
     finally:
         await engine.dispose()
