@@ -66,6 +66,10 @@ MAX_ENTRIES = 64  # most entries in a list or map input
 MAX_RULE_COST = 10_000
 MAX_POLICY_COST = 50_000
 MAX_WHEN_CHARS = 4_000
+# A `+` may double a string or list; capped, with string inputs and params bounded, so no
+# rule can build gigabytes (`.map(s, s + s + s + s)` chained) under the operation count.
+MAX_PLUS = 8
+MAX_STRING_CHARS = 1_024  # of a string input, param or list/map entry
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _TOKEN_RE = re.compile(
     # Strings first (triple-quoted, then single-line; optional r/b prefixes), so that a
@@ -559,10 +563,22 @@ def _parse_params(path: Path, raw: _Mapping) -> dict[str, float | int | str | bo
             raise PolicyError(f"{where}: param name {name!r} must be an identifier")
         if not isinstance(value, bool | int | float | str):
             raise PolicyError(f"{where}: param '{name}' must be a number, string or bool")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise PolicyError(f"{where}: param '{name}' must be finite")
+        problem = _param_problem(value)
+        if problem:
+            raise PolicyError(f"{where}: param '{name}' {problem}")
         out[name] = value
     return out
+
+
+def _param_problem(value: object) -> str:
+    """Why a param value cannot be used by CEL, or ""."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be finite"
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        return "is outside CEL's 64-bit integer range"
+    if isinstance(value, str) and (len(value) > MAX_STRING_CHARS or "\x00" in value):
+        return f"must be at most {MAX_STRING_CHARS} characters, without NUL"
+    return ""
 
 
 def _parse_rule(
@@ -609,6 +625,12 @@ def _parse_rule(
             f"{path}:{_pos(entry, 'when')}: rule '{rule_id}': when is {len(when)} characters, "
             f"over the bound {MAX_WHEN_CHARS}"
         )
+    pluses = sum(1 for t in _TOKEN_RE.findall(when) if t == "+")
+    if pluses > MAX_PLUS:
+        raise PolicyError(
+            f"{path}:{_pos(entry, 'when')}: rule '{rule_id}': {pluses} '+' operators, over "
+            f"the bound {MAX_PLUS} (each may double a string or list)"
+        )
     cost = estimate_cost(when)
     if cost > MAX_RULE_COST:
         raise PolicyError(
@@ -645,9 +667,7 @@ def _parse_rule_params(
         declared = params[name]
         if isinstance(declared, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if type(value) is not type(declared) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
+        if type(value) is not type(declared) or _param_problem(value):
             raise PolicyError(
                 f"{where}: param '{name}' must be {type(declared).__name__} like the policy's "
                 f"({declared!r}), got {value!r}"
@@ -695,7 +715,43 @@ def _compile(path: Path, env: Any, rule: Rule, entry: _Mapping) -> Any:
         raise PolicyError(
             f"{where}: when must be a bool expression, got {return_type.name().lower()}"
         )
+    for literal in _regex_literals(rule.when):
+        problem = _regex_problem(env, literal)
+        if problem:
+            raise PolicyError(f"{where}: regex {literal} in matches() does not compile: {problem}")
     return program
+
+
+def _regex_literals(when: str) -> list[str]:
+    """The string literals given as the pattern of `matches(...)` (its last argument)."""
+    tokens = [t for t in _TOKEN_RE.findall(when) if not t.isspace()]
+    out: list[str] = []
+    for i, tok in enumerate(tokens):
+        if tok != "matches" or tokens[i + 1 : i + 2] != ["("]:
+            continue
+        depth, last = 0, None
+        for t in tokens[i + 1 :]:
+            if t in ("(", "[", "{"):
+                depth += 1
+            elif t in (")", "]", "}"):
+                depth -= 1
+                if depth == 0:
+                    break
+            elif depth == 1 and t != ",":
+                is_string = t.lstrip("rRbB")[:1] in ("'", '"')
+                last = t if is_string else None
+        if last is not None:
+            out.append(last)
+    return out
+
+
+def _regex_problem(env: Any, literal: str) -> str:
+    """Evaluate `"".matches(literal)` with CEL's own regex engine: "" when it compiles."""
+    try:
+        result = env.compile(f'"".matches({literal})').eval(data={}).value()
+    except Exception as exc:  # the engine is foreign code
+        return _clean(str(exc))
+    return "" if isinstance(result, bool) else _clean(str(result))
 
 
 def _clean(message: str) -> str:
@@ -754,7 +810,7 @@ def _coerce(value: object, type_name: str) -> object | None:
             return float(value)
         return None
     if type_name == "string":
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) and len(value) <= MAX_STRING_CHARS else None
     return value if isinstance(value, bool) else None
 
 

@@ -325,3 +325,44 @@ async def test_a_gate_that_cannot_judge_rolls_nothing_back() -> None:
         at=None,
     )
     assert rolled is None
+
+
+def test_params_and_regex_literals_are_checked_at_load(tmp_path: Path) -> None:
+    """Values CEL cannot hold, and patterns its regex engine refuses, fail the load with
+    file, rule and position: not every item's evaluation afterwards."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "v1.yaml").write_text(
+        "id: big\nversion: 1\ninputs:\n  ensemble.label: string\nparams:\n"
+        f"  huge: {2**70}\nrules:\n  - id: r\n    when: params.huge > 0\n"
+        "    outcome: auto_accept\ndefault:\n  outcome: human_review\n"
+    )
+    with pytest.raises(PolicyError, match="param 'huge' is outside CEL's 64-bit integer range"):
+        Policy.load(tmp_path, "big")
+    message = refused(
+        tmp_path,
+        "  - id: pattern\n    when: labels.seen.exists(l, l.matches('pos[itive'))\n"
+        "    outcome: auto_accept\n",
+    )
+    assert "rule 'pattern'" in message
+    assert "regex 'pos[itive' in matches() does not compile" in message
+    assert "missing ]" in message
+    ok = write(
+        tmp_path,
+        "  - id: pattern\n    when: labels.seen.exists(l, l.matches('^pos'))\n"
+        "    outcome: auto_accept\n",
+    )
+    assert Policy.load(tmp_path, "demo").evaluate(INPUTS).rule_id == "pattern", ok
+
+
+def test_string_growth_is_bounded(tmp_path: Path) -> None:
+    """`.map(s, s + s + s + s)` chained stays under the operation count but would build
+    gigabytes: the number of `+` is bounded, and so are string inputs."""
+    chain = "labels.seen" + ".map(s, s + s + s + s)" * 4 + ".size() > 0"
+    message = refused(tmp_path, f"  - id: grow\n    when: {chain}\n    outcome: auto_accept\n")
+    assert "rule 'grow'" in message and "12 '+' operators, over the bound 8" in message
+    write(tmp_path, "  - id: seen\n    when: labels.seen.size() > 0\n    outcome: auto_accept\n")
+    policy = Policy.load(tmp_path, "demo")
+    huge = INPUTS | {"labels.seen": ["x" * 5000]}
+    decision = policy.evaluate(huge)
+    assert decision.rule_id == "inputs" and "labels.seen" in (decision.error or "")
