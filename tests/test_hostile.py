@@ -342,7 +342,7 @@ async def test_a_flood_of_oversized_signals_stays_bounded_and_the_item_closes(
         who = "mallory" if i % 3 else "ali\x00ce"
         note = "hi" if i % 3 == 1 else big
         await handle.signal("submit_review", ReviewSubmission(reviewer=who, label="x", note=note))
-    # A malformed signal (wrong types) is dropped by the SDK, never failing the item.
+    # A malformed signal (wrong types) is refused like the others, never failing the item.
     await handle.signal("submit_review", {"reviewer": 7, "label": ["x"]})
     receipt = await handle.execute_update(
         "submit_review",
@@ -352,7 +352,7 @@ async def test_a_flood_of_oversized_signals_stays_bounded_and_the_item_closes(
     assert receipt.state == "done"
     final = await handle.result()
     refused = [r for r in final.reviews if not r.accepted]
-    assert len(refused) == 20 and final.refused_unkept == 40
+    assert len(refused) == 20 and final.refused_unkept == 41
     assert all(len(r.note) <= 200 and "\x00" not in r.reviewer for r in refused)
     assert any("control character" in r.reason for r in refused)
     assert any("not on the roster" in r.reason for r in refused)
@@ -404,6 +404,7 @@ async def test_a_reviewer_removed_from_the_roster_is_refused_at_once(
     state = await handle.query("state", result_type=ReviewStateView)
     assert state.state == "awaiting" and state.label is None
     await handle.signal("submit_review", ReviewSubmission(reviewer="eve", label="negative"))
+    await handle.signal("submit_review", {"reviewer": ["eve"]})  # does not decode
     receipt = await handle.execute_update(
         "submit_review",
         ReviewSubmission(reviewer="alice", label="positive"),
@@ -414,13 +415,21 @@ async def test_a_reviewer_removed_from_the_roster_is_refused_at_once(
     assert [(r.reviewer, r.accepted) for r in final.reviews] == [
         ("eve", False),
         ("eve", False),
+        ("?", False),
         ("alice", True),
     ]
+    assert "malformed submission" in final.reviews[2].reason
+    assert "reviewer" in final.reviews[2].reason
     stored = await rows(
         runtime,
         "SELECT reviewer, accepted, reason FROM review WHERE workflow_id = :w "
         "ORDER BY submitted_at",
         w=handle.id,
     )
-    assert [(r, a) for r, a, _ in stored] == [("eve", False), ("eve", False), ("alice", True)]
+    assert [(r, a) for r, a, _ in stored] == [
+        ("eve", False),
+        ("eve", False),
+        ("?", False),
+        ("alice", True),
+    ]
     assert "no longer on the roster" in stored[0][2]

@@ -182,9 +182,11 @@ def test_the_page_refuses_cross_site_posts_foreign_hosts_and_non_reviews(
     import re
     from urllib.parse import urlencode
 
-    dataset, items = routed
-    item = sorted(items)[-1]
-    path = f"/items/review:{dataset}:{item}"
+    dataset, _ = routed
+    status, queue = _request(f"{page_url}/?dataset={dataset}")
+    waiting = re.findall(r'data-item="([0-9a-f]{64})"', queue)
+    assert status == 200 and waiting, queue
+    path = f"/items/review:{dataset}:{waiting[0]}"
     status, page = _request(page_url + path)
     assert status == 200
     token = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)

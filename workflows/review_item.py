@@ -6,12 +6,12 @@ policy's final outcome if nobody answers. `ReviewState` (awaiting → escalated 
 or errored when the close cannot be recorded) is the review queue in `temporal workflow list`.
 
 Anyone who can reach Temporal can signal, so the boundary is bounded: the update validator
-refuses bad input (sizes, characters, roster, labels) before it reaches history; a signal that
-fails the same checks is recorded as refused, but only the first few are kept (the rest are
-counted), with their strings cut, so history cannot be grown from outside; a long history
-continues as new with the reviews so far. The roster in the input is a first check without
-I/O; `record_review` reads the roster again when a review arrives, so a reviewer removed
-since the item opened is refused at once.
+refuses bad input (sizes, characters, roster, labels) before it reaches history; a signal
+that fails the same checks, or does not decode at all, is recorded as refused, but only the
+first few are kept (the rest are counted), with their strings cut, so history cannot be grown
+from outside; a long history continues as new with the reviews so far. The roster in the
+input is a first check without I/O; `record_review` reads the roster again when a review
+arrives, so a reviewer removed since the item opened is refused at once.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.retry import BOOKKEEPING, TRANSIENT
@@ -51,6 +52,7 @@ KEPT_REFUSALS = 20  # refused submissions recorded per item; later ones are only
 REFUSED_NOTE_CHARS = 200
 CAN_PATCH = "review-continue-as-new"
 CONFIRM_PATCH = "review-counts-once-recorded"
+MALFORMED_PATCH = "review-records-malformed-signals"
 
 
 @workflow.defn(name="ReviewItem")
@@ -137,10 +139,19 @@ class ReviewItem:
             raise ValueError(reason)
 
     @workflow.signal(name="submit_review")
-    async def submit_review_signal(self, sub: ReviewSubmission) -> None:
+    async def submit_review_signal(self, raw: RawValue) -> None:
+        # Decoded here, not by the SDK (which drops what does not decode, leaving no trace).
+        try:
+            sub = workflow.payload_converter().from_payload(raw.payload, ReviewSubmission)
+            malformed = ""
+        except Exception as err:
+            if not workflow.patched(MALFORMED_PATCH):
+                return  # as released: dropped
+            sub = ReviewSubmission(reviewer="?", label="?")
+            malformed = f"malformed submission: {getattr(err, 'message', err)}"[:300]
         self._signals += 1
         key = f"{workflow.info().workflow_id}:{workflow.info().run_id}:signal:{self._signals}"
-        reason = self._refusal(sub)
+        reason = malformed or self._refusal(sub)
         if not reason:
             try:
                 await self._accept(sub, via="signal", key=key)
