@@ -8,7 +8,7 @@ SAMPLE := .labelfabric/samples/items.jsonl
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench eval down clean
+.PHONY: demo test fuzz lint bench eval down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/mypy
 	$(BIN)/labelfabric policy test
 	$(BIN)/pytest -q
+
+# The fuzz harness with many more examples than `make test` runs (override FUZZ_EXAMPLES).
+FUZZ_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	LABELFABRIC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format .
