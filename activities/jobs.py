@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.anchor import no_anchor
 from activities.errors import JOB_EXISTS, classify
 from activities.payloads import (
     FinishJobInput,
@@ -87,6 +88,7 @@ class JobActivities:
     policies_dir: Path
     # Local sources must be regular files under one of these (LABELFABRIC_SOURCE_ROOTS).
     source_roots: Sequence[Path] = field(default_factory=tuple)
+    anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     @activity.defn(name="prepare_job")
     async def prepare_job(self, inp: PrepareJobInput) -> JobPlan:
@@ -415,3 +417,4 @@ class JobActivities:
                 subject=inp.job_id,
                 payload={},
             )
+        await self.anchor()

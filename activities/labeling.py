@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.anchor import no_anchor
 from activities.gates import shift
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import (
@@ -37,7 +38,7 @@ from agents.aggregate import (
 from agents.base import Agent, Vote, abstain
 from agents.tasks import TaskError, TaskSpec, build_agents, load_task, task_names
 from catalog import db
-from catalog.audit import DECISION_FIELDS, VOTE_FIELDS, rows_digest
+from catalog.audit import DECISION_FIELDS, VOTE_FIELDS, VOTE_FIELDS_WITH_RATIONALE, rows_digest
 from policy_rules.engine import Decision, Policy, PolicyError
 
 tracer = trace.get_tracer(__name__)
@@ -217,6 +218,7 @@ class LabelingActivities:
     _policies: dict[tuple[str, int], Policy] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reliabilities: dict[str, DawidSkene] = field(default_factory=dict)  # by model version
+    anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     async def warm(self) -> None:
         """Build every known task's agents now, at worker start, not in a job's first chunk.
@@ -331,6 +333,7 @@ class LabelingActivities:
             await self._record(
                 inp, task, agents, policy, shadows, outcomes, combined, latency, counts
             )
+            await self.anchor()
         return ChunkResult(chunk=inp.chunk, counts=counts)
 
     async def _shadows(self, conn: AsyncConnection, policy: Policy) -> list[Policy]:
@@ -531,6 +534,7 @@ class LabelingActivities:
                     # What `labelfabric audit verify` re-hashes from the rows.
                     "decisions_sha256": rows_digest(decisions, DECISION_FIELDS),
                     "votes_sha256": rows_digest(votes, VOTE_FIELDS),
+                    "votes_rationale_sha256": rows_digest(votes, VOTE_FIELDS_WITH_RATIONALE),
                 },
             )
 

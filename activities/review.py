@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError
 
+from activities.anchor import no_anchor
 from activities.payloads import (
     LABEL_DATASET,
     REVIEW_STATE,
@@ -76,6 +78,7 @@ class ReviewActivities:
     policies_dir: Path
     roster_path: Path
     snapshot_debounce_s: float = 0.5
+    anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     @activity.defn(name="open_reviews")
     async def open_reviews(self, inp: OpenReviewsInput) -> int:
@@ -226,6 +229,7 @@ class ReviewActivities:
                     "reason": inp.reason,
                 },
             )
+        await self.anchor()
         return RecordReviewResult(accepted=inp.accepted, reason=inp.reason)
 
     @activity.defn(name="close_review")
@@ -261,6 +265,7 @@ class ReviewActivities:
                 subject=inp.workflow_id,
                 payload={"label": inp.label, "outcome": inp.outcome, "reviewers": inp.reviewers},
             )
+        await self.anchor()
         if inp.label is not None:
             await self.client.start_workflow(
                 "Dataset",

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +23,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import snapshot_files
+from activities.anchor import no_anchor
+from activities.errors import classify
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
 from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once
@@ -45,6 +48,7 @@ class SnapshotActivities:
     bucket: str
     tasks_dir: Path | None = None  # where the task files name their gates; None = no gates
     policies_dir: Path | None = None
+    anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     @activity.defn(name="snapshot")
     async def snapshot(self, inp: SnapshotInput) -> SnapshotRef:
@@ -156,10 +160,14 @@ class SnapshotActivities:
                         },
                     )
             except (BotoCoreError, ClientError) as err:
-                # Transient by nature (endpoint down, throttled): raise, Temporal retries.
+                refused = classify(err)  # a 4xx answer would be the same on every retry
+                if refused is not None:
+                    raise refused from None
+                # Endpoint down, throttled, 5xx: raise, Temporal retries (bounded).
                 raise ApplicationError(
                     f"S3 write to bucket {self.bucket!r} failed: {err}", type="S3Error"
                 ) from err
+        await self.anchor()
         return SnapshotRef(
             dataset=inp.dataset,
             version=version,

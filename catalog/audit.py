@@ -10,7 +10,11 @@ What the chain alone cannot show is the newest events removed together; snapshot
 in S3 (versioned, outside the database) record the chain's head at their time, and
 `verify` checks each of those anchors is still in the chain. Rows the events describe are
 covered too: each `chunk_decided` event carries digests of its chunk's decisions and votes
-(`rows_digest`), which `verify` recomputes from the rows.
+(with their rationale) (`rows_digest`), which `verify` recomputes from the rows. And so is
+what `explain` shows: every item's text must hash to its id; every agent label must be what
+its (digest-covered) decision accepted; every human label what its review's close event
+says; at most one label of an item is current, and it is the newest; every review recorded
+from an update or signal must match its event (reviewer, label, note, accepted).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ DECISION_FIELDS = (
     "aggregator",
 )
 VOTE_FIELDS = ("item_id", "agent", "agent_version", "label", "confidence")
+# Newer chunk events also cover what explain shows of a vote: its rationale.
+VOTE_FIELDS_WITH_RATIONALE = (*VOTE_FIELDS, "rationale")
+FINDINGS_PER_CHECK = 20  # a tampered table is named by its first findings, not all of them
 
 _ROLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -53,6 +60,9 @@ class Verdict:
     missing_anchors: list[str] = field(default_factory=list)
     rows_checked: int = 0  # chunks whose decisions and votes were re-hashed
     altered_rows: list[str] = field(default_factory=list)
+    items_checked: int = 0  # items whose text was re-hashed against their id
+    labels_checked: int = 0  # human labels checked against their review's close event
+    reviews_checked: int = 0  # reviews checked against their events
     snapshots_checked: int = 0  # snapshot versions found in S3 (newest per dataset re-hashed)
     bad_snapshots: list[str] = field(default_factory=list)  # gone from S3, or other bytes
 
@@ -136,7 +146,10 @@ async def verify(
         for table, fields, key in (
             (T_DECISION, DECISION_FIELDS, "decisions_sha256"),
             (T_VOTE, VOTE_FIELDS, "votes_sha256"),
+            (T_VOTE, VOTE_FIELDS_WITH_RATIONALE, "votes_rationale_sha256"),
         ):
+            if key not in payload:
+                continue  # events from before that digest existed
             rows = await conn.execute(
                 select(*(table.c[f] for f in fields)).where(
                     table.c.job_id == job_id, table.c.chunk == chunk
@@ -151,7 +164,85 @@ async def verify(
         out.rows_checked += 1
         if out.rows_checked % 1000 == 0:
             progress(out.events)
+    await verify_rows(conn, out)
     return out
+
+
+async def verify_rows(conn: AsyncConnection, out: Verdict) -> None:
+    """What explain shows, checked against what the chain vouches for (see the docstring)."""
+
+    def found(what: str) -> None:
+        if len(out.altered_rows) < 10 * FINDINGS_PER_CHECK:
+            out.altered_rows.append(what)
+
+    items = await conn.stream(
+        text("SELECT dataset, id, text FROM item").execution_options(yield_per=5000)
+    )
+    bad = 0
+    async for dataset, item_id, body in items:
+        out.items_checked += 1
+        if hashlib.sha256(body.encode()).hexdigest() != item_id and bad < FINDINGS_PER_CHECK:
+            bad += 1
+            found(f"item {item_id[:12]} in {dataset}: its text no longer hashes to its id")
+    agent = await conn.execute(
+        text(
+            "SELECT l.dataset, l.item_id, l.job_id, l.label, d.outcome, d.ensemble_label "
+            "FROM label l LEFT JOIN decision d ON d.job_id = l.job_id AND d.item_id = l.item_id "
+            "WHERE l.source = 'agent' AND (d.item_id IS NULL OR d.outcome <> 'auto_accept' "
+            "OR d.ensemble_label IS DISTINCT FROM l.label) LIMIT :n"
+        ),
+        {"n": FINDINGS_PER_CHECK},
+    )
+    for dataset, item_id, job_id, label, outcome, ensemble in agent:
+        found(
+            f"label of item {item_id[:12]} in {dataset} by {job_id}: {label!r}, but its "
+            f"decision says {outcome or 'nothing'} {ensemble!r}"
+        )
+    human = await conn.stream(
+        text(
+            "SELECT l.dataset, l.item_id, l.job_id, l.label, l.reviewers, e.payload "
+            "FROM label l LEFT JOIN audit_event e ON e.event_key = l.job_id || :closed "
+            "WHERE l.source = 'human'"
+        ).execution_options(yield_per=5000),
+        {"closed": ":closed"},
+    )
+    async for dataset, item_id, job_id, label, reviewers, payload in human:
+        out.labels_checked += 1
+        said = payload or {}
+        if said.get("label") != label or list(said.get("reviewers") or []) != list(reviewers):
+            found(
+                f"label of item {item_id[:12]} in {dataset} from review {job_id}: {label!r} "
+                f"by {reviewers}, but its close event says {said.get('label')!r} by "
+                f"{said.get('reviewers')}"
+            )
+    current = await conn.execute(
+        text(
+            "SELECT dataset, item_id FROM label GROUP BY dataset, item_id "
+            "HAVING count(*) FILTER (WHERE is_current) > 1 "
+            "OR max(id) FILTER (WHERE is_current) <> max(id) LIMIT :n"
+        ),
+        {"n": FINDINGS_PER_CHECK},
+    )
+    for dataset, item_id in current:
+        found(f"current label of item {item_id[:12]} in {dataset} is not its newest label")
+    reviews = await conn.stream(
+        text(
+            "SELECT r.review_key, r.reviewer, r.label, r.note, r.accepted, e.actor, e.kind, "
+            "e.payload FROM review r LEFT JOIN audit_event e "
+            "ON e.event_key = :prefix || r.review_key WHERE r.via IN ('update', 'signal')"
+        ).execution_options(yield_per=5000),
+        {"prefix": "review:"},
+    )
+    async for key, reviewer, label, note, accepted, actor, kind, payload in reviews:
+        out.reviews_checked += 1
+        said = payload or {}
+        want = "review_accepted" if accepted else "review_refused"
+        if (actor, kind, said.get("label"), said.get("note")) != (reviewer, want, label, note):
+            found(
+                f"review {key[-40:]}: {reviewer!r} {label!r} "
+                f"{'accepted' if accepted else 'refused'}, but its event says {actor!r} "
+                f"{said.get('label')!r} {kind or 'nothing'}"
+            )
 
 
 def app_role_grants(role: str) -> list[str]:

@@ -283,6 +283,128 @@ def test_a_snapshot_version_gone_from_s3_or_with_other_bytes_is_caught(audited: 
         as_owner(audited, restore)
 
 
+def reviewed_item(settings: Settings) -> str:
+    """An item of the audited job, reviewed by alice through the CLI (once per session)."""
+    rows = sql_rows(
+        settings,
+        "SELECT r.item_id FROM review r WHERE r.reviewer = 'alice' AND r.accepted "
+        "AND r.via = 'update' ORDER BY r.id DESC LIMIT 1",
+    )
+    if rows:
+        return str(rows[0][0])
+    [(item,)] = sql_rows(
+        settings,
+        "SELECT item_id FROM review_task WHERE closed_at IS NULL ORDER BY opened_at DESC LIMIT 1",
+    )
+    out = cli(settings, "review", "submit", str(item), "--label", "positive", "--reviewer",
+              "alice", "--note", "seen")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return str(item)
+
+
+def sql_rows(settings: Settings, statement: str, **params: Any) -> list[Any]:
+    out: list[Any] = []
+
+    async def work(conn: AsyncConnection) -> None:
+        out.extend((await conn.execute(text(statement), params)).all())
+
+    as_owner(settings, work)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("what", "alter", "restore", "finding"),
+    [
+        (
+            "a flipped current agent label",
+            "UPDATE label SET label = CASE label WHEN 'positive' THEN 'negative' "
+            "ELSE 'positive' END WHERE id = (SELECT max(id) FROM label WHERE source = 'agent')",
+            "UPDATE label SET label = CASE label WHEN 'positive' THEN 'negative' "
+            "ELSE 'positive' END WHERE id = (SELECT max(id) FROM label WHERE source = 'agent')",
+            "but its decision says auto_accept",
+        ),
+        (
+            "an item's text",
+            "UPDATE item SET text = text || ' (edited)' WHERE id = "
+            "(SELECT item_id FROM decision ORDER BY decided_at DESC LIMIT 1)",
+            "UPDATE item SET text = left(text, length(text) - 9) WHERE id = "
+            "(SELECT item_id FROM decision ORDER BY decided_at DESC LIMIT 1)",
+            "its text no longer hashes to its id",
+        ),
+        (
+            "a vote's rationale",
+            "UPDATE vote SET rationale = rationale || '!' WHERE (job_id, item_id, agent) = "
+            "(SELECT job_id, item_id, agent FROM vote ORDER BY job_id DESC, item_id LIMIT 1)",
+            "UPDATE vote SET rationale = left(rationale, length(rationale) - 1) WHERE "
+            "(job_id, item_id, agent) = "
+            "(SELECT job_id, item_id, agent FROM vote ORDER BY job_id DESC, item_id LIMIT 1)",
+            "the votes_rationale of",
+        ),
+        (
+            "an accepted review's reviewer",
+            "UPDATE review SET reviewer = 'mallory' WHERE id = "
+            "(SELECT max(id) FROM review WHERE reviewer = 'alice' AND accepted)",
+            "UPDATE review SET reviewer = 'alice' WHERE id = "
+            "(SELECT max(id) FROM review WHERE reviewer = 'mallory' AND accepted)",
+            "'mallory' 'positive' accepted, but its event says 'alice'",
+        ),
+        (
+            "a human label",
+            "UPDATE label SET label = 'negative' WHERE id = "
+            "(SELECT max(id) FROM label WHERE source = 'human')",
+            "UPDATE label SET label = 'positive' WHERE id = "
+            "(SELECT max(id) FROM label WHERE source = 'human')",
+            "but its close event says 'positive'",
+        ),
+    ],
+)
+def test_what_explain_shows_is_covered_by_the_audit(
+    audited: Settings, what: str, alter: str, restore: str, finding: str
+) -> None:
+    reviewed_item(audited)  # so there is a review and a human label to tamper with
+
+    def executes(statement: str) -> Tamper:
+        async def work(conn: AsyncConnection) -> None:
+            assert (await conn.execute(text(statement))).rowcount == 1, statement
+
+        return work
+
+    as_owner(audited, executes(alter))
+    try:
+        code, out = verify(audited)
+        assert code == 1 and "BROKEN" not in out, out
+        assert "ALTERED:" in out and finding in out, (what, out)
+    finally:
+        as_owner(audited, executes(restore))
+
+
+def test_deleting_the_newest_event_is_caught_by_the_s3_anchor(audited: Settings) -> None:
+    """After the last snapshot a job still appends events (job_completed, reviews); the
+    head each activity anchors in S3 shows their removal."""
+    reviewed_item(audited)
+    saved: list[Any] = []
+
+    async def cut(conn: AsyncConnection) -> None:
+        rows = await conn.execute(text(
+            "DELETE FROM audit_event WHERE id = (SELECT max(id) FROM audit_event) RETURNING *"
+        ))  # fmt: skip
+        saved.extend(r._mapping for r in rows)
+
+    async def restore(conn: AsyncConnection) -> None:
+        for row in saved:
+            await conn.execute(db.T_AUDIT.insert().values(**row))
+
+    code, out = verify(audited)
+    assert code == 0, out
+    as_owner(audited, cut)
+    try:
+        code, out = verify(audited)
+        assert code == 1 and "BROKEN" not in out, out
+        assert "MISSING: the chain head recorded in the audit head anchored in S3" in out, out
+    finally:
+        as_owner(audited, restore)
+
+
 def test_the_chain_is_intact_after_every_tamper_was_restored(audited: Settings) -> None:
     """Each tamper test restores what it changed; one walk at the end shows they all did
     (and that the app role's event extended the chain like any other)."""

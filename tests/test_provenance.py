@@ -157,6 +157,10 @@ def test_versions_diff_rollback_explain_and_exports(
     exports = sql(stack, "SELECT count(*) FROM audit_event WHERE kind = 'export'"
                   " AND subject = :s", s=f"{name}@3")  # fmt: skip
     assert exports[0][0] == 4
+    # A bucket that does not exist: the S3 answer, not a traceback.
+    out = cli(stack, "dataset", "export", f"{name}@3", "--out", "s3://no-such-bucket-lf/x.jsonl")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "NoSuchBucket" in out.stdout, out.stdout + out.stderr
 
     # A stored version that no longer matches its catalog sha256 is refused, nothing written.
     real = sql(stack, "SELECT content_sha256 FROM snapshot WHERE dataset = :d AND version = 1",
@@ -296,9 +300,15 @@ def relabel(settings: Settings, dataset: str, item: str, label: str) -> None:
         engine = db.make_engine(settings.catalog_url, pool_size=1)
         try:
             async with engine.begin() as conn:
+                # As a closed review writes it: the label and the close event that vouches
+                # for it (audit verify checks one against the other).
                 await db.set_labels(
                     conn, dataset=dataset, job_id="test:relabel", labels={item: label},
                     source="human", reviewers=["t"],
+                )  # fmt: skip
+                await db.append_audit(
+                    conn, key="test:relabel:closed", actor="t", kind="review_done",
+                    subject="test:relabel", payload={"label": label, "reviewers": ["t"]},
                 )  # fmt: skip
         finally:
             await engine.dispose()

@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from sqlalchemy import select
 
+from activities.anchor import AUDIT_HEAD_KEY
 from activities.s3 import make_s3_client
 from catalog import audit, db
 from worker.settings import Settings
@@ -41,7 +42,9 @@ def verify(
         console.print(
             f"ok: {verdict.events} events, chain intact, head {verdict.head[:16]}; "
             f"{verdict.anchors} manifest anchor(s) found in it; decisions and votes of "
-            f"{verdict.rows_checked} chunk(s) match their digests; "
+            f"{verdict.rows_checked} chunk(s) match their digests; {verdict.items_checked} "
+            f"item texts, {verdict.labels_checked} human labels and {verdict.reviews_checked} "
+            "reviews match; "
             f"{verdict.snapshots_checked} snapshot version(s) present in S3"
         )
     else:
@@ -141,6 +144,15 @@ async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
             head = f"unreadable: {err}"
         if head:
             out[f"the manifest of {dataset}@{version}"] = head
+    try:  # the newest head anchored by an activity (activities/anchor.py)
+        got = await asyncio.to_thread(s3.get_object, Bucket=settings.s3_bucket, Key=AUDIT_HEAD_KEY)
+        anchor = json.loads(got["Body"].read())
+        out[f"the audit head anchored in S3 at {anchor.get('at', '?')}"] = str(anchor["head"])
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            out["the audit head anchored in S3"] = f"unreadable: {err}"
+    except (BotoCoreError, ValueError, KeyError, TypeError) as err:
+        out["the audit head anchored in S3"] = f"unreadable: {err}"
     return out
 
 

@@ -30,7 +30,7 @@ from activities.s3 import make_s3_client
 from activities.sources import parse_s3_uri
 from catalog import datasets, db
 from worker.settings import Settings
-from worker.ui import console, fail, in_catalog
+from worker.ui import anchor, console, fail, in_catalog
 
 dataset_app = typer.Typer(help="Dataset versions (snapshots) and exports.", no_args_is_help=True)
 
@@ -307,7 +307,14 @@ async def _export(
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "out" if target.startswith("s3://") else Path(target)
             with tempfile.TemporaryFile() as src:
-                await asyncio.to_thread(_download, settings, row.s3_key, row.s3_version_id, src)
+                try:
+                    await asyncio.to_thread(_download, settings, row.s3_key, row.s3_version_id, src)
+                except Exception as err:
+                    raise fail(
+                        f"{row.dataset}@{row.version}: its S3 version {row.s3_version_id} "
+                        f"cannot be read ({s3_problem(err)}); `labelfabric audit verify` "
+                        "checks every version"
+                    ) from err
                 src.seek(0)
                 try:
                     result = await asyncio.to_thread(
@@ -318,7 +325,10 @@ async def _export(
                     raise fail(f"{row.dataset}@{row.version}: {err}") from err
             if target.startswith("s3://"):
                 bucket, key = parse_s3_uri(target)
-                await asyncio.to_thread(_s3(settings).upload_file, str(local), bucket, key)
+                try:
+                    await asyncio.to_thread(_s3(settings).upload_file, str(local), bucket, key)
+                except Exception as err:
+                    raise fail(f"cannot write {target}: {s3_problem(err)}") from err
         async with engine.begin() as conn:
             await db.append_audit(
                 conn,
@@ -329,9 +339,26 @@ async def _export(
                 payload={"format": fmt, "split": split, "out": target, "items": result.items,
                          "content_sha256": row.content_sha256, "out_sha256": result.out_sha256},
             )  # fmt: skip
+        await anchor(settings, engine)
         return result
     finally:
         await engine.dispose()
+
+
+def s3_problem(err: BaseException) -> str:
+    """The innermost S3 answer behind `err` (boto3 wraps it), e.g. 'NoSuchBucket: ...'."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    seen: BaseException | None = err
+    best = f"{type(err).__name__}: {err}"
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            error = seen.response.get("Error", {})
+            best = f"{error.get('Code', '?')}: {error.get('Message', '') or seen}"
+        elif isinstance(seen, BotoCoreError):
+            best = str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return best[:300]
 
 
 async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:

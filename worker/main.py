@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
+from activities.anchor import AuditAnchor
 from activities.errors import ClassifyErrors
 from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
@@ -93,6 +94,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
     engine = db.make_engine(settings.catalog_url)
     s3 = make_s3_client(s3_target(settings))
     await asyncio.to_thread(ensure_versioned_bucket, s3, settings.s3_bucket)
+    anchor = AuditAnchor(engine=engine, s3=s3, bucket=settings.s3_bucket)
     jobs = JobActivities(
         engine=engine,
         s3=s3,
@@ -100,12 +102,14 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         tasks_dir=settings.tasks_dir,
         policies_dir=settings.policies_dir,
         source_roots=settings.allowed_source_roots,
+        anchor=anchor,
     )
     labeling = LabelingActivities(
         engine=engine,
         tasks_dir=settings.tasks_dir,
         policies_dir=settings.policies_dir,
         models_dir=settings.models_dir,
+        anchor=anchor,
     )
     snapshots = SnapshotActivities(
         engine=engine,
@@ -113,6 +117,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         bucket=settings.s3_bucket,
         tasks_dir=settings.tasks_dir,
         policies_dir=settings.policies_dir,
+        anchor=anchor,
     )
     reviews = ReviewActivities(
         engine=engine,
@@ -122,6 +127,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         policies_dir=settings.policies_dir,
         roster_path=settings.roster_path,
         snapshot_debounce_s=settings.snapshot_debounce_s,
+        anchor=anchor,
     )
     await labeling.warm()
     return Runtime(

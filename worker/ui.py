@@ -18,6 +18,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+async def anchor(settings: Settings, engine: Any) -> None:
+    """Anchor the audit chain's head in S3 after a command that may have appended events."""
+    from activities.anchor import AuditAnchor
+    from activities.s3 import make_s3_client
+    from worker.main import s3_target
+
+    s3 = make_s3_client(s3_target(settings))
+    await AuditAnchor(engine=engine, s3=s3, bucket=settings.s3_bucket)()
+
+
 async def in_catalog(
     settings: Settings, work: Any, *args: Any, begin: bool = False, as_owner: bool = False
 ) -> Any:
@@ -32,7 +42,10 @@ async def in_catalog(
     engine = db.make_engine(url, pool_size=1)
     try:
         async with engine.begin() if begin else engine.connect() as conn:
-            return await work(conn, *args)
+            result = await work(conn, *args)
+        if begin:  # it may have appended audit events: anchor the chain's head
+            await anchor(settings, engine)
+        return result
     except (OSError, SQLAlchemyError) as err:
         raise fail(f"catalog at {settings.where(url)}: {err}") from err
     finally:
