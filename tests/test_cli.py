@@ -92,6 +92,15 @@ def test_job_start_refuses_a_missing_source(stack: Settings) -> None:
     assert "source not found: /no/such/file.jsonl" in out.stdout
 
 
+def test_job_start_refuses_a_bad_dataset_name_before_starting(
+    stack: Settings, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "x.jsonl", ["fine"])
+    out = cli(stack, "job", "start", str(source), "--dataset", "a/../b", "--task", "sentiment")
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "dataset name 'a/../b' is not valid" in " ".join(out.stdout.split())
+
+
 def test_job_failure_is_reported_with_its_cause(
     stack: Settings, cli_worker: None, tmp_path: Path
 ) -> None:

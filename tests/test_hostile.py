@@ -122,9 +122,12 @@ async def test_a_record_the_catalog_refuses_is_quarantined_and_the_rest_labeled(
     tmp_path: Path,
 ) -> None:
     """Whatever the parser lets through, a row PostgreSQL refuses costs only that row."""
+    from catalog import db
+
     dataset = new_dataset()
     fn = f"refuse_{dataset}"
-    async with runtime.engine.begin() as conn:
+    owner = db.make_engine(stack.owner_url, pool_size=1)  # the app role may not add triggers
+    async with owner.begin() as conn:
         await conn.execute(
             text(
                 f"CREATE FUNCTION {fn}() RETURNS trigger AS $$ BEGIN "
@@ -151,9 +154,10 @@ async def test_a_record_the_catalog_refuses_is_quarantined_and_the_rest_labeled(
             job,
         )
     finally:
-        async with runtime.engine.begin() as conn:
+        async with owner.begin() as conn:
             await conn.execute(text(f"DROP TRIGGER {fn} ON item"))
             await conn.execute(text(f"DROP FUNCTION {fn}()"))
+        await owner.dispose()
     assert (result.items, result.quarantined) == (39, 1)
     assert result.counts.total == 39  # every stored item was labeled: no gap in ordinals
     [(line, reason)] = await rows(
@@ -426,10 +430,11 @@ async def test_a_reviewer_removed_from_the_roster_is_refused_at_once(
         "ORDER BY submitted_at",
         w=handle.id,
     )
-    assert [(r, a) for r, a, _ in stored] == [
-        ("eve", False),
-        ("eve", False),
+    # Recorded by concurrent handlers: the same rows, in whatever order they committed.
+    assert sorted((r, a) for r, a, _ in stored) == [
         ("?", False),
         ("alice", True),
+        ("eve", False),
+        ("eve", False),
     ]
-    assert "no longer on the roster" in stored[0][2]
+    assert all("no longer on the roster" in why for r, _, why in stored if r == "eve")

@@ -195,15 +195,18 @@ def job_start(
         source = str(path.resolve())
     job_name = job or new_job_id()
     workflow_id = f"label:{dataset}:{job_name}"
-    inp = LabelDatasetInput(
-        dataset=dataset,
-        source=source,
-        task=task,
-        policy=policy,
-        agents=agents or None,
-        chunk_size=chunk_size,
-        parallelism=parallelism,
-    )
+    try:
+        inp = LabelDatasetInput(
+            dataset=dataset,
+            source=source,
+            task=task,
+            policy=policy,
+            agents=agents or None,
+            chunk_size=chunk_size,
+            parallelism=parallelism,
+        )
+    except ValueError as err:  # the same checks a worker makes on a raw start
+        raise fail(str(err)) from err
     asyncio.run(_start_job(settings, workflow_id, inp, wait))
 
 

@@ -574,7 +574,9 @@ def prepare_catalog(settings: Settings) -> None:
     from catalog import audit
     from catalog.db import make_engine, migrate
 
-    migrate(settings.owner_url)
+    # Alembic runs its own event loop: off this thread, as `up` may run inside one.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(migrate, settings.owner_url).result()
     if settings.database_url:
         return
     password = stack_secrets.read(settings.home_dir)["app_password"]
@@ -741,6 +743,7 @@ class _SeaweedFS(_Part):
             f"-filer.port={s.weed_filer_port}",
             f"-admin.port={s.weed_admin_port}",
             f"-s3.config={self._identities()}",
+            "-s3.autoCreateBucket=false",  # as on AWS: a write to a missing bucket fails
         ]
         # `weed mini` would turn these into credentials or extra buckets of its own.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
