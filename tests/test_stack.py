@@ -13,6 +13,8 @@ import asyncio
 import os
 import signal
 import socket
+import stat
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -158,6 +160,19 @@ def test_up_again_is_harmless(stack: Settings) -> None:
     again = stack_mod.up(stack)
     assert pids(again) == pids(before)
     assert all(s.answers for s in again)
+    if os.geteuid() == 0:
+        # PostgreSQL runs as its own user and must still reach its data dir through the
+        # private state dir (once, a second `up` took that away: it panicked at checkpoint).
+        assert stat.S_IMODE(stack.home_dir.stat().st_mode) & 0o001
+        pgdata = stack.home_dir / "postgres"
+        owner = pgdata.stat().st_uid
+        assert owner != 0
+        probe = subprocess.run(
+            ["test", "-r", str(pgdata / "global" / "pg_control")],
+            user=owner,
+            check=False,
+        )
+        assert probe.returncode == 0
 
 
 def test_bucket_is_versioned(stack: Settings) -> None:
@@ -278,6 +293,14 @@ def test_storage_needs_the_stacks_credentials(stack: Settings) -> None:
     # Others may at most pass through (the PostgreSQL server's user, when run as root).
     assert stat.S_IMODE(home.stat().st_mode) & 0o066 == 0
     assert stat.S_IMODE((home / "secrets.json").stat().st_mode) == 0o600
+    # What the servers wrote is private: logs, pid files and Temporal's SQLite are 0600,
+    # and no one else may list or enter the S3 volumes' folders.
+    files = [p for d in ("logs", "run") for p in (home / d).iterdir() if p.is_file()]
+    files += list(home.glob("temporal.db*"))
+    assert len(files) > 5
+    assert not [p for p in files if p.stat().st_mode & 0o044]
+    folders = [home / "s3", *(p for p in (home / "s3").rglob("*") if p.is_dir())]
+    assert not [p for p in folders if p.stat().st_mode & 0o077]
     key = f"probe/{uuid.uuid4().hex}"
     s3(stack).put_object(Bucket=stack.s3_bucket, Key=key, Body=b"kept")
     strangers = {

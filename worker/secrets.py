@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 FILE = "secrets.json"
@@ -52,7 +53,11 @@ def ensure(home: Path) -> dict[str, str]:
 
 
 def private_dir(path: Path) -> Path:
-    """`path` as a directory only its owner can enter (made if missing)."""
+    """`path` as a directory nobody else can list or write (made if missing).
+
+    Search (x) bits others already have are kept: as root, PostgreSQL's own user must pass
+    through the state dir to its data dir, which it owns (see worker/stack.py)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    path.chmod((mode | 0o700) & ~0o066)
     return path
