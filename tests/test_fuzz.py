@@ -10,6 +10,7 @@ examples; `make fuzz` sets LABELFABRIC_FUZZ_EXAMPLES for a longer run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -191,7 +194,6 @@ async def test_a_review_closes_whatever_was_sent_to_it(
     fuzz_job: LabelDatasetResult,
     subs: list[ReviewSubmission],
 ) -> None:
-    grants = [ReviewerGrant(id="alice", cleared=True, groups=["primary"])]
     handle = await env.client.start_workflow(
         "ReviewItem",
         ReviewItemInput(
@@ -203,8 +205,10 @@ async def test_a_review_closes_whatever_was_sent_to_it(
             sensitivity="normal",
             policy=fuzz_job.policy,
             rule_id="fuzz",
-            rules=ReviewRulesPayload(timeout_s=600, reviewers_needed=2),
-            reviewers=grants + [ReviewerGrant(id="bob", cleared=True, groups=["primary"])],
+            rules=ReviewRulesPayload(timeout_s=600),
+            reviewers=[
+                ReviewerGrant(id=r, cleared=True, groups=["primary"]) for r in ("alice", "bob")
+            ],
             history_limit=200,
         ),
         id=f"review:{fuzz_job.dataset}:fuzz-{uuid.uuid4().hex[:8]}",
@@ -213,19 +217,13 @@ async def test_a_review_closes_whatever_was_sent_to_it(
     )
     for sub in subs:
         await handle.signal("submit_review", sub)
-    state = await handle.query("state", result_type=ReviewStateView)
-    if state.state == "awaiting" and state.label is None:
-        for who in ("alice", "bob"):
-            if any(r.reviewer == who and r.accepted for r in state.reviews):
-                continue
-            try:
-                await handle.execute_update(
-                    "submit_review",
-                    ReviewSubmission(reviewer=who, label="positive"),
-                    result_type=ReviewReceipt,
-                )
-            except Exception as err:  # already closed by the signals: fine
-                assert "closed" in str(getattr(err, "cause", err)) or "already" in str(err)
+    # Whatever was sent, a rostered reviewer can still close it (unless a signal already did).
+    with contextlib.suppress(WorkflowUpdateFailedError, RPCError):  # closed by a signal
+        await handle.execute_update(
+            "submit_review",
+            ReviewSubmission(reviewer="alice", label="positive"),
+            result_type=ReviewReceipt,
+        )
     final = await asyncio.wait_for(handle.result(), JOB_BOUND_S)
     assert final.state == "done" and final.label in ("positive", "negative")
     refused = [r for r in final.reviews if not r.accepted]

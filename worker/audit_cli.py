@@ -144,15 +144,23 @@ async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
             head = f"unreadable: {err}"
         if head:
             out[f"the manifest of {dataset}@{version}"] = head
-    try:  # the newest head anchored by an activity (activities/anchor.py)
-        got = await asyncio.to_thread(s3.get_object, Bucket=settings.s3_bucket, Key=AUDIT_HEAD_KEY)
-        anchor = json.loads(got["Body"].read())
-        out[f"the audit head anchored in S3 at {anchor.get('at', '?')}"] = str(anchor["head"])
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            out["the audit head anchored in S3"] = f"unreadable: {err}"
-    except (BotoCoreError, ValueError, KeyError, TypeError) as err:
-        out["the audit head anchored in S3"] = f"unreadable: {err}"
+    # The heads activities anchored (activities/anchor.py), newest versions first. Anchors
+    # written at the same time may land out of order, so the newest few are all checked.
+    try:
+        listed = await asyncio.to_thread(
+            s3.list_object_versions, Bucket=settings.s3_bucket, Prefix=AUDIT_HEAD_KEY,
+            MaxKeys=ANCHORS,
+        )  # fmt: skip
+        versions = [v for v in listed.get("Versions", []) if v["Key"] == AUDIT_HEAD_KEY]
+        for v in versions[:ANCHORS]:  # S3 lists a key's versions newest first
+            got = await asyncio.to_thread(
+                s3.get_object, Bucket=settings.s3_bucket, Key=AUDIT_HEAD_KEY,
+                VersionId=v["VersionId"],
+            )  # fmt: skip
+            anchor = json.loads(got["Body"].read())
+            out[f"the audit head anchored in S3 at {anchor.get('at', '?')}"] = str(anchor["head"])
+    except (ClientError, BotoCoreError, ValueError, KeyError, TypeError) as err:
+        out["the audit heads anchored in S3"] = f"unreadable: {err}"
     return out
 
 

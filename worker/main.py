@@ -25,11 +25,11 @@ from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
 from activities.payloads import DATA_CONVERTER
 from activities.review import ReviewActivities
-from activities.s3 import S3Target, ensure_versioned_bucket, make_s3_client
+from activities.s3 import ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
 from catalog import db
 from worker.settings import Settings
-from worker.stack import prepare_catalog
+from worker.stack import prepare_catalog, s3_target
 from worker.telemetry import setup_tracing
 from workflows.dataset import Dataset
 from workflows.label_dataset import LabelDataset
@@ -38,17 +38,6 @@ from workflows.review_item import ReviewItem
 log = logging.getLogger("labelfabric.worker")
 
 WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset)
-
-
-def s3_target(settings: Settings) -> S3Target:
-    key, secret = settings.s3_keys
-    return S3Target(
-        endpoint_url=settings.s3_url,
-        bucket=settings.s3_bucket,
-        region=settings.s3_region,
-        access_key=key,
-        secret_key=secret,
-    )
 
 
 async def connect(settings: Settings) -> Client:

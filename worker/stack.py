@@ -569,6 +569,18 @@ class _Postgres(_Part):
         return False, "not answering"
 
 
+def s3_target(settings: Settings) -> S3Target:
+    """The snapshot store as the settings name it, with the stack's keys (or the given ones)."""
+    key, secret = settings.s3_keys
+    return S3Target(
+        endpoint_url=settings.s3_url,
+        bucket=settings.s3_bucket,
+        region=settings.s3_region,
+        access_key=key,
+        secret_key=secret,
+    )
+
+
 def prepare_catalog(settings: Settings) -> None:
     """Migrate as the owner; on the embedded stack, (re)grant the app role its tables."""
     from catalog import audit
@@ -691,15 +703,7 @@ class _SeaweedFS(_Part):
 
     @property
     def target(self) -> S3Target:
-        s = self.settings
-        key, secret = s.s3_keys
-        return S3Target(
-            endpoint_url=s.s3_url,
-            bucket=s.s3_bucket,
-            region=s.s3_region,
-            access_key=key,
-            secret_key=secret,
-        )
+        return s3_target(self.settings)
 
     def _identities(self) -> Path:
         """SeaweedFS's S3 identities: one, with the stack's keys; nobody else, not even
