@@ -6,9 +6,20 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from temporalio.client import Client, WorkflowHandle
+
+from activities.payloads import (
+    LabelDatasetResult,
+    ReviewerGrant,
+    ReviewItemInput,
+    ReviewRulesPayload,
+    ReviewStateView,
+)
 from worker.settings import PROJECT_ROOT, Settings
 
 
@@ -70,3 +81,35 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def start_review(
+    client: Client,
+    settings: Settings,
+    job: LabelDatasetResult,
+    item_id: str,
+    reviewers: Sequence[str],
+    **extra: Any,
+) -> WorkflowHandle[Any, ReviewStateView]:
+    """A ReviewItem started directly, as `open_reviews` would, on an item of `job` (a fresh
+    workflow id each call); `reviewers` are on the item's copy of the roster, all cleared."""
+    inp = ReviewItemInput(
+        dataset=job.dataset,
+        item_id=item_id,
+        job_id=job.job_id,
+        task="sentiment",
+        labels=["positive", "negative"],
+        sensitivity="normal",
+        policy=job.policy,
+        rule_id="test",
+        rules=ReviewRulesPayload(timeout_s=600),
+        reviewers=[ReviewerGrant(id=r, cleared=True, groups=["primary"]) for r in reviewers],
+        **extra,
+    )
+    return await client.start_workflow(
+        "ReviewItem",
+        inp,
+        id=f"review:{job.dataset}:{item_id}:{uuid.uuid4().hex[:6]}",
+        task_queue=settings.task_queue,
+        result_type=ReviewStateView,
+    )

@@ -28,16 +28,12 @@ from temporalio.worker import Worker
 from activities.payloads import (
     LabelDatasetInput,
     LabelDatasetResult,
-    ReviewerGrant,
-    ReviewItemInput,
     ReviewReceipt,
-    ReviewRulesPayload,
-    ReviewStateView,
     ReviewSubmission,
     dataset_name_problem,
 )
 from activities.sources import Record, Refusal, SourceError, read_records
-from tests.helpers import cli
+from tests.helpers import cli, start_review
 from worker.settings import Settings
 
 SCALE = int(os.environ.get("LABELFABRIC_FUZZ_EXAMPLES", "0") or 0)
@@ -194,26 +190,10 @@ async def test_a_review_closes_whatever_was_sent_to_it(
     fuzz_job: LabelDatasetResult,
     subs: list[ReviewSubmission],
 ) -> None:
-    handle = await env.client.start_workflow(
-        "ReviewItem",
-        ReviewItemInput(
-            dataset=fuzz_job.dataset,
-            item_id=fuzz_job.snapshot.content_sha256,  # any id: the item's text is not read
-            job_id=fuzz_job.job_id,
-            task="sentiment",
-            labels=["positive", "negative"],
-            sensitivity="normal",
-            policy=fuzz_job.policy,
-            rule_id="fuzz",
-            rules=ReviewRulesPayload(timeout_s=600),
-            reviewers=[
-                ReviewerGrant(id=r, cleared=True, groups=["primary"]) for r in ("alice", "bob")
-            ],
-            history_limit=200,
-        ),
-        id=f"review:{fuzz_job.dataset}:fuzz-{uuid.uuid4().hex[:8]}",
-        task_queue=stack.task_queue,
-        result_type=ReviewStateView,
+    # Any item id: the review never reads the item's text.
+    item = fuzz_job.snapshot.content_sha256
+    handle = await start_review(
+        env.client, stack, fuzz_job, item, ["alice", "bob"], history_limit=200
     )
     for sub in subs:
         await handle.signal("submit_review", sub)

@@ -24,14 +24,11 @@ from activities.payloads import (
     LabelDatasetInput,
     LabelDatasetResult,
     LabelsChanged,
-    ReviewerGrant,
-    ReviewItemInput,
     ReviewReceipt,
-    ReviewRulesPayload,
     ReviewStateView,
     ReviewSubmission,
 )
-from tests.helpers import write_jsonl
+from tests.helpers import start_review, write_jsonl
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -278,32 +275,9 @@ async def open_review(
     item: int,
     **extra: Any,
 ) -> Any:
-    dataset, job, items = ctx
-    grants = [
-        ReviewerGrant(id="alice", cleared=True, groups=["primary"]),
-        # On the item's copy of the roster, but not on the roster file any more.
-        ReviewerGrant(id="eve", cleared=True, groups=["primary"]),
-    ]
-    inp = ReviewItemInput(
-        dataset=dataset,
-        item_id=items[item],
-        job_id=job.job_id,
-        task="sentiment",
-        labels=["positive", "negative"],
-        sensitivity="normal",
-        policy=job.policy,
-        rule_id="test",
-        rules=ReviewRulesPayload(timeout_s=600),
-        reviewers=grants,
-        **extra,
-    )
-    return await env.client.start_workflow(
-        "ReviewItem",
-        inp,
-        id=f"review:{dataset}:{items[item]}:{uuid.uuid4().hex[:4]}",
-        task_queue=stack.task_queue,
-        result_type=ReviewStateView,
-    )
+    # eve is on the item's copy of the roster, but no longer on the roster file.
+    _, job, items = ctx
+    return await start_review(env.client, stack, job, items[item], ["alice", "eve"], **extra)
 
 
 async def test_a_negative_change_count_cannot_stop_snapshots(
