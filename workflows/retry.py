@@ -17,22 +17,16 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.errors import DETERMINISTIC_TYPES
 
+NEVER = list(DETERMINISTIC_TYPES)  # retried by no policy, whoever raised them
+
 # Rides out a catalog, S3 or worker outage of about a quarter of an hour (1, 2, 4, ... 30 s
 # between attempts), then gives up.
-TRANSIENT = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=40,
-    non_retryable_error_types=list(DETERMINISTIC_TYPES),
-)
+TRANSIENT = RetryPolicy(maximum_attempts=40, maximum_interval=timedelta(seconds=30))
+TRANSIENT.non_retryable_error_types = NEVER
 
 # For the bookkeeping of a terminal path (marking a job failed, a review errored): patient,
 # because a terminal state left unrecorded is the one thing worse than a failure.
-BOOKKEEPING = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=100,
-    non_retryable_error_types=list(DETERMINISTIC_TYPES),
-)
+BOOKKEEPING = RetryPolicy(maximum_attempts=100, maximum_interval=timedelta(seconds=60))
+BOOKKEEPING.non_retryable_error_types = NEVER
 
 ALL = (TRANSIENT, BOOKKEEPING)

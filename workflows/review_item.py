@@ -16,40 +16,29 @@ arrives, so a reviewer removed since the item opened is refused at once.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.retry import BOOKKEEPING, TRANSIENT
-from workflows.review_checks import (
-    MAX_LABEL_CHARS,
-    MAX_REVIEWER_CHARS,
-    refusal,
-)
+from workflows import review_steps as steps
+from workflows.review_book import ReviewBook
+from workflows.review_checks import refusal
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import (
         REVIEW_STATE,
-        CloseReviewInput,
-        RecordReviewInput,
         RecordReviewResult,
         ReviewCarry,
         ReviewItemInput,
         ReviewReceipt,
-        ReviewRecord,
         ReviewStateView,
         ReviewSubmission,
     )
-    from activities.review import ReviewActivities
-    from activities.sources import clean
 
-SHORT = timedelta(seconds=30)
-KEPT_REFUSALS = 20  # refused submissions recorded per item; later ones are only counted
-REFUSED_NOTE_CHARS = 200
 CAN_PATCH = "review-continue-as-new"
 CONFIRM_PATCH = "review-counts-once-recorded"
 MALFORMED_PATCH = "review-records-malformed-signals"
@@ -62,13 +51,15 @@ class ReviewItem:
         self._inp = inp
         carry = inp.carry
         self._state = carry.state if carry else "awaiting"
-        self._reviews: list[ReviewRecord] = list(carry.reviews) if carry else []
-        self._refused_unkept = carry.refused_unkept if carry else 0
+        self._book = ReviewBook(
+            needed=inp.rules.reviewers_needed,
+            reviews=list(carry.reviews) if carry else [],
+            refused_unkept=carry.refused_unkept if carry else 0,
+        )
         self._deadline = datetime.fromisoformat(carry.deadline) if carry else None
         self._label: str | None = None
         self._signals = 0
         self._can_refused = False  # replaying a history from before continue-as-new existed
-        self._unconfirmed: list[ReviewRecord] = []  # listed, not yet taken by the catalog
 
     @workflow.run
     async def run(self, inp: ReviewItemInput) -> ReviewStateView:
@@ -88,9 +79,7 @@ class ReviewItem:
                 break
         try:
             if decided:
-                winners = [
-                    r.reviewer for r in self._reviews if r.accepted and r.label == self._label
-                ]
+                winners = self._book.winners(self._label)
                 await self._close("done", label=self._label, reviewers=winners)
             else:
                 await self._close("expired", outcome=inp.rules.on_timeout)
@@ -99,7 +88,7 @@ class ReviewItem:
             # queue (ReviewState=errored) and fail, rather than stay awaiting forever.
             self._set_state("errored")
             raise ApplicationError(
-                f"review of item {inp.item_id[:12]} could not be closed: {_cause(err)}",
+                f"review of item {inp.item_id[:12]} could not be closed: {steps.cause(err)}",
                 type="ReviewErrored",
                 non_retryable=True,
             ) from err
@@ -117,9 +106,9 @@ class ReviewItem:
             policy=inp.policy,
             labels=inp.labels,
             votes=inp.votes,
-            reviews=list(self._reviews),
+            reviews=list(self._book.reviews),
             label=self._label,
-            refused_unkept=self._refused_unkept,
+            refused_unkept=self._book.refused_unkept,
         )
 
     @workflow.update(name="submit_review")
@@ -158,105 +147,47 @@ class ReviewItem:
             except ApplicationError as err:
                 workflow.logger.warning("signal review not taken: %s", err.message)
             return
-        if sum(not r.accepted for r in self._reviews) >= KEPT_REFUSALS:
-            self._refused_unkept += 1
+        kept = self._book.keep_refusal(sub, reason)
+        if kept is None:
             return
-        # Kept short: what is recorded of a refusal is bounded whatever was sent.
-        kept = ReviewSubmission(
-            reviewer=clean(sub.reviewer, MAX_REVIEWER_CHARS),
-            label=clean(sub.label, MAX_LABEL_CHARS),
-            note=clean(sub.note, REFUSED_NOTE_CHARS),
-        )
-        self._reviews.append(
-            ReviewRecord(
-                reviewer=kept.reviewer,
-                label=kept.label,
-                note=kept.note,
-                via="signal",
-                accepted=False,
-                reason=reason,
-            )
-        )
         try:
             await self._record(kept, via="signal", key=key, accepted=False, reason=reason)
         except ActivityError as err:
-            workflow.logger.warning("refused signal not recorded: %s", _cause(err))
+            workflow.logger.warning("refused signal not recorded: %s", steps.cause(err))
 
     def _refusal(self, sub: ReviewSubmission) -> str:
         closed = self._label is not None or self._state in ("done", "expired", "errored")
-        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._reviews)
-
-    def _agreed(self) -> str | None:
-        """The label enough recorded reviews agree on (reviews in flight do not count)."""
-        votes = Counter(
-            r.label
-            for r in self._reviews
-            if r.accepted and not any(r is u for u in self._unconfirmed)
-        )
-        if not votes:
-            return None
-        label, count = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        return label if count >= self._inp.rules.reviewers_needed else None
+        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._book.reviews)
 
     async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
-        # Listed before the activity runs, so a concurrent duplicate is refused; it counts
-        # towards the label only once the catalog took it (the roster may have changed).
-        record = ReviewRecord(
-            reviewer=sub.reviewer, label=sub.label, note=sub.note, via=via, accepted=True
-        )
-        self._reviews.append(record)
-        if workflow.patched(CONFIRM_PATCH):
-            self._unconfirmed.append(record)
-        else:  # as released: counted at once (histories from before the patch)
-            self._label = self._agreed()
+        book = self._book
+        confirm_first = workflow.patched(CONFIRM_PATCH)
+        record = book.list_accepted(sub, via, confirmed=not confirm_first)
+        if not confirm_first:  # as released: counted at once (histories from before the patch)
+            self._label = book.agreed()
         try:
             result = await self._record(sub, via=via, key=key, accepted=True)
         except ActivityError as err:
-            self._withdraw(record, "not recorded")
+            book.withdraw(record, "not recorded")
+            self._label = book.agreed()
             raise ApplicationError(
-                f"the review could not be recorded: {_cause(err)}", type="ReviewNotRecorded"
+                f"the review could not be recorded: {steps.cause(err)}", type="ReviewNotRecorded"
             ) from err
         if result is not None and not result.accepted:
-            self._withdraw(record, result.reason)
+            book.withdraw(record, result.reason)
+            self._label = book.agreed()
             raise ApplicationError(result.reason, type="ReviewRefused")
-        self._confirmed(record)
+        book.confirm(record)
         if self._label is None:
-            self._label = self._agreed()
+            self._label = book.agreed()
         state = "done" if self._label is not None else self._state
         return ReviewReceipt(accepted=True, state=state, label=self._label)
-
-    def _withdraw(self, record: ReviewRecord, reason: str) -> None:
-        """Turn a provisionally listed review into a refused one and recount."""
-        self._confirmed(record)
-        at = next(i for i, r in enumerate(self._reviews) if r is record)
-        self._reviews[at] = replace(record, accepted=False, reason=reason)
-        self._label = self._agreed()
-
-    def _confirmed(self, record: ReviewRecord) -> None:
-        self._unconfirmed = [u for u in self._unconfirmed if u is not record]
 
     async def _record(
         self, sub: ReviewSubmission, *, via: str, key: str, accepted: bool, reason: str = ""
     ) -> RecordReviewResult | None:
-        inp = self._inp
-        return await workflow.execute_activity_method(
-            ReviewActivities.record_review,
-            RecordReviewInput(
-                key=key,
-                workflow_id=workflow.info().workflow_id,
-                dataset=inp.dataset,
-                item_id=inp.item_id,
-                job_id=inp.job_id,
-                submission=sub,
-                via=via,
-                accepted=accepted,
-                reason=reason,
-                gold_label=inp.gold_label,
-                task=inp.task,
-                sensitivity=inp.sensitivity,
-            ),
-            start_to_close_timeout=SHORT,
-            retry_policy=TRANSIENT,
+        return await steps.record(
+            self._inp, sub, via=via, key=key, accepted=accepted, reason=reason
         )
 
     async def _wait(self, seconds: int) -> bool:
@@ -294,43 +225,16 @@ class ReviewItem:
         assert self._deadline is not None
         carry = ReviewCarry(
             state=self._state,
-            reviews=list(self._reviews),
-            refused_unkept=self._refused_unkept,
+            reviews=list(self._book.reviews),
+            refused_unkept=self._book.refused_unkept,
             deadline=self._deadline.isoformat(),
         )
         workflow.continue_as_new(replace(self._inp, carry=carry))
 
-    async def _close(
-        self,
-        state: str,
-        *,
-        label: str | None = None,
-        reviewers: list[str] | None = None,
-        outcome: str | None = None,
-    ) -> None:
-        inp = self._inp
-        await workflow.execute_activity_method(
-            ReviewActivities.close_review,
-            CloseReviewInput(
-                workflow_id=workflow.info().workflow_id,
-                dataset=inp.dataset,
-                item_id=inp.item_id,
-                job_id=inp.job_id,
-                state=state,
-                label=label,
-                reviewers=reviewers or [],
-                outcome=outcome,
-            ),
-            start_to_close_timeout=SHORT,
-            retry_policy=BOOKKEEPING,
-        )
+    async def _close(self, state: str, **result: Any) -> None:
+        await steps.close(self._inp, state, **result)
         self._set_state(state)
 
     def _set_state(self, state: str) -> None:
         self._state = state
         workflow.upsert_search_attributes([REVIEW_STATE.value_set(state)])
-
-
-def _cause(err: ActivityError) -> str:
-    cause = err.cause or err
-    return getattr(cause, "message", None) or str(cause)
