@@ -8,7 +8,7 @@ SAMPLE := .labelfabric/samples/items.jsonl
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test fuzz lint bench eval down clean
+.PHONY: demo test unit fuzz lint bench eval down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/mypy
 	$(BIN)/labelfabric policy test
 	$(BIN)/pytest -q
+
+# The fast tier: every test that needs no server (about a minute); `make test` runs all.
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
 
 # The fuzz harness with many more examples than `make test` runs (override FUZZ_EXAMPLES).
 FUZZ_EXAMPLES ?= 200

@@ -39,6 +39,17 @@ TEST_PORTS = {
 }
 
 
+# A test that needs any of these (directly or through another fixture) needs the servers:
+# it belongs to the integration tier. `make unit` runs the rest (`-m "not integration"`).
+SERVER_FIXTURES = frozenset({"stack", "env", "worker", "runtime", "cli_worker"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def make_test_settings(home: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "home": home,
