@@ -412,3 +412,29 @@ async def test_a_reviewer_removed_from_the_roster_is_refused_at_once(
         ("eve", False),
     ]
     assert all("no longer on the roster" in why for r, _, why in stored if r == "eve")
+
+
+async def test_open_reviews_refuses_a_policy_changed_since_the_job_started(
+    runtime: Runtime, job_for_reviews: tuple[str, LabelDatasetResult, list[str]]
+) -> None:
+    """Review rules come from the pinned bytes, like routing: a changed file is refused."""
+    from dataclasses import replace
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.payloads import OpenReviewsInput
+
+    dataset, job, _ = job_for_reviews
+    inp = OpenReviewsInput(
+        job_id=job.job_id,
+        dataset=dataset,
+        task="sentiment",
+        policy=replace(job.policy, sha256="0" * 64),
+        chunk=0,
+        start=0,
+        end=10,
+    )
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(runtime.reviews.open_reviews, inp)
+    assert info.value.type == "PolicyChanged" and info.value.non_retryable
+    assert "changed on disk since the job started" in info.value.message
