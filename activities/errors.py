@@ -62,6 +62,18 @@ def refuse(kind: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
 
+def check_pinned(ref: str, loaded_sha256: str, pinned_sha256: str) -> None:
+    """Refuse a policy file whose bytes are not the ones the job pinned when it started:
+    routing and review rules come from the same released version, or not at all."""
+    if loaded_sha256 != pinned_sha256:
+        raise refuse(
+            "PolicyChanged",
+            f"policy {ref} changed on disk since the job started (sha256 "
+            f"{loaded_sha256[:12]} != {pinned_sha256[:12]}): released versions are "
+            "immutable; add a new version instead",
+        )
+
+
 def _s3_status(err: BaseException) -> tuple[int, str] | None:
     response: Any = getattr(err, "response", None)
     if not isinstance(response, dict):

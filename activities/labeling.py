@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.anchor import no_anchor
+from activities.errors import check_pinned
 from activities.gates import shift
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import (
@@ -270,14 +271,7 @@ class LabelingActivities:
                 type="PolicyError",
                 non_retryable=True,
             )
-        if policy.ref.sha256 != inp.policy.sha256:
-            raise ApplicationError(
-                f"policy {inp.policy.id}@{inp.policy.version} changed on disk since the job "
-                f"started (sha256 {policy.ref.sha256[:12]} != {inp.policy.sha256[:12]}); "
-                "released versions are immutable: add a new version instead",
-                type="PolicyError",
-                non_retryable=True,
-            )
+        check_pinned(str(policy.ref), policy.ref.sha256, inp.policy.sha256)
         return task, agents, policy
 
     @activity.defn(name="label_chunk")

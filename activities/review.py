@@ -28,6 +28,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError
 
 from activities.anchor import no_anchor
+from activities.errors import check_pinned
 from activities.payloads import (
     LABEL_DATASET,
     REVIEW_STATE,
@@ -89,15 +90,7 @@ class ReviewActivities:
             policy = Policy.load(self.policies_dir, f"{inp.policy.id}@{inp.policy.version}")
         except (TaskError, PolicyError) as err:
             raise ApplicationError(str(err), type="BadConfig", non_retryable=True) from err
-        if policy.ref.sha256 != inp.policy.sha256:
-            # The review rules must come from the bytes that routed the items, as in label_chunk.
-            raise ApplicationError(
-                f"policy {policy.ref} changed on disk since the job started (sha256 "
-                f"{policy.ref.sha256[:12]} != {inp.policy.sha256[:12]}): released versions "
-                "are immutable; add a new version instead",
-                type="PolicyChanged",
-                non_retryable=True,
-            )
+        check_pinned(str(policy.ref), policy.ref.sha256, inp.policy.sha256)
         rules = ReviewRulesPayload(**asdict(policy.review))
         async with self.engine.connect() as conn:
             routed = await db.routed_items(

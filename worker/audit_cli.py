@@ -84,7 +84,7 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
     newest of each dataset (all with `deep`) is read back and re-hashed."""
     import hashlib
 
-    from worker.main import s3_target
+    from worker.stack import s3_target
 
     snap = db.T_SNAPSHOT.c
     rows = await conn.execute(
@@ -129,7 +129,7 @@ async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
         .order_by(snap.created_at.desc())
         .limit(ANCHORS)
     )
-    from worker.main import s3_target
+    from worker.stack import s3_target
 
     s3 = make_s3_client(s3_target(settings))
     out: dict[str, str] = {}

@@ -412,7 +412,7 @@ def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
 
 
 def _s3(settings: Settings) -> Any:
-    from worker.main import s3_target
+    from worker.stack import s3_target
 
     return make_s3_client(s3_target(settings))
 

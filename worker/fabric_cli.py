@@ -173,7 +173,7 @@ async def _train(settings: Settings, task_name: str) -> None:
     import hashlib
 
     from activities.s3 import make_s3_client, put_once
-    from worker.main import s3_target
+    from worker.stack import s3_target
 
     try:
         spec = load_task(settings.tasks_dir, task_name)

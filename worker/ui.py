@@ -22,7 +22,7 @@ async def anchor(settings: Settings, engine: Any) -> None:
     """Anchor the audit chain's head in S3 after a command that may have appended events."""
     from activities.anchor import AuditAnchor
     from activities.s3 import make_s3_client
-    from worker.main import s3_target
+    from worker.stack import s3_target
 
     s3 = make_s3_client(s3_target(settings))
     await AuditAnchor(engine=engine, s3=s3, bucket=settings.s3_bucket)()
