@@ -22,6 +22,9 @@ from worker.main import Runtime, build_runtime, make_worker
 from worker.settings import Settings
 from worker.stack import find_binary
 
+# Another checkout's suite on the same machine sets LABELFABRIC_TEST_PORT_OFFSET (e.g. 100) so
+# the two stacks never meet.
+_OFFSET = int(os.environ.get("LABELFABRIC_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {
     "temporal_port": 17233,
     "temporal_ui_port": 18233,
@@ -37,6 +40,7 @@ TEST_PORTS = {
     "weed_filer_port": 21336,
     "weed_admin_port": 21337,
 }
+TEST_PORTS = {name: port + _OFFSET for name, port in TEST_PORTS.items()}
 
 
 # A test that needs any of these (directly or through another fixture) needs the servers:
