@@ -1,11 +1,5 @@
-"""Quality gates: a gate policy's verdict on a snapshot, and the rollback a failed one triggers.
-
-A task names its gate (`gate: quality_default` in the task file); each snapshot of one of its
-datasets is scored (`SnapshotMetrics`) and judged by the gate's active version (or newest).
-`pass` marks the snapshot version training-ready; the verdict, with the gate's version, sha256,
-rule and the metrics it read, is stored on the snapshot row and in its manifest. A gate that
-cannot judge (missing, not a gate, a rule error) gives `fail` with the error: not training-ready,
-but no rollback, since that says nothing about the routing version.
+"""Quality gates, the catalog part: loading a gate's active version, and the rollback a failed
+verdict triggers. What a gate judges and how (`SnapshotMetrics`, `verdict`): `policy_rules.gates`.
 
 Automatic rollback: a routing version is on probation from its activation until a snapshot
 made by one of its jobs passes its gate. A snapshot that fails its gate during probation
@@ -17,62 +11,17 @@ which ends with the first passing snapshot after it.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agents.aggregate import AlphaTally
 from catalog import db
 from policy_rules.engine import Policy, PolicyError
+from policy_rules.gates import SnapshotMetrics, judged_by, rollback_reason, shift, verdict
 
-
-@dataclass
-class SnapshotMetrics:
-    """Figures over one snapshot's labels, the inputs of a gate policy (`snapshot.*`)."""
-
-    distribution: Counter[str] = field(default_factory=Counter)
-    human: int = 0  # labels people gave (closed reviews)
-    gold_count: int = 0  # labeled items with a known label for the task
-    gold_correct: int = 0
-    agreement: AlphaTally = field(default_factory=AlphaTally)
-
-    def add(self, item_id: str, label: str, source: str, gold: dict[str, str]) -> None:
-        self.distribution[label] += 1
-        self.human += source == "human"
-        if item_id in gold:
-            self.gold_count += 1
-            self.gold_correct += gold[item_id] == label
-
-    def inputs(self, parent: dict[str, int] | None) -> dict[str, Any]:
-        count = self.distribution.total()
-        alpha = self.agreement.value()
-        return {
-            "snapshot.count": count,
-            "snapshot.gold_count": self.gold_count,
-            # 0.0 without gold items: a gate reads gold_accuracy together with gold_count.
-            "snapshot.gold_accuracy": self.gold_correct / self.gold_count
-            if self.gold_count
-            else 0.0,
-            "snapshot.review_rate": self.human / count if count else 0.0,
-            # Krippendorff's alpha of the agents' votes on the labeled items; 1.0 when no item
-            # had two votes to compare (nothing disagreed).
-            "snapshot.agreement": 1.0 if math.isnan(alpha) else alpha,
-            "snapshot.label_shift": shift(self.distribution, parent),
-            "snapshot.parent_count": sum((parent or {}).values()),
-        }
-
-
-def shift(now: Counter[str], before: dict[str, int] | None) -> float:
-    """Total variation distance between two label distributions; 0.0 if either is empty."""
-    n, m = now.total(), sum((before or {}).values())
-    if not n or not m or before is None:
-        return 0.0
-    labels = set(now) | set(before)
-    return 0.5 * math.fsum(abs(now[k] / n - before.get(k, 0) / m) for k in labels)
+# SnapshotMetrics, shift and verdict are re-exported for the activities that import them here.
+__all__ = ["SnapshotMetrics", "load_gate", "rollback_on_failure", "shift", "verdict"]
 
 
 async def load_gate(
@@ -90,25 +39,6 @@ async def load_gate(
     if row is not None and row.sha256 != gate.ref.sha256:
         return None, f"active gate {gate.ref} changed on disk since it was activated"
     return gate, None
-
-
-def verdict(gate: Policy | None, error: str | None, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The gate's judgement as stored on the snapshot row and in its manifest."""
-    if gate is None:
-        return {"outcome": "fail", "error": error, "metrics": metrics}
-    decision = gate.evaluate(metrics)
-    rule = gate.rule(decision.rule_id)
-    return {
-        "policy": gate.ref.id,
-        "version": gate.ref.version,
-        "sha256": gate.ref.sha256,
-        "outcome": decision.outcome,
-        "rule": decision.rule_id,
-        "error": decision.error,
-        "metrics": metrics,
-        # What the deciding rule read: the metric(s) a failure is about.
-        "read": {name: metrics.get(name) for name in (rule.reads if rule else ())},
-    }
 
 
 async def rollback_on_failure(
@@ -132,12 +62,6 @@ async def rollback_on_failure(
     if target is None:
         return None
     earlier = next(r for r in reversed(rows) if r.version == target)
-    gate = f"{judged.get('policy', '?')}@{judged.get('version', '?')}"
-    failed = ", ".join(f"{k} = {_fmt(v)}" for k, v in judged.get("read", {}).items())
-    reason = (
-        f"snapshot {subject} failed gate {gate} (rule {judged.get('rule', '?')}"
-        f"{': ' + failed if failed else ''})"
-    )
     await db.record_activation(
         conn,
         {
@@ -145,13 +69,9 @@ async def rollback_on_failure(
             "version": target,
             "sha256": earlier.sha256,
             "action": "rollback",
-            "actor": f"gate:{gate}",
-            "reason": reason,
+            "actor": f"gate:{judged_by(judged)}",
+            "reason": rollback_reason(subject, judged),
             "at": at,
         },
     )
     return f"{job.policy_id}: v{job.policy_version} -> v{target}"
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
-from policy_rules.engine import Policy, PolicyError, PolicyRef, _versions, check_cases
+from policy_rules.cases import check_cases
+from policy_rules.loader import version_files
+from policy_rules.model import Policy, PolicyError, PolicyRef
 
 
 def with_params(
@@ -23,7 +25,7 @@ def with_params(
 ) -> tuple[PolicyRef, bool]:
     """The version of `policy_id` with these params: (ref, True) when newly written."""
     folder = Path(policies_dir) / policy_id
-    versions = _versions(folder)
+    versions = version_files(folder)
     if not versions:
         raise PolicyError(f"unknown policy '{policy_id}': no {folder}/v<N>.yaml")
     newest = max(versions)
