@@ -30,17 +30,19 @@ from temporalio.worker import (
     Interceptor,
 )
 
-# Named error types: what a caller can match on (`ApplicationError.type`, the Web UI).
-BAD_INPUT = "BadInput"  # a workflow or activity input that does not decode or validate
-BAD_SOURCE = "BadSource"
-SOURCE_NOT_FOUND = "SourceNotFound"
-SOURCE_FORBIDDEN = "SourceForbidden"  # outside LABELFABRIC_SOURCE_ROOTS, or not a regular file
-SOURCE_UNREADABLE = "SourceUnreadable"  # permissions
-JOB_EXISTS = "JobExists"
-CATALOG_REFUSED = "CatalogRefused"  # PostgreSQL refused a write or a query (class 22/23/42)
-STORAGE_REFUSED = "StorageRefused"  # S3 answered 4xx
-BAD_DATA = "BadData"  # a parser or encoder refused what it was given
-INTERNAL = "InternalError"  # a bug: the same input would fail the same way again
+from activities.ids import (
+    BAD_DATA,
+    BAD_INPUT,
+    BAD_SOURCE,
+    CATALOG_REFUSED,
+    INTERNAL,
+    JOB_EXISTS,
+    POLICY_CHANGED,
+    SOURCE_FORBIDDEN,
+    SOURCE_NOT_FOUND,
+    SOURCE_UNREADABLE,
+    STORAGE_REFUSED,
+)
 
 # Not retried even when raised without non_retryable: the names above are deterministic.
 DETERMINISTIC_TYPES = (
@@ -67,7 +69,7 @@ def check_pinned(ref: str, loaded_sha256: str, pinned_sha256: str) -> None:
     routing and review rules come from the same released version, or not at all."""
     if loaded_sha256 != pinned_sha256:
         raise refuse(
-            "PolicyChanged",
+            POLICY_CHANGED,
             f"policy {ref} changed on disk since the job started (sha256 "
             f"{loaded_sha256[:12]} != {pinned_sha256[:12]}): released versions are "
             "immutable; add a new version instead",

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import JOB_EXISTS, classify
 from activities.payloads import (
@@ -94,11 +95,11 @@ class JobActivities:
     async def prepare_job(self, inp: PrepareJobInput) -> JobPlan:
         problem = dataset_name_problem(inp.dataset)
         if problem:
-            raise bad_input("BadInput", problem)
+            raise bad_input(ids.BAD_INPUT, problem)
         try:
             task = load_task(self.tasks_dir, inp.task)
         except TaskError as err:
-            raise bad_input("UnknownTask", str(err)) from err
+            raise bad_input(ids.UNKNOWN_TASK, str(err)) from err
         known = [a.name for a in task.agents]
         agents = list(inp.agents) if inp.agents else known
         unknown = [a for a in agents if a not in known]
@@ -123,7 +124,7 @@ class JobActivities:
         try:
             source_format(inp.source)
         except SourceError as err:
-            raise bad_input("BadSource", str(err)) from err
+            raise bad_input(ids.BAD_SOURCE, str(err)) from err
         await asyncio.to_thread(self._check_source, inp.source)
 
         policy = PolicyRefPayload(id=ref.id, version=ref.version, sha256=ref.sha256)
@@ -177,7 +178,7 @@ class JobActivities:
         ref = resolve(self.policies_dir, f"{policy}@{row.version}")
         if ref.sha256 != row.sha256:
             raise bad_input(
-                "PolicyChanged",
+                ids.POLICY_CHANGED,
                 f"active policy {ref} changed on disk since it was activated (sha256 "
                 f"{row.sha256[:12]} then, {ref.sha256[:12]} now): released versions are "
                 "immutable; restore it, or add and activate a new version",
@@ -197,12 +198,12 @@ class JobActivities:
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
-                raise bad_input("SourceNotFound", f"source not found: {source}") from err
+                raise bad_input(ids.SOURCE_NOT_FOUND, f"source not found: {source}") from err
             raise
         except (EndpointConnectionError, BotoCoreError) as err:
             raise ApplicationError(
                 f"S3 endpoint {self.s3_endpoint} is unreachable while reading {source}: {err}",
-                type="S3Unreachable",
+                type=ids.S3_UNREACHABLE,
             ) from err
 
     @activity.defn(name="ingest")
@@ -216,7 +217,7 @@ class JobActivities:
             task = load_task(self.tasks_dir, inp.task)
             fmt = source_format(inp.source)
         except (TaskError, SourceError) as err:
-            raise bad_input("BadSource", str(err)) from err
+            raise bad_input(ids.BAD_SOURCE, str(err)) from err
         seen: dict[bytes, str | None] = {}  # content -> the split this source gave it
         items: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -399,7 +400,7 @@ class JobActivities:
             except (EndpointConnectionError, BotoCoreError) as err:
                 raise ApplicationError(
                     f"S3 endpoint {self.s3_endpoint} is unreachable while reading {source}: {err}",
-                    type="S3Unreachable",
+                    type=ids.S3_UNREACHABLE,
                 ) from err
             tmp.seek(0)
             yield tmp

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import check_pinned
 from activities.gates import shift
@@ -248,7 +249,7 @@ class LabelingActivities:
                 )
                 self._agents.update({(task_name, a.name): a for a in built})
         except TaskError as err:
-            raise ApplicationError(str(err), type="UnknownTask", non_retryable=True) from err
+            raise ApplicationError(str(err), type=ids.UNKNOWN_TASK, non_retryable=True) from err
         return task, [self._agents[(task_name, n)] for n in names]
 
     async def _load(self, inp: ChunkInput) -> tuple[TaskSpec, list[Agent], Policy]:
@@ -262,13 +263,13 @@ class LabelingActivities:
                     )
                 except PolicyError as err:
                     raise ApplicationError(
-                        str(err), type="PolicyError", non_retryable=True
+                        str(err), type=ids.POLICY_ERROR, non_retryable=True
                     ) from err
         policy = self._policies[pkey]
         if policy.kind != "route":
             raise ApplicationError(
                 f"{policy.ref} is a {policy.kind} policy, not a routing policy",
-                type="PolicyError",
+                type=ids.POLICY_ERROR,
                 non_retryable=True,
             )
         check_pinned(str(policy.ref), policy.ref.sha256, inp.policy.sha256)
@@ -369,7 +370,7 @@ class LabelingActivities:
                 raise ApplicationError(
                     f"policy {policy.ref} names reliability model {version} for task "
                     f"{task.name}, which is not in the catalog (calibrate on this catalog)",
-                    type="PolicyError",
+                    type=ids.POLICY_ERROR,
                     non_retryable=True,
                 )
             self._reliabilities[version] = DawidSkene.from_dict(found)
@@ -378,7 +379,7 @@ class LabelingActivities:
             raise ApplicationError(
                 f"policy {policy.ref} was calibrated for agents {', '.join(model.agents)}; "
                 f"this job runs {', '.join(keys)}: calibrate again for these agents",
-                type="PolicyError",
+                type=ids.POLICY_ERROR,
                 non_retryable=True,
             )
         return model

@@ -17,13 +17,13 @@ from temporalio.common import SearchAttributeKey
 from temporalio.converter import DataConverter, DefaultPayloadConverter
 from temporalio.exceptions import ApplicationError
 
-OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
+from activities import ids
 
 # Custom search attributes (registered by the embedded stack): the Web UI's and the CLI's
 # view of jobs and of the review queue.
-LABEL_DATASET = SearchAttributeKey.for_keyword("LabelDataset")
-LABEL_JOB = SearchAttributeKey.for_keyword("LabelJob")
-REVIEW_STATE = SearchAttributeKey.for_keyword("ReviewState")
+LABEL_DATASET = SearchAttributeKey.for_keyword(ids.SA_LABEL_DATASET)
+LABEL_JOB = SearchAttributeKey.for_keyword(ids.SA_LABEL_JOB)
+REVIEW_STATE = SearchAttributeKey.for_keyword(ids.SA_REVIEW_STATE)
 
 
 # A dataset name is part of workflow ids (`label:{dataset}:{job}`), S3 keys and file names:
@@ -412,7 +412,7 @@ class CheckedPayloadConverter(DefaultPayloadConverter):
             return super().from_payloads(payloads, type_hints)
         except Exception as err:
             raise ApplicationError(
-                f"input does not decode: {_describe(err)}", type="BadInput", non_retryable=True
+                f"input does not decode: {_describe(err)}", type=ids.BAD_INPUT, non_retryable=True
             ) from None
 
 

@@ -27,6 +27,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError
 
+from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import check_pinned
 from activities.payloads import (
@@ -49,14 +50,6 @@ from catalog import db
 from policy_rules.engine import Policy, PolicyError
 
 STARTS_IN_FLIGHT = 16  # concurrent workflow starts: the dev server's SQLite is the limit
-
-
-def review_workflow_id(dataset: str, item_id: str) -> str:
-    return f"review:{dataset}:{item_id}"
-
-
-def dataset_workflow_id(dataset: str) -> str:
-    return f"dataset:{dataset}"
 
 
 def is_gold_check(item_id: str, fraction: float) -> bool:
@@ -89,7 +82,7 @@ class ReviewActivities:
             roster = load_roster(self.roster_path)
             policy = Policy.load(self.policies_dir, f"{inp.policy.id}@{inp.policy.version}")
         except (TaskError, PolicyError) as err:
-            raise ApplicationError(str(err), type="BadConfig", non_retryable=True) from err
+            raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
         check_pinned(str(policy.ref), policy.ref.sha256, inp.policy.sha256)
         rules = ReviewRulesPayload(**asdict(policy.review))
         async with self.engine.connect() as conn:
@@ -133,7 +126,7 @@ class ReviewActivities:
                         "dataset": i.dataset,
                         "item_id": i.item_id,
                         "job_id": i.job_id,
-                        "workflow_id": review_workflow_id(i.dataset, i.item_id),
+                        "workflow_id": ids.review_workflow_id(i.dataset, i.item_id),
                         "state": "awaiting",
                         "rule_id": i.rule_id,
                         "policy_id": i.policy.id,
@@ -150,9 +143,9 @@ class ReviewActivities:
         async def start(item: ReviewItemInput) -> None:
             async with gate:
                 await self.client.start_workflow(
-                    "ReviewItem",
+                    ids.REVIEW_ITEM_WORKFLOW,
                     item,
-                    id=review_workflow_id(item.dataset, item.item_id),
+                    id=ids.review_workflow_id(item.dataset, item.item_id),
                     task_queue=self.task_queue,
                     # A retry, or a later job routing the same open item, keeps the running
                     # review; a closed one may be opened again by a later job.
@@ -160,7 +153,7 @@ class ReviewActivities:
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                     search_attributes=TypedSearchAttributes(
                         [
-                            SearchAttributePair(REVIEW_STATE, "awaiting"),
+                            SearchAttributePair(REVIEW_STATE, ids.AWAITING),
                             SearchAttributePair(LABEL_DATASET, item.dataset),
                         ]
                     ),
@@ -178,7 +171,7 @@ class ReviewActivities:
         try:
             roster = load_roster(self.roster_path)
         except TaskError as err:
-            raise ApplicationError(str(err), type="BadConfig", non_retryable=True) from err
+            raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
         who = inp.submission.reviewer
         entry = next((r for r in roster if r.id == who), None)
         if entry is None or inp.task not in entry.tasks:
@@ -270,9 +263,9 @@ class ReviewActivities:
         await self.anchor()
         if inp.label is not None:
             await self.client.start_workflow(
-                "Dataset",
+                ids.DATASET_WORKFLOW,
                 DatasetInput(name=inp.dataset, debounce_s=self.snapshot_debounce_s),
-                id=dataset_workflow_id(inp.dataset),
+                id=ids.dataset_workflow_id(inp.dataset),
                 task_queue=self.task_queue,
                 start_signal="labels_changed",
                 start_signal_args=[LabelsChanged(source=inp.workflow_id)],

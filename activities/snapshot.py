@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import snapshot_files
+from activities import ids, snapshot_files
 from activities.anchor import no_anchor
 from activities.errors import classify
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
@@ -165,7 +165,7 @@ class SnapshotActivities:
                     raise refused from None
                 # Endpoint down, throttled, 5xx: raise, Temporal retries (bounded).
                 raise ApplicationError(
-                    f"S3 write to bucket {self.bucket!r} failed: {err}", type="S3Error"
+                    f"S3 write to bucket {self.bucket!r} failed: {err}", type=ids.S3_ERROR
                 ) from err
         await self.anchor()
         return SnapshotRef(
@@ -287,7 +287,7 @@ def _version_id(resp: Any, key: str) -> str:
     if not version or version == "null":
         raise ApplicationError(
             f"S3 returned no version id for {key}: bucket versioning is off",
-            type="S3VersioningOff",
+            type=ids.S3_VERSIONING_OFF,
             non_retryable=True,
         )
     return str(version)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from activities import ids
+
 MAX_RECORD_BYTES = 1 << 20  # one record over 1 MiB is refused, not loaded
 BOM = b"\xef\xbb\xbf"
 # A CSV field may be as large as a record (the csv module's default stops at 128 KiB). The
@@ -28,19 +30,19 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv
 class SourceError(ValueError):
     """The source as a whole cannot be read (unknown format, missing, unreadable)."""
 
-    kind = "BadSource"  # the error type a job fails with
+    kind = ids.BAD_SOURCE  # the error type a job fails with
 
 
 class SourceNotFound(SourceError):
-    kind = "SourceNotFound"
+    kind = ids.SOURCE_NOT_FOUND
 
 
 class SourceForbidden(SourceError):
-    kind = "SourceForbidden"
+    kind = ids.SOURCE_FORBIDDEN
 
 
 class SourceUnreadable(SourceError):
-    kind = "SourceUnreadable"
+    kind = ids.SOURCE_UNREADABLE
 
 
 def open_local(source: str, roots: Sequence[Path]) -> IO[bytes]:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from temporalio.client import Client  # noqa: E402
 
+from activities import ids  # noqa: E402
 from activities.labeling import policy_inputs, safe_predict  # noqa: E402
 from activities.payloads import LabelDatasetInput, LabelDatasetResult  # noqa: E402
 from agents.aggregate import majority_vote  # noqa: E402
@@ -71,9 +72,9 @@ async def durable_job(
     try:
         async with make_worker(client, settings, runtime):
             started = time.perf_counter()
-            wid = f"label:bench:{int(time.time())}"
+            wid = ids.label_workflow_id("bench", str(int(time.time())))
             result = await client.execute_workflow(
-                "LabelDataset",
+                ids.LABEL_DATASET_WORKFLOW,
                 LabelDatasetInput(
                     dataset="bench",
                     source=str(source),

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import text  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
+from activities import ids  # noqa: E402
 from activities.payloads import (  # noqa: E402
     LabelDatasetInput,
     LabelDatasetResult,
@@ -42,9 +43,9 @@ async def run(settings: Settings, source: Path, reviews: int) -> None:
     try:
         async with make_worker(client, settings, runtime):
             started = time.perf_counter()
-            wid = f"label:benchrev:{int(time.time())}"
+            wid = ids.label_workflow_id("benchrev", str(int(time.time())))
             job = await client.execute_workflow(
-                "LabelDataset",
+                ids.LABEL_DATASET_WORKFLOW,
                 LabelDatasetInput(dataset="benchrev", source=str(source), task="sentiment"),
                 id=wid,
                 task_queue=settings.task_queue,
@@ -73,7 +74,9 @@ async def run(settings: Settings, source: Path, reviews: int) -> None:
                         {"d": "benchrev"},
                     )
                 t0 = time.perf_counter()
-                await client.get_workflow_handle(f"review:benchrev:{item}").execute_update(
+                await client.get_workflow_handle(
+                    ids.review_workflow_id("benchrev", item)
+                ).execute_update(
                     "submit_review",
                     ReviewSubmission(reviewer="alice", label="positive"),
                     result_type=ReviewReceipt,

@@ -18,6 +18,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.ids import review_workflow_id
 from activities.payloads import (
     LabelDatasetInput,
     LabelDatasetResult,
@@ -29,7 +30,7 @@ from activities.payloads import (
     ReviewStateView,
     ReviewSubmission,
 )
-from activities.review import is_gold_check, review_workflow_id
+from activities.review import is_gold_check
 from tests.helpers import write_jsonl
 from worker.main import Runtime, s3_target
 from worker.settings import Settings

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from temporalio.client import Client
 
+from activities.ids import parse_review_workflow_id
 from activities.payloads import ReviewSubmission
 from catalog import db
 from worker import reviews
@@ -170,7 +171,7 @@ async def _render_item(
     status: int = 200,
 ) -> Response:
     wid = request.path_params["wid"]
-    if not wid.startswith("review:"):
+    if parse_review_workflow_id(wid) is None:
         return PlainTextResponse(f"no review {wid[:100]!r}", status_code=404)
     handle = request.app.state.client.get_workflow_handle(wid)
     try:

@@ -17,11 +17,15 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
 
+from activities.ids import (
+    OPEN_REVIEWS_QUERY,
+    REVIEW_ITEM_WORKFLOW,
+    SA_LABEL_DATASET,
+    parse_review_workflow_id,
+    review_workflow_id,
+)
 from activities.payloads import REVIEW_STATE, ReviewReceipt, ReviewStateView, ReviewSubmission
-from activities.review import review_workflow_id
 from catalog import db
-
-OPEN = 'WorkflowType = "ReviewItem" AND ReviewState IN ("awaiting", "escalated")'
 
 
 class ReviewError(Exception):
@@ -46,7 +50,9 @@ async def queue(
     client: Client, *, dataset: str | None, reviewer: str | None, limit: int
 ) -> tuple[list[QueueRow], int]:
     """Up to `limit` open reviews (oldest first) and how many there are in all."""
-    query = OPEN + (f' AND LabelDataset = "{_quoted(dataset)}"' if dataset else "")
+    query = OPEN_REVIEWS_QUERY
+    if dataset:
+        query += f' AND {SA_LABEL_DATASET} = "{_quoted(dataset)}"'
     rows: list[QueueRow] = []
     count = 0
     async for w in client.list_workflows(query):
@@ -54,7 +60,10 @@ async def queue(
         if reviewer and reviewer not in allowed:
             continue
         count += 1
-        _, ds, item = w.id.split(":", 2)
+        parsed = parse_review_workflow_id(w.id)
+        if parsed is None:  # a ReviewItem started by hand under another id
+            continue
+        ds, item = parsed
         state = w.typed_search_attributes.get(REVIEW_STATE) or ""
         rows.append(QueueRow(w.id, ds, item, state, w.start_time, allowed))
     rows.sort(key=lambda r: (r.since, r.workflow_id))
@@ -65,9 +74,9 @@ async def find(client: Client, item: str, dataset: str | None) -> WorkflowHandle
     """The review workflow of ITEM: a full item id, or a unique prefix as the queue shows."""
     if dataset and len(item) == 64:
         return client.get_workflow_handle(review_workflow_id(dataset, item))
-    query = 'WorkflowType = "ReviewItem"'
+    query = f'WorkflowType = "{REVIEW_ITEM_WORKFLOW}"'
     if dataset:
-        query += f' AND LabelDataset = "{_quoted(dataset)}"'
+        query += f' AND {SA_LABEL_DATASET} = "{_quoted(dataset)}"'
     ids = sorted(
         {
             w.id

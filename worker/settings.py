@@ -14,6 +14,7 @@ from urllib.parse import quote
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from activities.ids import DEFAULT_TASK_QUEUE
 from worker import secrets as stack_secrets
 from worker.secrets import APP_ROLE
 
@@ -33,7 +34,7 @@ class Settings(BaseSettings):
     temporal_http_port: int = 7243
     temporal_metrics_port: int = 7244
     temporal_namespace: str = "default"
-    task_queue: str = "labeling"
+    task_queue: str = DEFAULT_TASK_QUEUE
 
     postgres_port: int = 15432
     # When set, the catalog lives on this server and `up` starts no PostgreSQL.

@@ -16,13 +16,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities import ids
     from activities.payloads import DatasetInput, LabelsChanged, SnapshotInput, SnapshotRef
     from activities.snapshot import SnapshotActivities
 
 from workflows.retry import TRANSIENT
 
 
-@workflow.defn(name="Dataset")
+@workflow.defn(name=ids.DATASET_WORKFLOW)
 class Dataset:
     def __init__(self) -> None:
         self._pending = 0

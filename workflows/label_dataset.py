@@ -21,6 +21,7 @@ from workflows.chunk_step import label_chunk
 from workflows.retry import BOOKKEEPING, TRANSIENT
 
 with workflow.unsafe.imports_passed_through():
+    from activities import ids
     from activities.jobs import JobActivities
     from activities.payloads import (
         LABEL_DATASET,
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.snapshot import SnapshotActivities
 
 
-@workflow.defn(name="LabelDataset")
+@workflow.defn(name=ids.LABEL_DATASET_WORKFLOW)
 class LabelDataset:
     def __init__(self) -> None:
         self._progress = Progress(phase="preparing")
@@ -63,7 +64,7 @@ class LabelDataset:
     async def _run(self, job_id: str, inp: LabelDatasetInput) -> LabelDatasetResult:
         if min(inp.chunk_size, inp.parallelism, inp.max_chunks_per_run) < 1:
             raise ApplicationError(
-                "chunk_size, parallelism and max_chunks_per_run must be >= 1", type="BadInput"
+                "chunk_size, parallelism and max_chunks_per_run must be >= 1", type=ids.BAD_INPUT
             )
         state = inp.resume or await self._start(job_id, inp)
         items = state.ingest.items

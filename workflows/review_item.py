@@ -29,6 +29,7 @@ from workflows.review_book import ReviewBook
 from workflows.review_checks import refusal
 
 with workflow.unsafe.imports_passed_through():
+    from activities import ids
     from activities.payloads import (
         REVIEW_STATE,
         RecordReviewResult,
@@ -44,7 +45,7 @@ CONFIRM_PATCH = "review-counts-once-recorded"
 MALFORMED_PATCH = "review-records-malformed-signals"
 
 
-@workflow.defn(name="ReviewItem")
+@workflow.defn(name=ids.REVIEW_ITEM_WORKFLOW)
 class ReviewItem:
     @workflow.init
     def __init__(self, inp: ReviewItemInput) -> None:
@@ -89,7 +90,7 @@ class ReviewItem:
             self._set_state("errored")
             raise ApplicationError(
                 f"review of item {inp.item_id[:12]} could not be closed: {steps.cause(err)}",
-                type="ReviewErrored",
+                type=ids.REVIEW_ERRORED,
                 non_retryable=True,
             ) from err
         return self.state()
@@ -116,7 +117,7 @@ class ReviewItem:
         # Another update may have been accepted since this one was validated.
         reason = self._refusal(sub)
         if reason:
-            raise ApplicationError(reason, type="ReviewRefused")
+            raise ApplicationError(reason, type=ids.REVIEW_REFUSED)
         info = workflow.current_update_info()
         key = info.id if info else str(workflow.uuid4())
         return await self._accept(sub, via="update", key=f"{workflow.info().workflow_id}:{key}")
@@ -171,12 +172,13 @@ class ReviewItem:
             book.withdraw(record, "not recorded")
             self._label = book.agreed()
             raise ApplicationError(
-                f"the review could not be recorded: {steps.cause(err)}", type="ReviewNotRecorded"
+                f"the review could not be recorded: {steps.cause(err)}",
+                type=ids.REVIEW_NOT_RECORDED,
             ) from err
         if result is not None and not result.accepted:
             book.withdraw(record, result.reason)
             self._label = book.agreed()
-            raise ApplicationError(result.reason, type="ReviewRefused")
+            raise ApplicationError(result.reason, type=ids.REVIEW_REFUSED)
         book.confirm(record)
         if self._label is None:
             self._label = book.agreed()

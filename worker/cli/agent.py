@@ -10,28 +10,31 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from activities.labeling import Combined, combine, timed_predict
-from agents.base import Vote
-from agents.calibrate import CalibrationError, CurvePoint, find_threshold
-from agents.tasks import TaskError, TaskSpec, build_agents, load_task
-from catalog import db
-from policy_rules.engine import PolicyError
-from policy_rules.versions import with_params
-from worker.gold import GoldError, read_gold
-from worker.settings import Settings
-from worker.ui import console, fail
+from worker.cli.console import console, fail
 
-agent_app = typer.Typer(help="The task's agents: train and store them.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from activities.labeling import Combined
+    from agents.base import Vote
+    from agents.calibrate import CurvePoint
+    from agents.tasks import TaskSpec
+    from worker.settings import Settings
+
+
+commands = typer.Typer()  # top-level commands: labelfabric calibrate
+app = typer.Typer(help="The task's agents: train and store them.", no_args_is_help=True)
 
 
 def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
     """Every agent's votes on `texts`, combined with the task's aggregator."""
+    from activities.labeling import combine, timed_predict
+    from agents.tasks import build_agents
+
     agents = build_agents(task, None, models_dir=settings.models_dir)
 
     async def predict_all() -> list[list[Vote]]:  # with each agent's timeout, as in a job
@@ -52,6 +55,8 @@ def calibrated_params(point: CurvePoint, combined: Combined) -> dict[str, float 
 def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, source: str) -> None:
     """Keep a calibration's Dawid–Skene fit in the catalog: jobs of this task that start
     afterwards aggregate with it, so the threshold chosen on its posteriors holds for them."""
+    from catalog import db
+
     model = combined.model
     if model is None:
         return
@@ -86,6 +91,7 @@ def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, so
         ) from err
 
 
+@commands.command("calibrate")
 def calibrate(
     task: Annotated[str, typer.Option(help="The task whose agents are calibrated.")],
     gold: Annotated[Path, typer.Option(help="JSONL/CSV gold slice: text and label.")],
@@ -96,6 +102,13 @@ def calibrate(
     min_accepted: Annotated[int, typer.Option(help="Fewest gold items a threshold accepts.")] = 20,
 ) -> None:
     """Find the confidence threshold that meets TARGET on a gold slice; write a policy version."""
+    from agents.calibrate import CalibrationError, find_threshold
+    from agents.tasks import TaskError, load_task
+    from policy_rules.engine import PolicyError
+    from policy_rules.versions import with_params
+    from worker.gold import GoldError, read_gold
+    from worker.settings import Settings
+
     settings = Settings()
     try:
         spec = load_task(settings.tasks_dir, task)
@@ -161,11 +174,13 @@ def print_calibration(
     console.print(table)
 
 
-@agent_app.command("train")
+@app.command("train")
 def agent_train(
     task: Annotated[str, typer.Option(help="Train this task's model agents.")],
 ) -> None:
     """Train the task's agents from its seed and store each artifact in S3 by its version."""
+    from worker.settings import Settings
+
     asyncio.run(_train(Settings(), task))
 
 
@@ -173,6 +188,7 @@ async def _train(settings: Settings, task_name: str) -> None:
     import hashlib
 
     from activities.s3 import make_s3_client, put_once
+    from agents.tasks import TaskError, build_agents, load_task
     from worker.stack import s3_target
 
     try:

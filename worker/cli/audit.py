@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
-from sqlalchemy import select
 
-from activities.anchor import AUDIT_HEAD_KEY
-from activities.s3 import make_s3_client
-from catalog import audit, db
-from worker.settings import Settings
-from worker.ui import console, fail, in_catalog
+from worker.cli.console import console, in_catalog
 
-audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-db_app = typer.Typer(help="The catalog database.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from catalog import audit
+    from worker.settings import Settings
+
+
+app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 ANCHORS = 10  # newest snapshot manifests whose recorded chain head must be in the chain
 
 
-@audit_app.command("verify")
+@app.command("verify")
 def verify(
     anchors: Annotated[
         bool, typer.Option(help="Also check the chain heads recorded in snapshot manifests (S3).")
@@ -34,6 +32,8 @@ def verify(
 ) -> None:
     """Walk the audit hash chain; report the first broken link; check that every snapshot
     version the catalog names is still in S3 with its bytes. Exit 1 if anything is wrong."""
+    from worker.settings import Settings
+
     settings = Settings()
     verdict = asyncio.run(in_catalog(settings, _verify, settings, anchors, as_json, deep))
     if as_json:
@@ -66,6 +66,8 @@ def verify(
 async def _verify(
     conn: Any, settings: Settings, with_anchors: bool, quiet: bool, deep: bool = False
 ) -> audit.Verdict:
+    from catalog import audit
+
     found = await _anchors(settings, conn) if with_anchors else {}
     verdict = await audit.verify(
         conn,
@@ -82,8 +84,14 @@ async def _verify(
 async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep: bool) -> None:
     """Every snapshot version the catalog names must still be in S3 (a HEAD each); the
     newest of each dataset (all with `deep`) is read back and re-hashed."""
+
     import hashlib
 
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy import select
+
+    from activities.s3 import make_s3_client
+    from catalog import db
     from worker.stack import s3_target
 
     snap = db.T_SNAPSHOT.c
@@ -123,6 +131,13 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
 async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
     """Chain heads recorded in the newest snapshot manifests, read back from their S3
     versions. Heads only grow, so the newest anchors cover the older ones."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy import select
+
+    from activities.anchor import AUDIT_HEAD_KEY
+    from activities.s3 import make_s3_client
+    from catalog import db
+
     snap = db.T_SNAPSHOT.c
     rows = await conn.execute(
         select(snap.dataset, snap.version, snap.manifest_key, snap.manifest_version_id)
@@ -162,26 +177,3 @@ async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
     except (ClientError, BotoCoreError, ValueError, KeyError, TypeError) as err:
         out["the audit heads anchored in S3"] = f"unreadable: {err}"
     return out
-
-
-@db_app.command("app-role")
-def app_role(
-    role: Annotated[str, typer.Argument(help="Role name, e.g. labelfabric_app.")],
-    password: Annotated[str | None, typer.Option(help="Login password (default: none).")] = None,
-) -> None:
-    """Create or update the application's login role: it may use every catalog table but only
-    INSERT and SELECT audit events. Run as the catalog's owner, after migrating."""
-    settings = Settings()
-    try:
-        statements = audit.app_role_grants(role)
-    except ValueError as err:
-        raise fail(str(err)) from err
-    asyncio.run(
-        in_catalog(settings, audit.create_app_role, role, password, begin=True, as_owner=True)
-    )
-    console.print(f"role {role}: tables granted, audit_event INSERT and SELECT only")
-    console.print(
-        "[dim]run the app as it: LABELFABRIC_DATABASE_URL="
-        f"postgresql+asyncpg://{role}{':…' if password else ''}@HOST:PORT/DB "
-        f"({len(statements)} grants applied)[/]"
-    )

@@ -15,24 +15,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 
-from activities import export as exporting
-from activities import snapshot_files
-from activities.payloads import DatasetInput, LabelsChanged
-from activities.review import dataset_workflow_id
-from activities.s3 import make_s3_client
-from activities.sources import parse_s3_uri
-from catalog import datasets, db
-from worker.settings import Settings
-from worker.ui import anchor, console, fail, in_catalog
+from worker.cli.console import anchor, console, fail, in_catalog
 
-dataset_app = typer.Typer(help="Dataset versions (snapshots) and exports.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from activities import export as exporting
+    from worker.settings import Settings
+
+
+app = typer.Typer(help="Dataset versions (snapshots) and exports.", no_args_is_help=True)
 
 
 def parse_ref(ref: str, *, version_required: bool = True) -> tuple[str, int | None]:
@@ -43,6 +39,8 @@ def parse_ref(ref: str, *, version_required: bool = True) -> tuple[str, int | No
 
 
 async def _resolve(conn: Any, name: str, number: int | None) -> Any:
+    from catalog import datasets
+
     if number is None:
         rows = await datasets.versions(conn, name)
         row = rows[-1] if rows else None
@@ -65,9 +63,12 @@ def _verdict(row: Any) -> str:
     )
 
 
-@dataset_app.command("list")
+@app.command("list")
 def list_() -> None:
     """Datasets with snapshots: versions, newest version, items, gate verdict."""
+    from catalog import datasets
+    from worker.settings import Settings
+
     settings = Settings()
     rows = asyncio.run(in_catalog(settings, datasets.datasets))
     table = Table(title="datasets")
@@ -79,9 +80,12 @@ def list_() -> None:
     console.print(table)
 
 
-@dataset_app.command("versions")
+@app.command("versions")
 def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """Every version of a dataset: time, items, label distribution, gate, S3 version id."""
+    from catalog import datasets
+    from worker.settings import Settings
+
     settings = Settings()
     rows = asyncio.run(in_catalog(settings, datasets.versions, name))
     if not rows:
@@ -96,9 +100,11 @@ def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None
     console.print(table)
 
 
-@dataset_app.command("show")
+@app.command("show")
 def show(ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the newest).")]) -> None:
     """One version's manifest, read back from its S3 version and checked against the catalog."""
+    from worker.settings import Settings
+
     settings = Settings()
     name, number = parse_ref(ref, version_required=False)
     row = asyncio.run(in_catalog(settings, _resolve, name, number))
@@ -114,7 +120,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the new
     console.print_json(body.decode())
 
 
-@dataset_app.command("diff")
+@app.command("diff")
 def diff(
     a: Annotated[str, typer.Argument(help="NAME@A")],
     b: Annotated[str, typer.Argument(help="NAME@B")],
@@ -122,6 +128,8 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Items added, removed and relabelled from A to B, with old → new label and who/what."""
+    from worker.settings import Settings
+
     settings = Settings()
     name, va = parse_ref(a)
     other, vb = parse_ref(b)
@@ -139,6 +147,8 @@ def diff(
 async def _diff(
     conn: Any, name: str, va: int, vb: int, limit: int, as_json: bool
 ) -> dict[str, int]:
+    from catalog import datasets
+
     for v in (va, vb):
         await _resolve(conn, name, v)
     counts = {"added": 0, "removed": 0, "relabelled": 0}
@@ -168,7 +178,7 @@ async def _diff(
     return counts
 
 
-@dataset_app.command("rollback")
+@app.command("rollback")
 def rollback(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
     to: Annotated[int, typer.Option("--to", help="The version whose content to restore.")],
@@ -177,6 +187,8 @@ def rollback(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the new version.")] = 120,
 ) -> None:
     """Make V's labels current again and write them as a new version (S3 keeps every one)."""
+    from worker.settings import Settings
+
     settings = Settings()
     who = actor or getpass.getuser()
     row = asyncio.run(in_catalog(settings, _resolve, name, to))
@@ -214,6 +226,8 @@ async def _rollback_labels(
 ) -> dict[str, Any]:
     # The lock set_labels takes, taken first: no chunk or review changes a label between
     # reading the current ones and replacing them (re-entrant within this transaction).
+    from catalog import datasets, db
+
     await db.lock_labels(conn, name)
     latest = (await datasets.versions(conn, name))[-1].version
     current = await datasets.current_label_map(conn, name)
@@ -250,9 +264,13 @@ def _await_version(settings: Settings, name: str, latest: int, wait_s: float) ->
 async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
     from temporalio.client import Client
 
+    from activities.ids import DATASET_WORKFLOW, dataset_workflow_id
+    from activities.payloads import DatasetInput, LabelsChanged
+    from catalog import datasets
+
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     await client.start_workflow(
-        "Dataset",
+        DATASET_WORKFLOW,
         DatasetInput(name=name, debounce_s=settings.snapshot_debounce_s),
         id=dataset_workflow_id(name),
         task_queue=settings.task_queue,
@@ -268,7 +286,7 @@ async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: fl
     return None
 
 
-@dataset_app.command("export")
+@app.command("export")
 def export(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the newest).")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl | parquet | label-studio")] = "jsonl",
@@ -278,6 +296,10 @@ def export(
     out: Annotated[str | None, typer.Option(help="A path or s3://bucket/key.")] = None,
 ) -> None:
     """Write one version, verified against its content sha256, streaming (bounded memory)."""
+    from activities import export as exporting
+    from activities import snapshot_files
+    from worker.settings import Settings
+
     settings = Settings()
     if fmt not in exporting.FORMATS:
         raise fail(f"--format {fmt!r}: expected one of {', '.join(exporting.FORMATS)}")
@@ -297,6 +319,10 @@ def export(
 async def _export(
     settings: Settings, row: Any, fmt: str, split: str | None, target: str
 ) -> exporting.ExportResult:
+    from activities import export as exporting
+    from activities.sources import parse_s3_uri
+    from catalog import db
+
     engine = db.make_engine(settings.catalog_url, pool_size=2)
     loop = asyncio.get_running_loop()
 
@@ -362,6 +388,10 @@ def s3_problem(err: BaseException) -> str:
 
 
 async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    from sqlalchemy import select
+
+    from catalog import db
+
     v = db.T_VOTE.c
     out: dict[tuple[str, str], list[Any]] = {}
     by_job: dict[str, list[str]] = {}
@@ -379,13 +409,16 @@ async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, st
     return out
 
 
-@dataset_app.command("holdout")
+@app.command("holdout")
 def holdout(
     name: Annotated[str, typer.Argument(help="The held-out dataset.")],
     of: Annotated[str, typer.Option("--of", help="The dataset it is held out for.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
 ) -> None:
     """Declare NAME the held-out set of another dataset: ingest refuses shared content."""
+    from catalog import datasets
+    from worker.settings import Settings
+
     if name == of:
         raise fail("a dataset cannot be its own held-out set")
     settings = Settings()
@@ -394,9 +427,12 @@ def holdout(
     console.print(f"{name} is held out for {of}: content in both is leakage")
 
 
-@dataset_app.command("check")
+@app.command("check")
 def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """Report content shared with held-out-related datasets (exit 1 if any)."""
+    from catalog import datasets
+    from worker.settings import Settings
+
     settings = Settings()
     found = asyncio.run(in_catalog(settings, datasets.leaks, name))
     if not found:
@@ -412,6 +448,7 @@ def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
 
 
 def _s3(settings: Settings) -> Any:
+    from activities.s3 import make_s3_client
     from worker.stack import s3_target
 
     return make_s3_client(s3_target(settings))
@@ -421,7 +458,7 @@ def _download(settings: Settings, key: str, version_id: str, fh: Any) -> None:
     _s3(settings).download_fileobj(settings.s3_bucket, key, fh, ExtraArgs={"VersionId": version_id})
 
 
-@dataset_app.command("import")
+@app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="A Label Studio JSON export (task list).")],
     dataset: Annotated[str, typer.Option(help="Dataset to import into.")],
@@ -432,6 +469,7 @@ def import_(
     when), the labels current; a new snapshot version follows."""
     from agents.tasks import TaskError, load_task
     from worker import labelstudio
+    from worker.settings import Settings
 
     settings = Settings()
     try:
@@ -465,6 +503,7 @@ def import_(
 async def _import(
     conn: Any, dataset: str, task: str, job_id: str, sha: str, uri: str, parsed: Any
 ) -> int:
+    from catalog import datasets, db
     from worker import labelstudio
 
     rows = await datasets.versions(conn, dataset)

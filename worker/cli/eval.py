@@ -21,28 +21,27 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from activities.payloads import LabelDatasetInput
-from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
-from agents.base import Vote
-from agents.calibrate import CalibrationError, best_point, curve, find_threshold
-from agents.tasks import TaskError, TaskSpec, load_task
-from catalog import db
-from policy_rules.engine import PolicyError
-from policy_rules.versions import with_params
-from worker.fabric_cli import calibrated_params, store_reliability, vote_on
-from worker.gold import GoldError, read_gold
-from worker.settings import Settings
-from worker.ui import console, fail
+from worker.cli.console import console, fail
+
+if TYPE_CHECKING:
+    from agents.base import Vote
+    from agents.tasks import TaskSpec
+    from worker.settings import Settings
+
 
 BUILT_IN = {"rotten_tomatoes": "sentiment", "digits": "digits"}
 
 
+commands = typer.Typer()  # top-level commands: labelfabric eval
+
+
+@commands.command("eval")
 def evaluate(
     dataset: Annotated[
         str | None, typer.Option(help=f"A built-in labeled dataset: {', '.join(BUILT_IN)}.")
@@ -59,6 +58,15 @@ def evaluate(
     calibration_share: Annotated[float, typer.Option(help="Share used to calibrate.")] = 0.3,
 ) -> None:
     """Evaluate the fabric on labeled data through real workflows; table, JSON and PNG plot."""
+    from activities.payloads import LabelDatasetInput
+    from agents.calibrate import CalibrationError, best_point, find_threshold
+    from agents.tasks import TaskError, load_task
+    from policy_rules.engine import PolicyError
+    from policy_rules.versions import with_params
+    from worker.cli.agent import calibrated_params, store_reliability, vote_on
+    from worker.gold import GoldError, read_gold
+    from worker.settings import Settings
+
     settings = Settings()
     if not 0 < calibration_share < 1:
         raise fail(f"--calibration-share must be between 0 and 1, got {calibration_share}")
@@ -132,17 +140,18 @@ def evaluate(
     items = out / "test_items.jsonl"
     # The job reads the task's own text field, whatever the labeled file called it.
     items.write_text("".join(json.dumps({own.text_field: r.text}) + "\n" for r in test))
-    from worker.cli import _start_job, new_job_id
+    from activities.ids import label_workflow_id
+    from worker.cli.job import new_job_id, start_job
 
     eval_dataset = f"eval-{name}"
-    workflow_id = f"label:{eval_dataset}:{new_job_id()}"
+    workflow_id = label_workflow_id(eval_dataset, new_job_id())
     inp = LabelDatasetInput(
         dataset=eval_dataset,
         source=str(items.resolve()),
         task=spec.name,
         policy=f"{ref.id}@{ref.version}",
     )
-    result = asyncio.run(_start_job(settings, workflow_id, inp, wait=True))
+    result = asyncio.run(start_job(settings, workflow_id, inp, wait=True))
     assert result is not None
     truth = {r.item_id: str(r.label) for r in test}
     report = asyncio.run(_score(settings, spec, result.job_id, truth))
@@ -167,6 +176,8 @@ def evaluate(
 def _features_as_text(data: Path, fields: list[str], label_field: str, out: Path) -> Path:
     """A tabular file as items whose text is their feature values joined by spaces (the form
     `tabular` agents read), with the label kept; a row without a numeric value is refused."""
+    from worker.gold import GoldError
+
     if not data.is_file():
         raise GoldError(f"data file {data} does not exist")
     if data.suffix.lower() == ".csv":
@@ -219,6 +230,11 @@ def _built_in(name: str, out: Path) -> Path:
 async def _score(
     settings: Settings, task: TaskSpec, job_id: str, truth: dict[str, str]
 ) -> dict[str, Any]:
+    from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
+    from agents.base import Vote
+    from agents.calibrate import curve
+    from catalog import db
+
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
         async with engine.connect() as conn:

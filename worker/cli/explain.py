@@ -12,11 +12,12 @@ import typer
 from rich.markup import escape
 from rich.tree import Tree
 
-from catalog import datasets
-from worker.settings import Settings
-from worker.ui import console, fail, in_catalog
+from worker.cli.console import console, fail, in_catalog
+
+commands = typer.Typer()  # top-level commands: labelfabric explain
 
 
+@commands.command("explain")
 def explain(
     item: Annotated[str, typer.Argument(help="Item id (its content sha256), or a prefix.")],
     dataset: Annotated[str | None, typer.Option(help="The dataset, when several hold it.")] = None,
@@ -24,6 +25,8 @@ def explain(
 ) -> None:
     """The whole chain for one item: source, votes, aggregation, policy and rule, reviews,
     label history, and every snapshot version that holds it (with S3 version ids)."""
+    from worker.settings import Settings
+
     if len(item) < 8:
         raise fail("give at least 8 characters of the item id")
     settings = Settings()
@@ -35,6 +38,8 @@ def explain(
 
 
 async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any]:
+    from catalog import datasets
+
     found = await datasets.item_datasets(conn, prefix)
     if dataset is not None:
         found = [f for f in found if f[0] == dataset]

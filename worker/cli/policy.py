@@ -14,28 +14,25 @@ from __future__ import annotations
 import asyncio
 import getpass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from catalog import db
-from policy_rules.engine import (
-    Policy,
-    PolicyError,
-    _versions,
-    check_cases,
-    list_policies,
-)
-from worker.settings import Settings
-from worker.ui import console, fail, in_catalog
+from worker.cli.console import console, fail, in_catalog
 
-policy_app = typer.Typer(help="Versioned routing and gate policies.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from policy_rules.engine import Policy
+    from worker.settings import Settings
+
+
+app = typer.Typer(help="Versioned routing and gate policies.", no_args_is_help=True)
 
 
 def _load(settings: Settings, ref: str) -> Policy:
+    from policy_rules.engine import Policy, PolicyError
+
     try:
         return Policy.load(settings.policies_dir, ref)
     except PolicyError as err:
@@ -43,25 +40,30 @@ def _load(settings: Settings, ref: str) -> Policy:
 
 
 def _case_failures(policy: Policy) -> list[str]:
+    from policy_rules.engine import check_cases
+
     cases = policy.path.parent / "cases.yaml"
     if not cases.is_file():
         return [f"{cases} is missing: a policy without cases cannot be activated"]
     return check_cases(policy, cases)
 
 
-@policy_app.command("validate")
+@app.command("validate")
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="vN.yaml files or folders.")],
 ) -> None:
     """Compile and type-check each version, run its policy's cases, and check that no version
     the catalog has activated was edited since (when the catalog answers)."""
+    from policy_rules.engine import Policy, PolicyError
+    from policy_rules.loader import version_files
+
     bad = 0
     activated = asyncio.run(_activated())
     if activated is None:
         console.print("[dim]catalog not reachable: the activated-version check is skipped[/]")
     for path in paths:
         folder, files = (
-            (path, sorted(_versions(path).values()))
+            (path, sorted(version_files(path).values()))
             if path.is_dir()
             else (
                 path.parent,
@@ -90,7 +92,7 @@ def validate(
                 )
                 bad += 1
                 continue
-            versions = _versions(folder)
+            versions = version_files(folder)
             newest = versions[max(versions)]  # by number: v10 is newer than v9
             failures = _case_failures(policy) if file == newest else []
             for failure in failures:
@@ -104,9 +106,12 @@ def validate(
         raise fail(f"{bad} version(s) failed validation")
 
 
-@policy_app.command("test")
+@app.command("test")
 def test() -> None:
     """Run every policy's cases against its newest version (part of `make test`)."""
+    from policy_rules.engine import list_policies
+    from worker.settings import Settings
+
     settings = Settings()
     failed = 0
     for policy_id in list_policies(settings.policies_dir):
@@ -120,9 +125,14 @@ def test() -> None:
         raise fail(f"{failed} polic(ies) failed their cases")
 
 
-@policy_app.command("list")
+@app.command("list")
 def list_() -> None:
     """Policies, their versions and the active one."""
+    from catalog import db
+    from policy_rules.engine import list_policies
+    from policy_rules.loader import version_files
+    from worker.settings import Settings
+
     settings = Settings()
     active = asyncio.run(_catalog(settings, db.activations))
     current: dict[str, Any] = {row.policy_id: row for row in active}
@@ -133,7 +143,7 @@ def list_() -> None:
     for col in ("policy", "versions", "active", "shadow", "since", "by", "reason"):
         table.add_column(col)
     for policy_id in list_policies(settings.policies_dir):
-        versions = sorted(_versions(settings.policies_dir / policy_id))
+        versions = sorted(version_files(settings.policies_dir / policy_id))
         row = current.get(policy_id)
         table.add_row(
             policy_id,
@@ -147,9 +157,11 @@ def list_() -> None:
     console.print(table)
 
 
-@policy_app.command("show")
+@app.command("show")
 def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")]) -> None:
     """One version: parameters, rules, default, review rules."""
+    from worker.settings import Settings
+
     settings = Settings()
     policy = _load(settings, ref)
     console.print(
@@ -174,11 +186,13 @@ def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")]) -> None:
         console.print(escape(f"review: {policy.review}"))
 
 
-@policy_app.command("diff")
+@app.command("diff")
 def diff(
     a: Annotated[str, typer.Argument(help="ID@A")], b: Annotated[str, typer.Argument(help="ID@B")]
 ) -> None:
     """What changed between two versions: params, rules, default, review rules."""
+    from worker.settings import Settings
+
     settings = Settings()
     old, new = _load(settings, a), _load(settings, b)
     lines = []
@@ -214,13 +228,15 @@ def diff(
         console.print(escape(line))
 
 
-@policy_app.command("activate")
+@app.command("activate")
 def activate(
     ref: Annotated[str, typer.Argument(help="ID@VERSION")],
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
     actor: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
 ) -> None:
     """Make ID@VERSION the version new jobs use; it must pass its policy's cases."""
+    from worker.settings import Settings
+
     settings = Settings()
     if "@" not in ref:
         raise fail(f"activate names an exact version: {ref}@N")
@@ -230,13 +246,16 @@ def activate(
     console.print(f"active: {policy.ref} (sha256 {policy.ref.sha256[:12]})")
 
 
-@policy_app.command("rollback")
+@app.command("rollback")
 def rollback(
     policy_id: Annotated[str, typer.Argument(help="Policy id.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
     actor: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
 ) -> None:
     """Make the previously active version of POLICY_ID active again."""
+    from catalog import db
+    from worker.settings import Settings
+
     settings = Settings()
     rows = asyncio.run(_catalog(settings, db.activations, policy_id))
     if not rows:
@@ -258,6 +277,8 @@ async def _activate(
 ) -> None:
     """Record the activation, unless the version's bytes differ from an earlier activation of
     it (immutable once released) or, with `cases`, it fails its policy's cases."""
+    from catalog import db
+
     await db.lock_activations(conn)
     for row in await db.activations(conn, policy.ref.id):
         if row.version == policy.ref.version and row.sha256 != policy.ref.sha256:
@@ -287,6 +308,11 @@ async def _activate(
 
 async def _activated() -> dict[tuple[str, int], str] | None:
     """(policy id, version) -> sha256 of every version ever activated; None if unreachable."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from catalog import db
+    from worker.settings import Settings
+
     settings = Settings()
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
@@ -302,7 +328,7 @@ async def _catalog(settings: Settings, query: Any, *args: Any) -> list[Any]:
     return list(await in_catalog(settings, query, *args))
 
 
-@policy_app.command("shadow")
+@app.command("shadow")
 def shadow(
     ref: Annotated[str, typer.Argument(help="Candidate ID@VERSION.")],
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
@@ -314,6 +340,9 @@ def shadow(
 ) -> None:
     """Evaluate a candidate version beside the deciding one on real traffic; it decides
     nothing. Every chunk of a job on the policy records what the candidate would have done."""
+    from policy_rules.engine import list_policies
+    from worker.settings import Settings
+
     settings = Settings()
     if "@" not in ref:
         raise fail(f"shadow names an exact version: {ref}@N")
@@ -333,6 +362,8 @@ def shadow(
 async def _shadow(
     conn: Any, candidate: Policy, target: str, actor: str, reason: str, stop: bool
 ) -> str:
+    from catalog import db
+
     ref = candidate.ref
     await db.lock_activations(conn)
     attached = [
@@ -363,7 +394,7 @@ async def _shadow(
     return f"{ref} now shadows {target} (sha256 {ref.sha256[:12]})"
 
 
-@policy_app.command("shadow-report")
+@app.command("shadow-report")
 def shadow_report(
     ref: Annotated[str, typer.Argument(help="Candidate ID@VERSION.")],
     examples: Annotated[int, typer.Option(min=0, help="Example items per differing cell.")] = 3,
@@ -373,6 +404,8 @@ def shadow_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How the candidate's outcomes compare with the decided ones over real traffic."""
+    from worker.settings import Settings
+
     settings = Settings()
     if "@" not in ref:
         raise fail(f"shadow-report names an exact version: {ref}@N")
@@ -437,6 +470,8 @@ def shadow_report(
 async def _report(
     conn: Any, policy_id: str, version: int, examples: int, on: str | None
 ) -> tuple[list[tuple[str, str, int]], list[Any]]:
+    from catalog import db
+
     cells = await db.shadow_confusion(conn, policy_id, version, on)
     rows = await db.shadow_examples(conn, policy_id, version, per_cell=examples, policy_id=on)
     return cells, rows

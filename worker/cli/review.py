@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
-from temporalio.client import Client, WorkflowHandle
 
-from activities.payloads import ReviewSubmission
-from worker import reviews
-from worker.settings import Settings
-from worker.ui import console, fail
+from worker.cli.console import console, fail
 
-review_app = typer.Typer(
-    help="Review items the routing policy sent to people.", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+    from activities.payloads import ReviewSubmission
+    from worker.settings import Settings
+
+
+app = typer.Typer(help="Review items the routing policy sent to people.", no_args_is_help=True)
 
 
 async def _client(settings: Settings) -> Client:
+    from temporalio.client import Client
+
     try:
         return await Client.connect(
             settings.temporal_address, namespace=settings.temporal_namespace
@@ -34,13 +37,15 @@ async def _client(settings: Settings) -> Client:
 
 
 async def _find(client: Client, item: str, dataset: str | None) -> WorkflowHandle:
+    from worker import reviews
+
     try:
         return await reviews.find(client, item, dataset)
     except reviews.ReviewError as err:
         raise fail(escape(str(err))) from err
 
 
-@review_app.command("list")
+@app.command("list")
 def review_list(
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
     reviewer: Annotated[
@@ -52,6 +57,8 @@ def review_list(
     ] = False,
 ) -> None:
     """The review queue: items awaiting a person (or escalated)."""
+    from worker.settings import Settings
+
     if reviewers:
         asyncio.run(_reviewers(Settings()))
     else:
@@ -97,13 +104,15 @@ async def _reviewers(settings: Settings) -> None:
     console.print(table)
 
 
-@review_app.command("gold")
+@app.command("gold")
 def review_gold(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV with the text and a label.")],
     task: Annotated[str, typer.Option(help="The task these labels belong to.")],
     label_field: Annotated[str, typer.Option(help="Field (or CSV column) of the label.")] = "label",
 ) -> None:
     """Load known labels: review tasks on these items check the reviewer (task gold_fraction)."""
+    from worker.settings import Settings
+
     asyncio.run(_gold(Settings(), file, task, label_field))
 
 
@@ -146,6 +155,8 @@ async def _gold(settings: Settings, file: Path, task_name: str, label_field: str
 
 
 async def _list(settings: Settings, dataset: str | None, reviewer: str | None, limit: int) -> None:
+    from worker import reviews
+
     client = await _client(settings)
     rows, count = await reviews.queue(client, dataset=dataset, reviewer=reviewer, limit=limit)
     table = Table(title="review queue")
@@ -163,17 +174,20 @@ async def _list(settings: Settings, dataset: str | None, reviewer: str | None, l
     console.print(f"{count} item(s) waiting{shown}")
 
 
-@review_app.command("show")
+@app.command("show")
 def review_show(
     item: Annotated[str, typer.Argument(help="Item id or a unique prefix of it.")],
     dataset: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """One item: its text, the agents' votes and rationale, the rule, reviews so far."""
+    from worker.settings import Settings
+
     asyncio.run(_show(Settings(), item, dataset))
 
 
 async def _show(settings: Settings, item: str, dataset: str | None) -> None:
     from catalog import db
+    from worker import reviews
 
     client = await _client(settings)
     handle = await _find(client, item, dataset)
@@ -204,7 +218,7 @@ async def _show(settings: Settings, item: str, dataset: str | None) -> None:
         console.print(escape(f"review by {r.reviewer} via {r.via}: {r.label} ({verdict}) {r.note}"))
 
 
-@review_app.command("submit")
+@app.command("submit")
 def review_submit(
     item: Annotated[str, typer.Argument(help="Item id or a unique prefix of it.")],
     label: Annotated[str, typer.Option(help="The label.")],
@@ -213,6 +227,9 @@ def review_submit(
     dataset: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Label an item; a refusal prints the reason and exits non-zero."""
+    from activities.payloads import ReviewSubmission
+    from worker.settings import Settings
+
     asyncio.run(
         _submit(
             Settings(), item, dataset, ReviewSubmission(reviewer=reviewer, label=label, note=note)
@@ -223,6 +240,8 @@ def review_submit(
 async def _submit(
     settings: Settings, item: str, dataset: str | None, sub: ReviewSubmission
 ) -> None:
+    from worker import reviews
+
     client = await _client(settings)
     handle = await _find(client, item, dataset)
     try:
@@ -235,7 +254,7 @@ async def _submit(
     )
 
 
-@review_app.command("serve")
+@app.command("serve")
 def review_serve(
     port: Annotated[
         int | None, typer.Option(help="Port on 127.0.0.1 (default LABELFABRIC_REVIEW_PORT).")
@@ -247,6 +266,7 @@ def review_serve(
 ) -> None:
     """Serve the review page (queue, item with votes, label buttons) until Ctrl-C."""
     from worker.review_web import serve
+    from worker.settings import Settings
 
     settings = Settings()
     port = port or settings.review_port

@@ -1,0 +1,82 @@
+"""Every name the outside world sees, spelled once: workflow types and ids, the task queue,
+search attributes, review states, outcomes and error types.
+
+Operators type these into the Temporal CLI and Web UI (`temporal workflow list --query
+'WorkflowType="ReviewItem" AND ReviewState="awaiting"'`) and callers match on them
+(`ApplicationError.type`), so they never change once released. Plain strings only: the
+stack, the CLI and the workflows import this module without loading the Temporal SDK.
+"""
+
+from __future__ import annotations
+
+# --- workflow types and ids -----------------------------------------------------------------
+LABEL_DATASET_WORKFLOW = "LabelDataset"  # one labeling job: label:DATASET:JOB
+REVIEW_ITEM_WORKFLOW = "ReviewItem"  # one item's human review: review:DATASET:ITEM
+DATASET_WORKFLOW = "Dataset"  # the dataset's single writer of reviewed labels: dataset:DATASET
+DEFAULT_TASK_QUEUE = "labeling"
+
+
+def label_workflow_id(dataset: str, job: str) -> str:
+    return f"label:{dataset}:{job}"
+
+
+def review_workflow_id(dataset: str, item_id: str) -> str:
+    return f"review:{dataset}:{item_id}"
+
+
+def dataset_workflow_id(dataset: str) -> str:
+    return f"dataset:{dataset}"
+
+
+def parse_review_workflow_id(workflow_id: str) -> tuple[str, str] | None:
+    """(dataset, item id) of a ReviewItem's workflow id, or None for any other id."""
+    kind, _, rest = workflow_id.partition(":")
+    dataset, sep, item_id = rest.partition(":")
+    if kind != "review" or not sep or not dataset or not item_id:
+        return None
+    return dataset, item_id
+
+
+# --- search attributes (all Keyword), registered by `labelfabric up` --------------------------
+SA_LABEL_DATASET = "LabelDataset"  # the dataset a job or review belongs to
+SA_LABEL_JOB = "LabelJob"  # the job's workflow id
+SA_REVIEW_STATE = "ReviewState"  # a ReviewItem's state, below
+SEARCH_ATTRIBUTES = {
+    SA_LABEL_DATASET: "Keyword",
+    SA_LABEL_JOB: "Keyword",
+    SA_REVIEW_STATE: "Keyword",
+}
+
+# --- review states (the ReviewState search attribute) -----------------------------------------
+AWAITING = "awaiting"
+ESCALATED = "escalated"
+OPEN_REVIEW_STATES = (AWAITING, ESCALATED)
+OPEN_REVIEWS_QUERY = (
+    f'WorkflowType = "{REVIEW_ITEM_WORKFLOW}" AND '
+    f'{SA_REVIEW_STATE} IN ("{AWAITING}", "{ESCALATED}")'
+)
+
+# --- error types: ApplicationError.type, what a caller can match on ---------------------------
+# Deterministic: retried by no policy, whoever raises them (workflows/retry.py).
+BAD_INPUT = "BadInput"  # a workflow or activity input that does not decode or validate
+BAD_SOURCE = "BadSource"
+SOURCE_NOT_FOUND = "SourceNotFound"
+SOURCE_FORBIDDEN = "SourceForbidden"  # outside LABELFABRIC_SOURCE_ROOTS, or not a regular file
+SOURCE_UNREADABLE = "SourceUnreadable"  # permissions
+JOB_EXISTS = "JobExists"
+CATALOG_REFUSED = "CatalogRefused"  # PostgreSQL refused a write or a query (class 22/23/42)
+STORAGE_REFUSED = "StorageRefused"  # S3 answered 4xx
+BAD_DATA = "BadData"  # a parser or encoder refused what it was given
+INTERNAL = "InternalError"  # a bug: the same input would fail the same way again
+# Raised non-retryable where they are known.
+BAD_CONFIG = "BadConfig"  # a task or roster file that does not load
+UNKNOWN_TASK = "UnknownTask"
+POLICY_ERROR = "PolicyError"  # a policy that does not load, or a rule that cannot evaluate
+POLICY_CHANGED = "PolicyChanged"  # a pinned policy file whose bytes changed since the start
+S3_VERSIONING_OFF = "S3VersioningOff"
+S3_ERROR = "S3Error"
+S3_UNREACHABLE = "S3Unreachable"
+# A ReviewItem's own refusals and failures.
+REVIEW_REFUSED = "ReviewRefused"  # a submission the rules refuse (not on the roster, ...)
+REVIEW_NOT_RECORDED = "ReviewNotRecorded"
+REVIEW_ERRORED = "ReviewErrored"
