@@ -9,6 +9,17 @@ stack, the CLI and the workflows import this module without loading the Temporal
 
 from __future__ import annotations
 
+# Outcomes: a route policy's decisions and a gate's verdicts, defined with the policy language
+# (policy_rules/model.py, no Temporal) and re-exported here.
+from policy_rules.model import AUTO_ACCEPT as AUTO_ACCEPT
+from policy_rules.model import GATE_FAIL as GATE_FAIL
+from policy_rules.model import GATE_OUTCOMES as GATE_OUTCOMES
+from policy_rules.model import GATE_PASS as GATE_PASS
+from policy_rules.model import HUMAN_REVIEW as HUMAN_REVIEW
+from policy_rules.model import OUTCOMES as OUTCOMES
+from policy_rules.model import QUARANTINE as QUARANTINE
+from policy_rules.model import REJECT as REJECT
+
 # --- workflow types and ids -----------------------------------------------------------------
 LABEL_DATASET_WORKFLOW = "LabelDataset"  # one labeling job: label:DATASET:JOB
 REVIEW_ITEM_WORKFLOW = "ReviewItem"  # one item's human review: review:DATASET:ITEM

@@ -484,7 +484,7 @@ class LabelingActivities:
         accepted = {
             o.item_id: o.ensemble.label
             for o in outcomes
-            if o.decision.outcome == "auto_accept" and o.ensemble.label
+            if o.decision.outcome == ids.AUTO_ACCEPT and o.ensemble.label
         }
         async with self.engine.begin() as conn:
             if combined.model is not None:
@@ -536,8 +536,8 @@ class LabelingActivities:
 
 def _count(outcomes: list[str]) -> OutcomeCounts:
     return OutcomeCounts(
-        auto_accept=outcomes.count("auto_accept"),
-        human_review=outcomes.count("human_review"),
-        quarantine=outcomes.count("quarantine"),
-        reject=outcomes.count("reject"),
+        auto_accept=outcomes.count(ids.AUTO_ACCEPT),
+        human_review=outcomes.count(ids.HUMAN_REVIEW),
+        quarantine=outcomes.count(ids.QUARANTINE),
+        reject=outcomes.count(ids.REJECT),
     )

@@ -219,7 +219,7 @@ class ReviewRulesPayload:
     timeout_s: int = 7 * 24 * 3600
     escalate_to: str = ""
     escalation_timeout_s: int = 24 * 3600
-    on_timeout: str = "quarantine"
+    on_timeout: str = ids.QUARANTINE
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,13 +22,19 @@ from typing import Any
 
 from policy_rules.cel import coerce, misfit
 
-OUTCOMES = ("auto_accept", "human_review", "quarantine", "reject")
-GATE_OUTCOMES = ("pass", "fail")
+AUTO_ACCEPT = "auto_accept"
+HUMAN_REVIEW = "human_review"
+QUARANTINE = "quarantine"
+REJECT = "reject"
+OUTCOMES = (AUTO_ACCEPT, HUMAN_REVIEW, QUARANTINE, REJECT)
+GATE_PASS = "pass"
+GATE_FAIL = "fail"
+GATE_OUTCOMES = (GATE_PASS, GATE_FAIL)
 KINDS = {"route": OUTCOMES, "gate": GATE_OUTCOMES}
 # Where an item goes when a rule cannot be evaluated: a person looks at it.
-ERROR_OUTCOME = "human_review"
+ERROR_OUTCOME = HUMAN_REVIEW
 # What a gate says when it cannot be evaluated: not training-ready.
-GATE_ERROR_OUTCOME = "fail"
+GATE_ERROR_OUTCOME = GATE_FAIL
 MAX_RULE_COST = 10_000
 MAX_POLICY_COST = 50_000
 MAX_WHEN_CHARS = 4_000

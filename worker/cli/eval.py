@@ -230,6 +230,7 @@ def _built_in(name: str, out: Path) -> Path:
 async def _score(
     settings: Settings, task: TaskSpec, job_id: str, truth: dict[str, str]
 ) -> dict[str, Any]:
+    from activities.ids import AUTO_ACCEPT, HUMAN_REVIEW
     from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
     from agents.base import Vote
     from agents.calibrate import curve
@@ -268,7 +269,7 @@ async def _score(
         for k, v in aggregators.items()
     }
     dec = {d.item_id: d for d in decisions if d.item_id in truth}
-    auto = [d for d in dec.values() if d.outcome == "auto_accept"]
+    auto = [d for d in dec.values() if d.outcome == AUTO_ACCEPT]
     points = curve(
         [dec[i].ensemble_confidence for i in ids],
         [dec[i].ensemble_label == truth[i] for i in ids],
@@ -283,7 +284,7 @@ async def _score(
         "auto_accept_accuracy": (
             sum(d.ensemble_label == truth[d.item_id] for d in auto) / len(auto) if auto else 0.0
         ),
-        "review_rate": sum(d.outcome == "human_review" for d in dec.values()) / n if n else 0.0,
+        "review_rate": sum(d.outcome == HUMAN_REVIEW for d in dec.values()) / n if n else 0.0,
         "alpha": None if math.isnan(alpha) else alpha,
         "curve": [[p.rate, p.accuracy, p.threshold] for p in points],
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from activities.ids import SEARCH_ATTRIBUTES
 from worker.settings import Settings
 from worker.stack.process import (
     PROBE_TIMEOUT_S,
@@ -20,7 +21,6 @@ from worker.stack.process import (
     find_binary,
 )
 
-SEARCH_ATTRIBUTES = {"LabelDataset": "Keyword", "LabelJob": "Keyword", "ReviewState": "Keyword"}
 # WAL + synchronous=normal: a commit is durable once it is in the WAL, which survives a
 # crash of the server process (only an OS crash can lose the last commits).
 TEMPORAL_SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
