@@ -8,19 +8,17 @@ servers instead of starting its own, exactly as the product does.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.payloads import DATA_CONVERTER, LABEL_DATASET, LABEL_JOB, REVIEW_STATE
-from tests.helpers import spawn_worker, stop
-from worker.main import Runtime, build_runtime, make_worker
-from worker.settings import Settings
-from worker.stack import find_binary
+from tests.helpers import ThreadWorker
+from worker.main import Runtime, build_runtime
+from worker.settings import PROJECT_ROOT, Settings
 
 # Another checkout's suite on the same machine sets LABELFABRIC_TEST_PORT_OFFSET (e.g. 100) so
 # the two stacks never meet.
@@ -68,9 +66,22 @@ def make_test_settings(home: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def copy_definitions(home: Path) -> dict[str, Path]:
+    """The shipped policies and tasks, copied into the test state dir: the session's worker
+    reads them from there, and a test adds its own policy or task there under a fresh name
+    instead of starting a worker of its own."""
+    policies, tasks = home / "policies", home / "tasks"
+    for folder in (PROJECT_ROOT / "policy_rules").iterdir():
+        if folder.is_dir() and any(folder.glob("v*.yaml")):
+            shutil.copytree(folder, policies / folder.name)
+    shutil.copytree(PROJECT_ROOT / "tasks", tasks)
+    return {"policies_dir": policies, "tasks_dir": tasks}
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_test_settings(tmp_path_factory.mktemp("lfhome"))
+    home = tmp_path_factory.mktemp("lfhome")
+    return make_test_settings(home, **copy_definitions(home))
 
 
 @pytest.fixture(scope="session")
@@ -108,27 +119,24 @@ async def runtime(stack: Settings, env: WorkflowEnvironment) -> AsyncIterator[Ru
 
 
 @pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(find_binary("temporal")),
-        search_attributes=[LABEL_DATASET, LABEL_JOB, REVIEW_STATE],
-        data_converter=DATA_CONVERTER,
-    ) as environment:
-        yield environment
+async def env(stack: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """The stack's own Temporal server (one per test run), with the product's converter."""
+    from worker.main import connect
+
+    environment = WorkflowEnvironment.from_client(await connect(stack))
+    yield environment
+    await environment.shutdown()
 
 
 @pytest.fixture(scope="session")
-async def worker(
-    env: WorkflowEnvironment, stack: Settings, runtime: Runtime
-) -> AsyncIterator[Worker]:
-    w = make_worker(env.client, stack, runtime)
-    async with w:
+def worker(stack: Settings) -> Iterator[ThreadWorker]:
+    """The session's one worker, on its own thread and event loop: it serves the stack's task
+    queue while a test's loop waits on a workflow or blocks in an in-process CLI command."""
+    with ThreadWorker(stack) as w:
         yield w
 
 
-@pytest.fixture(scope="module")
-def cli_worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A worker process on the stack, for tests that drive the CLI or the review page."""
-    proc = spawn_worker(stack, tmp_path_factory.mktemp("cliw") / "worker.log")
-    yield
-    stop(proc)
+@pytest.fixture(scope="session")
+def cli_worker(worker: ThreadWorker) -> ThreadWorker:
+    """The worker the CLI's jobs and reviews run on (the same one)."""
+    return worker

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,9 @@ from activities.payloads import (
     ReviewStateView,
 )
 from worker.settings import PROJECT_ROOT, Settings
+
+# One in-process CLI command at a time: CliRunner swaps sys.stdout and os.environ.
+_CLI_LOCK = threading.Lock()
 
 
 def write_jsonl(path: Path, texts: Sequence[str], extra_lines: Sequence[bytes] = ()) -> Path:
@@ -42,8 +49,44 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """`labelfabric ARGS` in a subprocess that sees the same stack."""
+@dataclass(frozen=True)
+class CliResult:
+    """What a `labelfabric` run gave: as `subprocess.CompletedProcess` names it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(settings: Settings, *args: str, timeout: float = 180) -> CliResult:
+    """`labelfabric ARGS` in this process (Typer's CliRunner) with the environment a
+    subprocess would get; on its own thread, so a test's running event loop is no obstacle to
+    the command's `asyncio.run`. `run_cli` runs the real executable, for the e2e tests."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("LABELFABRIC_")}
+    env |= {k: v for k, v in settings_env(settings).items() if k.startswith("LABELFABRIC_")}
+    env |= {"TEMPORAL_ADDRESS": None, "COLUMNS": "200"}
+
+    def invoke() -> CliResult:
+        from typer.testing import CliRunner
+
+        from worker.cli import app
+        from worker.cli.console import console
+
+        console.width = 200  # what COLUMNS=200 gives a subprocess
+
+        result = CliRunner().invoke(app, list(args), env=env, prog_name="labelfabric")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    with _CLI_LOCK, ThreadPoolExecutor(1, thread_name_prefix="cli") as pool:
+        return pool.submit(invoke).result(timeout=timeout)
+
+
+def run_cli(
+    settings: Settings, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`labelfabric ARGS` as a real subprocess that sees the same stack (the e2e tier)."""
     env = settings_env(settings) | {"PYTHONPATH": str(PROJECT_ROOT), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
@@ -53,6 +96,53 @@ def cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.Comp
         timeout=timeout,
         cwd=PROJECT_ROOT,
     )
+
+
+class ThreadWorker:
+    """A worker on a thread of its own with its own event loop, as `labelfabric worker` runs
+    it, for the whole test session: nothing a test does on its loop can stall it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
+
+    def __enter__(self) -> ThreadWorker:
+        self._thread.start()
+        if not self._ready.wait(timeout=180):
+            raise TimeoutError("the test worker did not start within 180 s")
+        if self._error is not None:
+            raise RuntimeError("the test worker did not start") from self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        from worker.main import build_runtime, connect, make_worker
+
+        try:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            client = await connect(self.settings)
+            runtime = await build_runtime(self.settings, client)
+        except BaseException as err:
+            self._error = err
+            self._ready.set()
+            raise
+        try:
+            async with make_worker(client, self.settings, runtime):
+                self._ready.set()
+                await self._stop.wait()
+        finally:
+            await runtime.close()
 
 
 def spawn(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -74,7 +74,6 @@ def test_a_new_version_is_written_once_and_must_pass_its_cases(tmp_path: Path) -
         with_params(tmp_path, "rc", {"nope": 1.0}, note="bad")
 
 
-@pytest.mark.integration  # the CLI in a subprocess: slow, though it needs no server
 def test_calibrate_cli_writes_a_policy_version(
     settings: Settings, gold_rows: list[dict[str, str]], tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from catalog import db
 from policy_rules.engine import Policy
-from tests.helpers import cli, spawn_worker, stop
+from tests.helpers import ThreadWorker, cli
 from tests.test_calibrate import copy_v1
 from worker.settings import Settings
 
@@ -28,9 +28,8 @@ def eval_settings(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     local = stack.model_copy(
         update={"policies_dir": root / "policies", "task_queue": f"eval-{uuid.uuid4().hex[:6]}"}
     )
-    proc = spawn_worker(local, root / "worker.log")
-    yield local
-    stop(proc)
+    with ThreadWorker(local):
+        yield local
 
 
 def test_eval_on_a_labeled_file(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, spawn_worker, stop, write_jsonl
+from tests.helpers import ThreadWorker, cli, write_jsonl
 from worker.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.slow
@@ -30,9 +30,8 @@ def trial(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     local = stack.model_copy(
         update={"policies_dir": root / "policies", "task_queue": f"pol-{uuid.uuid4().hex[:6]}"}
     )
-    proc = spawn_worker(local, root / "worker.log")
-    yield local
-    stop(proc)
+    with ThreadWorker(local):
+        yield local
 
 
 def job_policy(settings: Settings, source: Path, policy: str = POLICY) -> str:

@@ -22,7 +22,7 @@ import yaml
 from sqlalchemy import text
 
 from catalog import db
-from tests.helpers import cli, spawn_worker, stop, write_jsonl
+from tests.helpers import ThreadWorker, cli, write_jsonl
 from worker.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.slow
@@ -91,9 +91,8 @@ def rollout(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         }
     )
     db.migrate(local.catalog_url)  # the CLI may reach the catalog before the worker migrates
-    proc = spawn_worker(local, root / "worker.log")
-    yield local
-    stop(proc)
+    with ThreadWorker(local):
+        yield local
 
 
 def sql(settings: Settings, query: str, **params: Any) -> list[Any]:
