@@ -1,7 +1,7 @@
 """Verifying the audit log's hash chain, and the database role that can only append to it.
 
 Every state change appends an `audit_event` whose hash is sha256(prev_hash + canonical JSON of
-its key, time, actor, kind, subject and payload) (`db.append_audit`). `verify` walks the
+its key, time, actor, kind, subject and payload) (`auditlog.append_audit`). `verify` walks the
 chain in id order and reports the first broken link:
 - an altered event: its content no longer hashes to its `hash`;
 - a deleted, inserted or reordered event: its `prev_hash` is not the hash of the event
@@ -29,7 +29,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from catalog.db import GENESIS_HASH, T_AUDIT, T_DECISION, T_VOTE, event_hash
+from catalog.auditlog import GENESIS_HASH, event_hash
+from catalog.engine import T_AUDIT, T_DECISION, T_VOTE
 
 DECISION_FIELDS = (
     "item_id",

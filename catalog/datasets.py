@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from catalog.db import (
+from catalog.auditlog import append_audit
+from catalog.engine import (
     T_DECISION,
     T_HELDOUT,
     T_ITEM,
@@ -20,9 +21,8 @@ from catalog.db import (
     T_SNAPSHOT,
     T_SNAPSHOT_CHANGE,
     T_VOTE,
-    append_audit,
-    utcnow,
 )
+from catalog.models import utcnow
 
 
 async def datasets(conn: AsyncConnection) -> list[Any]:

@@ -1,0 +1,81 @@
+"""Policy activation: which version of a policy is active, activations and rollbacks (each
+audited), and whether a version has passed a snapshot gate since it became active."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from catalog.auditlog import append_audit
+from catalog.engine import T_ACTIVATION, T_JOB, T_SNAPSHOT
+from catalog.rows import ActivationRow
+
+ACTIVATION_LOCK = 0x706F_6C69_6379  # "policy": one activation (or shadow change) at a time
+
+
+async def activations(conn: AsyncConnection, policy_id: str | None = None) -> list[ActivationRow]:
+    """Activation rows, oldest first (of one policy, or of all)."""
+    query = select(T_ACTIVATION).order_by(T_ACTIVATION.c.id)
+    if policy_id is not None:
+        query = query.where(T_ACTIVATION.c.policy_id == policy_id)
+    return [ActivationRow(**r._mapping) for r in await conn.execute(query)]
+
+
+async def active_policy(conn: AsyncConnection, policy_id: str) -> ActivationRow | None:
+    """The active version's row of a policy (its newest activation), or None."""
+    a = T_ACTIVATION.c
+    row = (
+        await conn.execute(
+            select(T_ACTIVATION).where(a.policy_id == policy_id).order_by(a.id.desc()).limit(1)
+        )
+    ).first()
+    return None if row is None else ActivationRow(**row._mapping)
+
+
+async def record_activation(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    """One activation (serialised per policy by the caller's advisory lock) + its audit event."""
+    await conn.execute(insert(T_ACTIVATION).values(**row))
+    await append_audit(
+        conn,
+        key=f"policy:{row['policy_id']}:{row['action']}:{row['at'].isoformat()}",
+        actor=row["actor"],
+        kind=f"policy_{row['action']}",
+        subject=f"policy:{row['policy_id']}",
+        payload={"version": row["version"], "sha256": row["sha256"], "reason": row["reason"]},
+    )
+
+
+async def lock_activations(conn: AsyncConnection) -> None:
+    """Serialise activations, rollbacks and shadow changes (transaction-scoped)."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ACTIVATION_LOCK})
+
+
+def rollback_target(rows: Sequence[Any]) -> int | None:
+    """The version a rollback returns to: the newest earlier activation of another version."""
+    if not rows:
+        return None
+    current = rows[-1].version
+    return next((r.version for r in reversed(rows[:-1]) if r.version != current), None)
+
+
+async def passed_gate_since(
+    conn: AsyncConnection, *, policy_id: str, version: int, since: datetime
+) -> bool:
+    """Whether a snapshot made by a job on policy_id@version passed its gate after `since`."""
+    snap, j = T_SNAPSHOT.c, T_JOB.c
+    found = await conn.scalar(
+        select(func.count())
+        .select_from(T_SNAPSHOT.join(T_JOB, j.id == snap.job_id))
+        .where(
+            j.policy_id == policy_id,
+            j.policy_version == version,
+            snap.training_ready.is_(True),
+            snap.created_at > since,
+        )
+    )
+    return bool(found)

@@ -1,0 +1,88 @@
+"""Human review: the items a chunk routes to people, their review tasks and votes, and the
+reviews recorded (with each reviewer's tally)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from catalog.engine import (
+    BATCH_ROWS,
+    T_DECISION,
+    T_ITEM,
+    T_JOB_ITEM,
+    T_REVIEW,
+    T_REVIEW_TASK,
+    T_VOTE,
+    _insert_ignore,
+)
+
+
+async def routed_items(
+    conn: AsyncConnection, *, job_id: str, dataset: str, start: int, end: int
+) -> list[tuple[str, str, str]]:
+    """(item id, rule id, sensitivity) of a chunk's items routed to human review."""
+    rows = await conn.execute(
+        select(T_DECISION.c.item_id, T_DECISION.c.rule_id, T_ITEM.c.sensitivity)
+        .join(
+            T_JOB_ITEM,
+            (T_JOB_ITEM.c.job_id == T_DECISION.c.job_id)
+            & (T_JOB_ITEM.c.item_id == T_DECISION.c.item_id),
+        )
+        .join(T_ITEM, (T_ITEM.c.dataset == dataset) & (T_ITEM.c.id == T_DECISION.c.item_id))
+        .where(T_DECISION.c.job_id == job_id, T_DECISION.c.outcome == "human_review")
+        .where(T_JOB_ITEM.c.ordinal >= start, T_JOB_ITEM.c.ordinal < end)
+        .order_by(T_JOB_ITEM.c.ordinal)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def open_review_tasks(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    await _insert_ignore(conn, T_REVIEW_TASK, rows)
+
+
+async def votes_of(
+    conn: AsyncConnection, *, job_id: str, item_ids: Sequence[str]
+) -> dict[str, list[tuple[str, str, str | None, float, str]]]:
+    """Each item's votes in a job: (agent, version, label, confidence, rationale), by agent."""
+    out: dict[str, list[tuple[str, str, str | None, float, str]]] = {i: [] for i in item_ids}
+    ids = list(item_ids)
+    for i in range(0, len(ids), BATCH_ROWS):
+        rows = await conn.execute(
+            select(
+                T_VOTE.c.item_id,
+                T_VOTE.c.agent,
+                T_VOTE.c.agent_version,
+                T_VOTE.c.label,
+                T_VOTE.c.confidence,
+                T_VOTE.c.rationale,
+            )
+            .where(T_VOTE.c.job_id == job_id, T_VOTE.c.item_id.in_(ids[i : i + BATCH_ROWS]))
+            .order_by(T_VOTE.c.item_id, T_VOTE.c.agent)
+        )
+        for r in rows:
+            out[r[0]].append((r[1], r[2], r[3], r[4], r[5]))
+    return out
+
+
+async def record_reviews(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Reviews made elsewhere (imports), once per review_key."""
+    await _insert_ignore(conn, T_REVIEW, rows)
+
+
+async def reviewer_stats(conn: AsyncConnection) -> dict[str, dict[str, int]]:
+    """Per reviewer: accepted and refused submissions, gold checks answered and right."""
+    r = T_REVIEW.c
+    rows = await conn.execute(
+        select(
+            r.reviewer,
+            func.count().filter(r.accepted).label("accepted"),
+            func.count().filter(~r.accepted).label("refused"),
+            func.count().filter(r.correct.is_not(None)).label("gold"),
+            func.count().filter(r.correct.is_(True)).label("correct"),
+        ).group_by(r.reviewer)
+    )
+    return {row.reviewer: dict(row._mapping) for row in rows}
