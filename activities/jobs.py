@@ -33,47 +33,22 @@ from activities.payloads import (
     dataset_name_problem,
 )
 from activities.s3 import S3Client
-from activities.sources import (
+from activities.sources import SourceAccessError, open_local
+from agents.tasks import TaskError, load_task
+from catalog import datasets, db
+from formats import leakage
+from formats.sources import (
     Record,
     Refusal,
     SourceError,
     clean,
-    open_local,
     parse_s3_uri,
     read_records,
     source_format,
 )
-from agents.tasks import TaskError, load_task
-from catalog import datasets, db
 from policy_rules.engine import Policy, PolicyError, resolve
 
 INGEST_BATCH = 2000
-
-
-def _leak(
-    rec: Record,
-    seen: dict[bytes, str | None],
-    placed: list[tuple[str, str | None]],
-    dataset: str,
-) -> str | None:
-    """Why this record would leak content across splits or held-out datasets, or None.
-
-    Within the dataset an item has one split: a record naming another split than the one the
-    item already has (in the catalog, or earlier in this source) leaks. Across a held-out
-    relation, any placement of the same content leaks.
-    """
-    earlier = seen.get(bytes.fromhex(rec.item_id), rec.split)
-    if rec.split is not None and earlier is not None and earlier != rec.split:
-        return f"content also in split {earlier!r} earlier in this source (leakage)"
-    for where, split in placed:
-        if where != dataset:
-            return f"content also in held-out-related dataset {where!r} ({split or 'pool'})"
-        if rec.split is not None and split is not None and split != rec.split:
-            return (
-                f"content already in split {split!r} of {dataset!r}; this record says "
-                f"{rec.split!r} (leakage)"
-            )
-    return None
 
 
 def bad_input(kind: str, message: str) -> ApplicationError:
@@ -189,7 +164,7 @@ class JobActivities:
         if not source.startswith("s3://"):
             try:
                 open_local(source, self.source_roots).close()
-            except SourceError as err:
+            except SourceAccessError as err:
                 raise bad_input(err.kind, str(err)) from err
             return
         bucket, key = parse_s3_uri(source)
@@ -268,7 +243,7 @@ class JobActivities:
                         refuse(rec.line, rec.reason, rec.excerpt)
                     continue
                 digest = bytes.fromhex(rec.item_id)
-                leak = _leak(rec, seen, placed.get(rec.item_id, []), inp.dataset)
+                leak = leakage.leak(rec, seen, placed.get(rec.item_id, []), inp.dataset)
                 if leak is not None:
                     if task.leakage == "refuse":
                         raise bad_input("Leakage", f"{inp.source}: line {rec.line}: {leak}")
@@ -312,7 +287,7 @@ class JobActivities:
                             await process(batch, seen, dry)
                             batch = []
                 except SourceError as err:
-                    raise bad_input(err.kind, f"{inp.source}: {err}") from err
+                    raise bad_input(ids.BAD_SOURCE, f"{inp.source}: {err}") from err
                 await process(batch, seen, dry)
 
         if task.leakage == "refuse":
@@ -387,7 +362,7 @@ class JobActivities:
         if not source.startswith("s3://"):
             try:
                 fh = await asyncio.to_thread(open_local, source, self.source_roots)
-            except SourceError as err:
+            except SourceAccessError as err:
                 raise bad_input(err.kind, str(err)) from err
             with fh:
                 yield fh

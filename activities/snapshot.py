@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import ids, snapshot_files
+from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import classify
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
@@ -30,6 +30,7 @@ from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once
 from agents.tasks import TaskError, load_task
 from catalog import db
+from formats import snapshot_files
 from policy_rules.engine import Policy
 
 

@@ -1,5 +1,5 @@
 """Export throughput and memory: one labeled snapshot of 1,000,000 items, exported with the
-real code in `activities/export.py` to every format (jsonl, parquet, label-studio) and to
+real code in `formats/export.py` to every format (jsonl, parquet, label-studio) and to
 jsonl with `--split test`.
 
 Measures, per export: items/s (rows written / wall seconds of the `export()` call), wall
@@ -15,7 +15,7 @@ cost is included.
 
 The snapshot is generated first (seeded, so the same bytes every run; in its own
 subprocess, by sorted runs and a merge, in bounded memory) in the snapshot format of
-`activities/snapshot_files.py`; its generation time is reported separately. Then one
+`formats/snapshot_files.py`; its generation time is reported separately. Then one
 export with a wrong expected sha256 must raise `ExportError` and leave no output behind.
 
 Exits non-zero if an export fails, a check fails, or an export's peak RSS exceeds 512 MiB.
@@ -44,8 +44,8 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from activities import snapshot_files  # noqa: E402
-from activities.export import ExportError, export  # noqa: E402
+from formats import snapshot_files  # noqa: E402
+from formats.export import ExportError, export  # noqa: E402
 
 SEED = 20240611
 RUN = 50_000  # lines per sorted run while generating (bounds the generator's memory)

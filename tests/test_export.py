@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from activities import snapshot_files
-from activities.export import ExportError, export
+from formats import snapshot_files
+from formats.export import ExportError, export
 
 ROWS = [
     {"id": f"{i:064x}", "text": f"text {i}", "label": "positive" if i % 3 else "negative",

@@ -32,7 +32,7 @@ from activities.payloads import (
     ReviewSubmission,
     dataset_name_problem,
 )
-from activities.sources import Record, Refusal, SourceError, read_records
+from formats.sources import Record, Refusal, SourceError, read_records
 from tests.helpers import cli, start_review
 from worker.settings import Settings
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from activities.review import is_gold_check
-from activities.sources import LabelField, Record, Refusal, read_records
 from agents.tasks import load_task
+from formats.sources import LabelField, Record, Refusal, read_records
 from worker.gold import load_gold
 from worker.main import Runtime
 from worker.settings import Settings

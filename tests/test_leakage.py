@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.jobs import _leak
-from activities.sources import Record
 from agents.tasks import TaskError, load_task
+from formats.leakage import leak as _leak
+from formats.sources import Record
 
 
 def rec(text: str, split: str | None, line: int = 1) -> Record:

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from activities.sources import (
+from activities.sources import SourceForbidden, SourceNotFound, SourceUnreadable, open_local
+from formats.sources import (
     MAX_RECORD_BYTES,
     Record,
     Refusal,
     SourceError,
-    SourceForbidden,
-    SourceNotFound,
-    SourceUnreadable,
-    open_local,
     parse_s3_uri,
     read_records,
     source_format,

@@ -20,7 +20,7 @@ from workflows.review_checks import MAX_LABEL_CHARS, MAX_REVIEWER_CHARS
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import ReviewRecord, ReviewSubmission
-    from activities.sources import clean
+    from formats.sources import clean
 
 KEPT_REFUSALS = 20  # refused submissions recorded per item; later ones are only counted
 REFUSED_NOTE_CHARS = 200

@@ -24,7 +24,7 @@ from rich.table import Table
 from worker.cli.console import anchor, console, fail, in_catalog
 
 if TYPE_CHECKING:
-    from activities import export as exporting
+    from formats import export as exporting
     from worker.settings import Settings
 
 
@@ -296,8 +296,8 @@ def export(
     out: Annotated[str | None, typer.Option(help="A path or s3://bucket/key.")] = None,
 ) -> None:
     """Write one version, verified against its content sha256, streaming (bounded memory)."""
-    from activities import export as exporting
-    from activities import snapshot_files
+    from formats import export as exporting
+    from formats import snapshot_files
     from worker.settings import Settings
 
     settings = Settings()
@@ -319,9 +319,9 @@ def export(
 async def _export(
     settings: Settings, row: Any, fmt: str, split: str | None, target: str
 ) -> exporting.ExportResult:
-    from activities import export as exporting
-    from activities.sources import parse_s3_uri
     from catalog import db
+    from formats import export as exporting
+    from formats.sources import parse_s3_uri
 
     engine = db.make_engine(settings.catalog_url, pool_size=2)
     loop = asyncio.get_running_loop()
@@ -468,7 +468,7 @@ def import_(
     """Import Label Studio tasks: predictions become votes, annotations reviews (with who and
     when), the labels current; a new snapshot version follows."""
     from agents.tasks import TaskError, load_task
-    from worker import labelstudio
+    from formats import labelstudio
     from worker.settings import Settings
 
     settings = Settings()
@@ -504,7 +504,7 @@ async def _import(
     conn: Any, dataset: str, task: str, job_id: str, sha: str, uri: str, parsed: Any
 ) -> int:
     from catalog import datasets, db
-    from worker import labelstudio
+    from formats import labelstudio
 
     rows = await datasets.versions(conn, dataset)
     if await db.job(conn, job_id) is not None:

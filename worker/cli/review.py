@@ -119,10 +119,11 @@ def review_gold(
 async def _gold(settings: Settings, file: Path, task_name: str, label_field: str) -> None:
     import getpass
 
-    from activities.sources import SourceError
     from agents.tasks import TaskError, load_task
     from catalog import db
-    from worker.gold import GoldError, load_gold
+    from formats.gold import GoldError
+    from formats.sources import SourceError
+    from worker.gold import load_gold
 
     try:
         task = load_task(settings.tasks_dir, task_name)

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catalog import db
+from formats.leakage import leak
+from formats.sources import Record
 
 AGENT_PREFIX = "label_studio"
 
@@ -61,7 +62,7 @@ def _when(raw: Any) -> datetime:
             return at if at.tzinfo else at.replace(tzinfo=UTC)
         except ValueError:
             pass
-    return db.utcnow()
+    return datetime.now(UTC)
 
 
 def parse(
@@ -137,7 +138,7 @@ def _parse_task(
     seen.add(item_id)
     out.items.append({"dataset": dataset, "id": item_id, "text": text, "source_uri": uri,
                       "source_line": n, "split": split, "sensitivity": "normal",
-                      "redactions": [], "created_at": db.utcnow()})  # fmt: skip
+                      "redactions": [], "created_at": datetime.now(UTC)})  # fmt: skip
     out.votes += votes
     out.reviews += reviews
     out.agents.update(v["agent"] for v in votes)
@@ -153,13 +154,10 @@ def drop_leaks(
 ) -> None:
     """Refuse the tasks whose content would leak (ingest's rule: another split of the dataset,
     or a held-out-related dataset), with all their votes, reviews and label."""
-    from activities.jobs import _leak
-    from activities.sources import Record
-
     keep = []
     for item in parsed.items:
         rec = Record(item["source_line"], item["id"], item["text"], None, item["split"])
-        reason = _leak(rec, {}, placed.get(item["id"], []), dataset)
+        reason = leak(rec, {}, placed.get(item["id"], []), dataset)
         if reason is None:
             keep.append(item)
             continue
