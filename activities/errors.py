@@ -31,6 +31,7 @@ from temporalio.worker import (
 )
 
 from activities.ids import (
+    BAD_CONFIG,
     BAD_DATA,
     BAD_INPUT,
     BAD_SOURCE,
@@ -38,10 +39,13 @@ from activities.ids import (
     INTERNAL,
     JOB_EXISTS,
     POLICY_CHANGED,
+    POLICY_ERROR,
+    S3_VERSIONING_OFF,
     SOURCE_FORBIDDEN,
     SOURCE_NOT_FOUND,
     SOURCE_UNREADABLE,
     STORAGE_REFUSED,
+    UNKNOWN_TASK,
 )
 
 # Not retried even when raised without non_retryable: the names above are deterministic.
@@ -56,6 +60,12 @@ DETERMINISTIC_TYPES = (
     STORAGE_REFUSED,
     BAD_DATA,
     INTERNAL,
+    # Raised non-retryable where they are known; named here too, so no policy retries them.
+    BAD_CONFIG,
+    UNKNOWN_TASK,
+    POLICY_ERROR,
+    POLICY_CHANGED,
+    S3_VERSIONING_OFF,
 )
 
 

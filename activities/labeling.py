@@ -3,22 +3,19 @@ policy version routes each item, and all of it is recorded in one transaction.
 
 Idempotent: items this job already decided are skipped, and the chunk's rows commit together,
 so a worker killed at any instant leaves either the whole chunk or none of it. Agents and
-policies are built once per worker process. An agent that raises or answers outside the
-label set abstains with the reason; a rule that errors routes the item to human review.
+policies are built once per worker process. What happens to the votes (timeouts, abstentions,
+aggregation, routing) is the pure pipeline in `agents/pipeline.py`; this module is its
+adapter: it reads the chunk from the catalog, heartbeats, and writes the rows and the audit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,185 +25,17 @@ from temporalio.exceptions import ApplicationError
 from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import check_pinned
-from activities.gates import shift
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
-from agents.aggregate import (
-    DawidSkene,
-    Ensemble,
-    krippendorff_alpha,
-    majority_vote,
-    weighted_vote,
-)
-from agents.base import Agent, Vote, abstain
+from agents.aggregate import DawidSkene
+from agents.base import Agent, Vote
+from agents.pipeline import Combined, ItemOutcome, agent_keys, chunk_rows, decide, timed_predict
 from agents.tasks import TaskError, TaskSpec, build_agents, load_task, task_names
 from catalog import db
 from catalog.audit import DECISION_FIELDS, VOTE_FIELDS, VOTE_FIELDS_WITH_RATIONALE, rows_digest
-from policy_rules.engine import Decision, Policy, PolicyError
+from policy_rules.engine import Policy, PolicyError
 
 tracer = trace.get_tracer(__name__)
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
-    item_id: str
-    votes: list[Vote]
-    ensemble: Ensemble
-    decision: Decision
-    shadow: tuple[Decision, ...] = ()  # the shadow candidates' decisions, in their order
-
-
-def safe_predict(agent: Agent, labels: Sequence[str], texts: Sequence[str]) -> list[Vote]:
-    """An agent's votes, with every failure turned into an abstention that says why."""
-    try:
-        votes = agent.predict(texts)
-    except Exception as err:  # an agent must never crash a chunk
-        reason = f"agent error: {type(err).__name__}: {err}"[:200]
-        return [Vote(label=None, confidence=0.0, rationale=reason) for _ in texts]
-    if len(votes) != len(texts):
-        reason = f"agent returned {len(votes)} votes for {len(texts)} items"
-        return [Vote(label=None, confidence=0.0, rationale=reason) for _ in texts]
-    return [
-        v
-        if v.label is None or v.label in labels
-        else Vote(label=None, confidence=0.0, rationale=f"label {v.label!r} not in label set")
-        for v in votes
-    ]
-
-
-def policy_inputs(text: str, ensemble: Ensemble) -> dict[str, Any]:
-    return {
-        "item.chars": len(text),
-        "votes.count": ensemble.votes,
-        "votes.abstained": ensemble.abstained,
-        "ensemble.label": ensemble.label or "",
-        "ensemble.confidence": float(ensemble.confidence),
-        "ensemble.agreement": float(ensemble.agreement),
-    }
-
-
-def reliabilities(
-    names: Sequence[str], per_agent: Sequence[Sequence[Vote]], combined: Combined
-) -> dict[str, float]:
-    """Each agent's reliability, by name, as the policy input `agents.reliability`.
-
-    With a Dawid–Skene model (stored or fitted on the chunk): its expected accuracy. Otherwise
-    the share of the agent's votes in this chunk that agree with the ensemble's label (0.0
-    when it voted on nothing): a rough, chunk-local figure, but one every aggregator has.
-    """
-    model = combined.model or combined.stored
-    if model is not None:
-        return {name: acc for name, acc in zip(names, model.accuracies().values(), strict=True)}
-    out: dict[str, float] = {}
-    for name, votes in zip(names, per_agent, strict=True):
-        pairs = [
-            (v.label, e.label)
-            for v, e in zip(votes, combined.ensembles, strict=True)
-            if v.label is not None and e.label is not None
-        ]
-        out[name] = sum(a == b for a, b in pairs) / len(pairs) if pairs else 0.0
-    return out
-
-
-def label_shift(ensembles: Sequence[Ensemble], reference: dict[str, int] | None) -> float:
-    """Total variation distance between the chunk's ensemble labels and `reference` (the
-    dataset's latest snapshot's label distribution); 0.0 when either side is empty."""
-    return shift(Counter(e.label for e in ensembles if e.label is not None), reference)
-
-
-async def timed_predict(
-    agent: Agent,
-    task: TaskSpec,
-    texts: Sequence[str],
-    beat: Callable[[], None] = lambda: None,
-) -> list[Vote]:
-    """`safe_predict` with the agent's `timeout_s`; past it, every item abstains and says why.
-
-    `beat` runs every few seconds while the agent works (the activity's heartbeat), so a slow
-    agent within its timeout never looks like a dead worker. A Python thread cannot be
-    stopped, so the batch goes to the agent in slices and a timed-out agent stops at the
-    next slice; its votes are dropped.
-    """
-    timeout = next((s.timeout_s for s in task.agents if s.name == agent.name), 60.0)
-    stop = threading.Event()
-
-    def in_slices() -> list[Vote]:
-        # Slices, so a CPU-bound agent past its time stops at the next slice instead of
-        # spinning on in the background while the chunk is retried elsewhere.
-        votes: list[Vote] = []
-        for i in range(0, len(texts), PREDICT_SLICE):
-            if stop.is_set():
-                break
-            votes += safe_predict(agent, task.labels, texts[i : i + PREDICT_SLICE])
-        return votes
-
-    work = asyncio.ensure_future(asyncio.to_thread(in_slices))
-    deadline = time.monotonic() + timeout
-    while not work.done():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            stop.set()
-            return [abstain(f"agent timed out after {timeout:g}s") for _ in texts]
-        await asyncio.wait({work}, timeout=min(left, BEAT_S))
-        beat()
-    return work.result()
-
-
-BEAT_S = 5.0  # heartbeat interval while an agent works: well under the chunk's timeout
-PREDICT_SLICE = 64  # items an agent is given at once; its time limit is checked between
-
-
-# Laplace smoothing of fitted confusion matrices: graded posteriors (see DawidSkene.smoothed).
-DS_PSEUDO_COUNT = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Combined:
-    """The chunk's ensembles, the aggregator that made them and, for Dawid–Skene, the model."""
-
-    ensembles: list[Ensemble]
-    method: str  # majority_vote | weighted_vote | dawid_skene@VERSION
-    model: DawidSkene | None  # fitted on this chunk (to be stored)
-    alpha: float  # Krippendorff's alpha over the chunk's votes; NaN when nothing to compare
-    stored: DawidSkene | None = None  # the calibrated model used instead of fitting
-
-    def alpha_or(self, default: float | None) -> float | None:
-        return default if math.isnan(self.alpha) else self.alpha
-
-
-def combine(
-    task: TaskSpec,
-    keys: Sequence[str],
-    per_agent: Sequence[Sequence[Vote]],
-    stored: DawidSkene | None = None,
-) -> Combined:
-    """Aggregate each item's votes with the task's aggregator.
-
-    Dawid–Skene uses `stored` (the model `labelfabric calibrate` fitted and named in the
-    policy version, whose posteriors its threshold was chosen on) when there is one;
-    otherwise it is fitted on this chunk's votes (unsupervised: it needs no gold), stored and
-    cited by version.
-    """
-    items = len(per_agent[0]) if per_agent else 0
-    by_item = [[votes[i] for votes in per_agent] for i in range(items)]
-    matrix = [[v.label for v in votes] for votes in by_item]
-    alpha = krippendorff_alpha(matrix) if items else math.nan
-    if task.aggregator == "dawid_skene" and stored is not None:
-        return Combined(
-            [stored.ensemble(v) for v in by_item],
-            f"dawid_skene@{stored.version}",
-            None,
-            alpha,
-            stored,
-        )
-    if task.aggregator == "dawid_skene" and any(lbl is not None for row in matrix for lbl in row):
-        model = DawidSkene.fit(task.labels, keys, matrix).smoothed(DS_PSEUDO_COUNT)
-        return Combined(
-            [model.ensemble(v) for v in by_item], f"dawid_skene@{model.version}", model, alpha
-        )
-    if task.aggregator == "weighted_vote":
-        return Combined([weighted_vote(v) for v in by_item], "weighted_vote", None, alpha)
-    return Combined([majority_vote(v) for v in by_item], "majority_vote", None, alpha)
 
 
 @dataclass
@@ -302,25 +131,13 @@ class LabelingActivities:
                     },
                 ):
                     started = time.perf_counter()
-                    per_agent.append(
-                        await timed_predict(agent, task, texts, lambda: activity.heartbeat())
-                    )
+                    per_agent.append(await timed_predict(agent, task, texts, activity.heartbeat))
                     latency[agent.name] = (time.perf_counter() - started) * 1000 / len(texts)
                 activity.heartbeat(f"{agent.name} voted")
-            keys = [f"{a.name}@{a.version}" for a in agents]
-            stored = await self._reliability(task, keys, policy)
+            stored = await self._reliability(task, agent_keys(agents), policy)
             with tracer.start_as_current_span("route", attributes={"policy": policy.ref.id}):
-                combined = await asyncio.to_thread(combine, task, keys, per_agent, stored)
-                context = {
-                    "chunk.alpha": combined.alpha_or(-1.0),
-                    "agents.reliability": reliabilities(
-                        [a.name for a in agents], per_agent, combined
-                    ),
-                    "drift.label_shift": label_shift(combined.ensembles, reference),
-                    "drift.reference_items": sum((reference or {}).values()),
-                }
-                outcomes = await asyncio.to_thread(
-                    self._route, policy, shadows, todo, per_agent, combined, context
+                combined, outcomes = await asyncio.to_thread(
+                    decide, task, agents, per_agent, todo, policy, shadows, reference, stored
                 )
 
         counts = _count(list(done.values()) + [o.decision.outcome for o in outcomes])
@@ -384,33 +201,6 @@ class LabelingActivities:
             )
         return model
 
-    @staticmethod
-    def _route(
-        policy: Policy,
-        shadows: list[Policy],
-        todo: list[tuple[str, str]],
-        per_agent: list[list[Vote]],
-        combined: Combined,
-        context: dict[str, Any],
-    ) -> list[ItemOutcome]:
-        # By position: the map is keyed by name, the votes come in the job's agent order.
-        reliability = list(context["agents.reliability"].values())
-        out = []
-        for i, (item_id, text) in enumerate(todo):
-            votes = [agent_votes[i] for agent_votes in per_agent]
-            ensemble = combined.ensembles[i]
-            support = [
-                r
-                for r, vote in zip(reliability, votes, strict=True)
-                if vote.label is not None and vote.label == ensemble.label
-            ]
-            inputs = policy_inputs(text, ensemble) | context
-            inputs["ensemble.support"] = sum(support) / len(support) if support else 0.0
-            decision = policy.evaluate(inputs)
-            shadow = tuple(candidate.evaluate(inputs) for candidate in shadows)
-            out.append(ItemOutcome(item_id, votes, ensemble, decision, shadow))
-        return out
-
     async def _record(
         self,
         inp: ChunkInput,
@@ -423,93 +213,30 @@ class LabelingActivities:
         latency: dict[str, float],
         counts: OutcomeCounts,
     ) -> None:
-        now = db.utcnow()
-        votes = [
-            {
-                "job_id": inp.job_id,
-                "item_id": o.item_id,
-                "agent": agent.name,
-                "agent_version": agent.version,
-                "dataset": inp.dataset,
-                "label": vote.label,
-                "confidence": vote.confidence,
-                "rationale": vote.rationale[:500],
-                # No redaction yet, so the agent saw exactly the item's content.
-                "input_sha256": o.item_id,
-                "chunk": inp.chunk,
-                "latency_ms": latency.get(agent.name, 0.0),
-            }
-            for o in outcomes
-            for agent, vote in zip(agents, o.votes, strict=True)
-        ]
-        decisions = [
-            {
-                "job_id": inp.job_id,
-                "item_id": o.item_id,
-                "dataset": inp.dataset,
-                "chunk": inp.chunk,
-                "policy_id": policy.ref.id,
-                "policy_version": policy.ref.version,
-                "policy_sha256": policy.ref.sha256,
-                "rule_id": o.decision.rule_id,
-                "outcome": o.decision.outcome,
-                "ensemble_label": o.ensemble.label,
-                "ensemble_confidence": o.ensemble.confidence,
-                "aggregator": combined.method,
-                "error": o.decision.error,
-                "decided_at": now,
-            }
-            for o in outcomes
-        ]
-        shadow = [
-            {
-                "job_id": inp.job_id,
-                "item_id": o.item_id,
-                "candidate_id": candidate.ref.id,
-                "candidate_version": candidate.ref.version,
-                "candidate_sha256": candidate.ref.sha256,
-                "dataset": inp.dataset,
-                "policy_id": policy.ref.id,
-                "policy_version": policy.ref.version,
-                "active_outcome": o.decision.outcome,
-                "active_rule": o.decision.rule_id,
-                "outcome": d.outcome,
-                "rule_id": d.rule_id,
-                "error": d.error,
-                "decided_at": now,
-            }
-            for o in outcomes
-            for candidate, d in zip(shadows, o.shadow, strict=True)
-        ]
-        accepted = {
-            o.item_id: o.ensemble.label
-            for o in outcomes
-            if o.decision.outcome == ids.AUTO_ACCEPT and o.ensemble.label
-        }
+        rows = chunk_rows(
+            job_id=inp.job_id,
+            dataset=inp.dataset,
+            chunk=inp.chunk,
+            task=task.name,
+            agents=agents,
+            policy=policy,
+            shadows=shadows,
+            outcomes=outcomes,
+            combined=combined,
+            latency=latency,
+            now=db.utcnow(),
+        )
         async with self.engine.begin() as conn:
-            if combined.model is not None:
-                await db.record_reliability(
-                    conn,
-                    {
-                        "task": task.name,
-                        "version": combined.model.version,
-                        "method": "dawid_skene",
-                        "agents": list(combined.model.agents),
-                        "model": combined.model.to_dict(),
-                        "fitted_on": f"job:{inp.job_id}:chunk:{inp.chunk}",
-                        "items": combined.model.items,
-                        "alpha": combined.alpha_or(None),
-                        "created_at": now,
-                    },
-                )
+            if rows.reliability is not None:
+                await db.record_reliability(conn, rows.reliability)
             await db.record_chunk(
                 conn,
                 dataset=inp.dataset,
                 job_id=inp.job_id,
-                votes=votes,
-                decisions=decisions,
-                accepted=accepted,
-                shadow=shadow,
+                votes=rows.votes,
+                decisions=rows.decisions,
+                accepted=rows.accepted,
+                shadow=rows.shadow,
             )
             await db.append_audit(
                 conn,
@@ -527,9 +254,9 @@ class LabelingActivities:
                     "alpha": combined.alpha_or(None),
                     "shadows": [str(c.ref) for c in shadows],
                     # What `labelfabric audit verify` re-hashes from the rows.
-                    "decisions_sha256": rows_digest(decisions, DECISION_FIELDS),
-                    "votes_sha256": rows_digest(votes, VOTE_FIELDS),
-                    "votes_rationale_sha256": rows_digest(votes, VOTE_FIELDS_WITH_RATIONALE),
+                    "decisions_sha256": rows_digest(rows.decisions, DECISION_FIELDS),
+                    "votes_sha256": rows_digest(rows.votes, VOTE_FIELDS),
+                    "votes_rationale_sha256": rows_digest(rows.votes, VOTE_FIELDS_WITH_RATIONALE),
                 },
             )
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio.client import Client  # noqa: E402
 
 from activities import ids  # noqa: E402
-from activities.labeling import policy_inputs, safe_predict  # noqa: E402
 from activities.payloads import LabelDatasetInput, LabelDatasetResult  # noqa: E402
 from agents.aggregate import majority_vote  # noqa: E402
+from agents.pipeline import policy_inputs, safe_predict  # noqa: E402
 from agents.samples import write_sample  # noqa: E402
 from agents.tasks import build_agents, load_task  # noqa: E402
 from policy_rules.engine import Policy  # noqa: E402

@@ -128,7 +128,7 @@ def test_a_catastrophic_pattern_abstains_on_its_item_instead_of_spinning() -> No
 async def test_a_cpu_bound_agent_past_its_time_stops_at_the_next_slice() -> None:
     import time
 
-    from activities.labeling import PREDICT_SLICE, timed_predict
+    from agents.pipeline import PREDICT_SLICE, timed_predict
 
     calls = 0
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.labeling import combine, timed_predict
 from agents.base import Vote
+from agents.pipeline import combine, timed_predict
 from agents.tasks import TaskError, load_task
 from tests.test_agents import GOOD_TASK, write_task
 
@@ -41,9 +41,9 @@ async def test_an_agent_past_its_timeout_abstains_and_says_so(tmp_path: Path) ->
 async def test_an_agent_within_its_timeout_keeps_the_heartbeat_going(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import activities.labeling as labeling
+    import agents.pipeline as pipeline
 
-    monkeypatch.setattr(labeling, "BEAT_S", 0.1)
+    monkeypatch.setattr(pipeline, "BEAT_S", 0.1)
     write_task(tmp_path, GOOD_TASK.replace("kind: rules", "kind: rules\n    timeout_s: 5"))
     beats: list[float] = []
     votes = await timed_predict(

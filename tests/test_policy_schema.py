@@ -243,8 +243,8 @@ def test_cases_can_be_about_some_versions_only(tmp_path: Path) -> None:
 
 
 def test_reliabilities_from_the_chunk_or_the_dawid_skene_model() -> None:
-    from activities.labeling import combine, label_shift, reliabilities
     from agents.base import Vote
+    from agents.pipeline import combine, label_shift, reliabilities
     from agents.tasks import AgentSpec, TaskSpec
 
     def task(aggregator: str) -> TaskSpec:

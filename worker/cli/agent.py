@@ -19,9 +19,9 @@ from rich.table import Table
 from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
-    from activities.labeling import Combined
     from agents.base import Vote
     from agents.calibrate import CurvePoint
+    from agents.pipeline import Combined
     from agents.tasks import TaskSpec
     from worker.settings import Settings
 
@@ -32,7 +32,7 @@ app = typer.Typer(help="The task's agents: train and store them.", no_args_is_he
 
 def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
     """Every agent's votes on `texts`, combined with the task's aggregator."""
-    from activities.labeling import combine, timed_predict
+    from agents.pipeline import agent_keys, combine, timed_predict
     from agents.tasks import build_agents
 
     agents = build_agents(task, None, models_dir=settings.models_dir)
@@ -41,7 +41,7 @@ def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[
         return [await timed_predict(a, task, texts) for a in agents]
 
     per_agent = asyncio.run(predict_all())
-    keys = [f"{a.name}@{a.version}" for a in agents]
+    keys = agent_keys(agents)
     return keys, combine(task, keys, per_agent)
 
 
@@ -104,9 +104,9 @@ def calibrate(
     """Find the confidence threshold that meets TARGET on a gold slice; write a policy version."""
     from agents.calibrate import CalibrationError, find_threshold
     from agents.tasks import TaskError, load_task
+    from formats.gold import GoldError, read_gold
     from policy_rules.engine import PolicyError
     from policy_rules.versions import with_params
-    from worker.gold import GoldError, read_gold
     from worker.settings import Settings
 
     settings = Settings()

@@ -61,10 +61,10 @@ def evaluate(
     from activities.payloads import LabelDatasetInput
     from agents.calibrate import CalibrationError, best_point, find_threshold
     from agents.tasks import TaskError, load_task
+    from formats.gold import GoldError, read_gold
     from policy_rules.engine import PolicyError
     from policy_rules.versions import with_params
     from worker.cli.agent import calibrated_params, store_reliability, vote_on
-    from worker.gold import GoldError, read_gold
     from worker.settings import Settings
 
     settings = Settings()
@@ -176,7 +176,7 @@ def evaluate(
 def _features_as_text(data: Path, fields: list[str], label_field: str, out: Path) -> Path:
     """A tabular file as items whose text is their feature values joined by spaces (the form
     `tabular` agents read), with the label kept; a row without a numeric value is refused."""
-    from worker.gold import GoldError
+    from formats.gold import GoldError
 
     if not data.is_file():
         raise GoldError(f"data file {data} does not exist")
