@@ -1,5 +1,5 @@
-"""What a reviewer does, once, for both the CLI (`review_cli`) and the page (`review_web`):
-read the queue, find one item's review, read its text, submit a label.
+"""What a reviewer does, once, for both the CLI (`worker/cli/review.py`) and the review page
+(`worker/web/`): read the queue, find one item's review, read its text, submit a label.
 
 The queue is Temporal's visibility (`ReviewState` search attribute), so it is the same list
 `temporal workflow list --query 'ReviewState="awaiting"'` shows. Item text comes from the

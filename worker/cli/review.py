@@ -266,8 +266,8 @@ def review_serve(
     ] = None,
 ) -> None:
     """Serve the review page (queue, item with votes, label buttons) until Ctrl-C."""
-    from worker.review_web import serve
     from worker.settings import Settings
+    from worker.web.app import serve
 
     settings = Settings()
     port = port or settings.review_port
