@@ -65,7 +65,13 @@ class LazyGroup(TyperGroup):
         return group.commands.get(cmd_name)
 
 
-app = typer.Typer(cls=LazyGroup, no_args_is_help=True)
+def group(help: str | None = None) -> typer.Typer:
+    """A command group (or, without `help`, a module's top-level commands), its help printed
+    by plain click: rich's markdown and syntax highlighting would triple what `--help` costs."""
+    return typer.Typer(help=help, no_args_is_help=help is not None, rich_markup_mode=None)
+
+
+app = typer.Typer(cls=LazyGroup, no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.callback()

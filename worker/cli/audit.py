@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from worker.cli import group
 from worker.cli.console import console, in_catalog
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 
-app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app = group("The tamper-evident audit log.")
 ANCHORS = 10  # newest snapshot manifests whose recorded chain head must be in the chain
 
 

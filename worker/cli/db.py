@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
 
-app = typer.Typer(help="The catalog database.", no_args_is_help=True)
+app = group("The catalog database.")
 
 
 @app.command("app-role")

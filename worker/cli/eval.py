@@ -27,6 +27,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from worker.cli import group
 from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 BUILT_IN = {"rotten_tomatoes": "sentiment", "digits": "digits"}
 
 
-commands = typer.Typer()  # top-level commands: labelfabric eval
+commands = group()  # top-level commands: labelfabric eval
 
 
 @commands.command("eval")

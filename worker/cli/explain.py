@@ -12,9 +12,10 @@ import typer
 from rich.markup import escape
 from rich.tree import Tree
 
+from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
 
-commands = typer.Typer()  # top-level commands: labelfabric explain
+commands = group()  # top-level commands: labelfabric explain
 
 
 @commands.command("explain")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from worker.cli import group
 from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from activities.payloads import LabelDatasetInput, LabelDatasetResult
     from worker.settings import Settings
 
-app = typer.Typer(help="Start and follow labeling jobs.", no_args_is_help=True)
+app = group("Start and follow labeling jobs.")
 
 
 def new_job_id() -> str:

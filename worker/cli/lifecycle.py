@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from worker.cli import group
 from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
     from worker.stack import PartStatus
 
-commands = typer.Typer()
+commands = group()
 
 
 def print_status(parts: list[PartStatus], *, detail: bool = True) -> None:

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from worker.cli import group
 from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 
-app = typer.Typer(help="Review items the routing policy sent to people.", no_args_is_help=True)
+app = group("Review items the routing policy sent to people.")
 
 
 async def _client(settings: Settings) -> Client:

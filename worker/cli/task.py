@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
+from worker.cli import group
 from worker.cli.console import console
 
-app = typer.Typer(help="Labeling tasks (tasks/*.yaml).", no_args_is_help=True)
+app = group("Labeling tasks (tasks/*.yaml).")
 
 
 @app.command("list")
