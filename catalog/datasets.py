@@ -1,10 +1,11 @@
 """Catalog queries behind `labelfabric dataset …` and `labelfabric explain`: versions, the
-changes between them, an item's whole history, held-out declarations and leaks."""
+changes between them, an item's whole history, restoring an earlier version's labels,
+held-out declarations and leaks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +23,7 @@ from catalog.engine import (
     T_SNAPSHOT_CHANGE,
     T_VOTE,
 )
+from catalog.labels import lock_labels, set_labels
 from catalog.models import utcnow
 
 
@@ -212,6 +214,51 @@ async def current_label_map(conn: AsyncConnection, dataset: str) -> dict[str, st
         select(lbl.item_id, lbl.label).where(lbl.dataset == dataset, lbl.is_current.is_(True))
     )
     return {r[0]: r[1] for r in rows}
+
+
+class Restored(NamedTuple):
+    """What `restore_labels` did: the newest version before it, labels set, labels removed."""
+
+    latest: int
+    changed: int
+    removed: int
+
+
+async def restore_labels(
+    conn: AsyncConnection,
+    dataset: str,
+    to: int,
+    labels: Mapping[str, str],
+    *,
+    actor: str,
+    reason: str,
+    stamp: str,
+) -> Restored:
+    """Make `labels` (version `to`'s, read from its verified content) the dataset's current
+    labels: items whose label differs get it (source "rollback"), items not in it leave;
+    audited as one `dataset_rollback` event keyed by `stamp`. The next snapshot version then
+    holds version `to`'s content. The dataset must have a version."""
+    # The lock set_labels takes, taken first: no chunk or review changes a label between
+    # reading the current ones and replacing them (re-entrant within this transaction).
+    await lock_labels(conn, dataset)
+    latest = (await versions(conn, dataset))[-1].version
+    current = await current_label_map(conn, dataset)
+    changed = {i: lbl for i, lbl in labels.items() if current.get(i) != lbl}
+    gone = sorted(i for i in current if i not in labels)
+    job_id = f"rollback:{dataset}:{to}:{stamp}"
+    await set_labels(conn, dataset=dataset, job_id=job_id, labels=changed, source="rollback",
+                     reviewers=[actor])  # fmt: skip
+    await unset_labels(conn, dataset, gone)
+    await append_audit(
+        conn,
+        key=job_id,
+        actor=actor,
+        kind="dataset_rollback",
+        subject=f"dataset:{dataset}",
+        payload={"to": to, "from": latest, "set": len(changed), "unset": len(gone),
+                 "reason": reason},
+    )  # fmt: skip
+    return Restored(latest, len(changed), len(gone))
 
 
 # --- held-out sets and leaks -----------------------------------------------------------------

@@ -15,14 +15,20 @@ statements live by domain:
 - `catalog.reviews`: items routed to people, review tasks, reviews;
 - `catalog.gold`: gold labels;
 - `catalog.reliability`: fitted agent-reliability models and what they are scored on;
-- `catalog.policies`: policy activations and rollbacks;
-- `catalog.shadows`: shadow runs of candidate policy versions;
+- `catalog.policies`: policy activations and rollbacks (`activate`, `rollback_versions`:
+  the operator's transaction, refused with `ActivationRefused`);
+- `catalog.shadows`: shadow runs of candidate policy versions (`start_shadow`,
+  `stop_shadow`, refused with `ShadowRefused`);
+- `catalog.datasets`: dataset versions, diffs, histories, leaks; `restore_labels` (a
+  dataset rollback);
+- `catalog.imports`: labels made elsewhere (`import_check`, then `record_import`);
 - `catalog.rows`: the typed rows these return.
 """
 
 from __future__ import annotations
 
 from catalog.auditlog import AUDIT_LOCK, GENESIS_HASH, append_audit, audit_head, event_hash
+from catalog.datasets import Restored, restore_labels
 from catalog.engine import (
     BATCH_ROWS,
     MIGRATIONS,
@@ -48,6 +54,7 @@ from catalog.engine import (
     migrate,
 )
 from catalog.gold import gold_labels, gold_of_task, upsert_gold
+from catalog.imports import ImportCheck, import_check, record_import
 from catalog.jobs import (
     assign_splits,
     chunk_items,
@@ -66,14 +73,22 @@ from catalog.labels import current_label_votes, current_labels, lock_labels, set
 from catalog.models import utcnow
 from catalog.policies import (
     ACTIVATION_LOCK,
+    ActivationRefused,
+    activate,
     activations,
     active_policy,
     lock_activations,
     passed_gate_since,
     record_activation,
     rollback_target,
+    rollback_versions,
 )
-from catalog.reliability import job_votes_and_decisions, record_reliability, reliability
+from catalog.reliability import (
+    job_votes_and_decisions,
+    record_reliability,
+    reliability,
+    store_reliability,
+)
 from catalog.reviews import (
     open_review_tasks,
     record_reviews,
@@ -91,11 +106,14 @@ from catalog.rows import (
     SnapshotRow,
 )
 from catalog.shadows import (
+    ShadowRefused,
     attach_shadow,
     detach_shadow,
     shadow_confusion,
     shadow_examples,
     shadows,
+    start_shadow,
+    stop_shadow,
 )
 from catalog.snapshots import (
     insert_changes,
@@ -162,6 +180,13 @@ __all__ = [
     "lock_dataset_snapshots",
     "next_snapshot_version",
     "snapshot_for_job",
+    # dataset rollback
+    "Restored",
+    "restore_labels",
+    # imports
+    "ImportCheck",
+    "import_check",
+    "record_import",
     # human review
     "open_review_tasks",
     "record_reviews",
@@ -176,20 +201,27 @@ __all__ = [
     "job_votes_and_decisions",
     "record_reliability",
     "reliability",
+    "store_reliability",
     # policy activation
     "ACTIVATION_LOCK",
+    "ActivationRefused",
+    "activate",
     "activations",
     "active_policy",
     "lock_activations",
     "passed_gate_since",
     "record_activation",
     "rollback_target",
+    "rollback_versions",
     # shadow runs
+    "ShadowRefused",
     "attach_shadow",
     "detach_shadow",
     "shadow_confusion",
     "shadow_examples",
     "shadows",
+    "start_shadow",
+    "stop_shadow",
     # typed rows
     "ActivationRow",
     "JobDecisionRow",

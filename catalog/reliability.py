@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.engine import T_DECISION, T_RELIABILITY, T_VOTE, _insert_ignore
+from catalog.models import utcnow
 from catalog.rows import JobDecisionRow, JobVoteRow
 
 
 async def record_reliability(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
     """A fitted reliability model, once per (task, version)."""
     await _insert_ignore(conn, T_RELIABILITY, [row])
+
+
+async def store_reliability(
+    conn: AsyncConnection,
+    *,
+    task: str,
+    version: str,
+    agents: Sequence[str],
+    model: Mapping[str, Any],
+    fitted_on: str,
+    items: int,
+    alpha: float | None,
+    method: str = "dawid_skene",
+) -> None:
+    """Keep a reliability model fitted outside a job (a calibration: `model` is
+    `DawidSkene.to_dict()`), once per (task, version); jobs of the task that start afterwards
+    aggregate with it."""
+    await record_reliability(
+        conn,
+        {
+            "task": task,
+            "version": version,
+            "method": method,
+            "agents": list(agents),
+            "model": dict(model),
+            "fitted_on": fitted_on,
+            "items": items,
+            "alpha": alpha,
+            "created_at": utcnow(),
+        },
+    )
 
 
 async def job_votes_and_decisions(

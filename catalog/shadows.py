@@ -1,6 +1,9 @@
 """Shadow runs: candidate policy versions evaluated beside the deciding one on real traffic
 (attached and detached under `policies.lock_activations`, each audited), and what they would
-have decided differently."""
+have decided differently.
+
+`start_shadow` / `stop_shadow` are the operator's transaction (`policy shadow [--stop]`);
+`ShadowRefused` carries the message to show."""
 
 from __future__ import annotations
 
@@ -14,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.auditlog import append_audit
 from catalog.engine import T_DECISION, T_ITEM, T_SHADOW, T_SHADOW_DECISION
+from catalog.models import utcnow
+from catalog.policies import lock_activations
 from catalog.rows import ShadowExampleRow, ShadowRow
+
+
+class ShadowRefused(ValueError):
+    """A shadow change the catalog refuses; the message says why."""
 
 
 async def shadows(conn: AsyncConnection, policy_id: str | None = None) -> list[ShadowRow]:
@@ -56,6 +65,67 @@ async def detach_shadow(
             "reason": reason,
         },
     )
+
+
+async def _attached(
+    conn: AsyncConnection, policy_id: str, candidate_id: str, candidate_version: int
+) -> list[ShadowRow]:
+    return [
+        s
+        for s in await shadows(conn, policy_id)
+        if (s.candidate_id, s.candidate_version) == (candidate_id, candidate_version)
+    ]
+
+
+async def start_shadow(
+    conn: AsyncConnection,
+    policy_id: str,
+    candidate_id: str,
+    candidate_version: int,
+    candidate_sha256: str,
+    *,
+    actor: str,
+    reason: str,
+) -> ShadowRow | None:
+    """Attach candidate_id@candidate_version beside `policy_id`'s jobs, audited, under the
+    activation lock. Returns the existing attachment instead (writing nothing) when it is
+    attached already, None when it is attached now."""
+    await lock_activations(conn)
+    attached = await _attached(conn, policy_id, candidate_id, candidate_version)
+    if attached:
+        return attached[0]
+    await attach_shadow(
+        conn,
+        {
+            "policy_id": policy_id,
+            "candidate_id": candidate_id,
+            "candidate_version": candidate_version,
+            "candidate_sha256": candidate_sha256,
+            "actor": actor,
+            "reason": reason,
+            "attached_at": utcnow(),
+        },
+    )
+    return None
+
+
+async def stop_shadow(
+    conn: AsyncConnection,
+    policy_id: str,
+    candidate_id: str,
+    candidate_version: int,
+    *,
+    actor: str,
+    reason: str,
+) -> None:
+    """Detach candidate_id@candidate_version from `policy_id`, audited, under the activation
+    lock; refused when it is not attached."""
+    await lock_activations(conn)
+    attached = await _attached(conn, policy_id, candidate_id, candidate_version)
+    if not attached:
+        raise ShadowRefused(f"{candidate_id}@{candidate_version} is not shadowing {policy_id}")
+    for row in attached:
+        await detach_shadow(conn, row, actor=actor, reason=reason, at=utcnow())
 
 
 async def shadow_confusion(

@@ -26,6 +26,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
+def stack(stack: Settings) -> Settings:
+    """The session's stack on a task queue of this test's own: only the worker processes it
+    starts (and kills) serve its job, never the session's in-process worker."""
+    return stack.model_copy(update={"task_queue": f"dur-{uuid.uuid4().hex[:6]}"})
+
+
+@pytest.fixture
 def workers(stack: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started

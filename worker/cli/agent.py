@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from worker.cli import group
 from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 
-commands = typer.Typer()  # top-level commands: labelfabric calibrate
-app = typer.Typer(help="The task's agents: train and store them.", no_args_is_help=True)
+commands = group()  # top-level commands: labelfabric calibrate
+app = group("The task's agents: train and store them.")
 
 
 def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
@@ -65,19 +66,15 @@ def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, so
         engine = db.make_engine(settings.catalog_url, pool_size=1)
         try:
             async with engine.begin() as conn:
-                await db.record_reliability(
+                await db.store_reliability(
                     conn,
-                    {
-                        "task": task.name,
-                        "version": model.version,
-                        "method": "dawid_skene",
-                        "agents": list(model.agents),
-                        "model": model.to_dict(),
-                        "fitted_on": f"calibrate:{source}",
-                        "items": model.items,
-                        "alpha": combined.alpha_or(None),
-                        "created_at": db.utcnow(),
-                    },
+                    task=task.name,
+                    version=model.version,
+                    agents=model.agents,
+                    model=model.to_dict(),
+                    fitted_on=f"calibrate:{source}",
+                    items=model.items,
+                    alpha=combined.alpha_or(None),
                 )
         finally:
             await engine.dispose()

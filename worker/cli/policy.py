@@ -7,6 +7,9 @@ event with actor and reason). A job that names a policy without a version takes 
 one when it starts (the newest when none was ever activated) and keeps it to the end.
 A shadowed candidate (`policy shadow ID@V`) is evaluated beside the deciding version on every
 item of its policy's jobs and decides nothing; `policy shadow-report` compares the two.
+Activations, rollbacks and shadow changes are catalog transactions (`catalog.policies`,
+`catalog.shadows`); what `diff` and `shadow-report` show is computed in
+`worker.cli.policy_views`.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
 
 if TYPE_CHECKING:
     from policy_rules.engine import Policy
+    from policy_rules.model import PolicyRef
     from worker.settings import Settings
 
 
-app = typer.Typer(help="Versioned routing and gate policies.", no_args_is_help=True)
+app = group("Versioned routing and gate policies.")
 
 
 def _load(settings: Settings, ref: str) -> Policy:
@@ -191,38 +196,12 @@ def diff(
     a: Annotated[str, typer.Argument(help="ID@A")], b: Annotated[str, typer.Argument(help="ID@B")]
 ) -> None:
     """What changed between two versions: params, rules, default, review rules."""
+    from worker.cli.policy_views import diff_lines
     from worker.settings import Settings
 
     settings = Settings()
     old, new = _load(settings, a), _load(settings, b)
-    lines = []
-    for name in sorted(old.params.keys() | new.params.keys()):
-        before, after = old.params.get(name), new.params.get(name)
-        if before != after:
-            lines.append(f"param {name}: {before!r} -> {after!r}")
-    old_rules = {r.id: r for r in old.rules}
-    new_rules = {r.id: r for r in new.rules}
-    for rid in old_rules.keys() - new_rules.keys():
-        lines.append(f"rule {rid}: removed")
-    for rule in new.rules:
-        was = old_rules.get(rule.id)
-        if was is None:
-            lines.append(f"rule {rule.id}: added: when {rule.when} -> {rule.outcome}")
-        elif (was.when, was.outcome) != (rule.when, rule.outcome):
-            lines.append(
-                f"rule {rule.id}: when {was.when} -> {was.outcome}  became  "
-                f"when {rule.when} -> {rule.outcome}"
-            )
-        if was is not None and dict(was.params) != dict(rule.params):
-            lines.append(f"rule {rule.id} params: {dict(was.params)} -> {dict(rule.params)}")
-    order_old = [r.id for r in old.rules if r.id in new_rules]
-    order_new = [r.id for r in new.rules if r.id in old_rules]
-    if order_old != order_new:
-        lines.append(f"rule order: {', '.join(order_old)} -> {', '.join(order_new)}")
-    if old.default_outcome != new.default_outcome:
-        lines.append(f"default: {old.default_outcome} -> {new.default_outcome}")
-    if old.review != new.review:
-        lines.append(f"review: {old.review} -> {new.review}")
+    lines = diff_lines(old, new)
     console.print(f"{old.ref} -> {new.ref}")
     for line in lines or ["no difference in params, rules, default or review rules"]:
         console.print(escape(line))
@@ -242,7 +221,8 @@ def activate(
         raise fail(f"activate names an exact version: {ref}@N")
     policy = _load(settings, ref)
     who = actor or getpass.getuser()
-    asyncio.run(in_catalog(settings, _activate, policy, "activate", who, reason, True, begin=True))
+    failures = _case_failures(policy)  # shown only if the catalog refuses for them
+    _in_transaction(settings, _activate, policy, "activate", who, reason, failures)
     console.print(f"active: {policy.ref} (sha256 {policy.ref.sha256[:12]})")
 
 
@@ -253,57 +233,48 @@ def rollback(
     actor: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
 ) -> None:
     """Make the previously active version of POLICY_ID active again."""
-    from catalog import db
     from worker.settings import Settings
 
     settings = Settings()
-    rows = asyncio.run(_catalog(settings, db.activations, policy_id))
-    if not rows:
-        raise fail(f"policy {policy_id} was never activated: nothing to roll back to")
-    current = rows[-1].version
-    earlier = db.rollback_target(rows)
-    if earlier is None:
-        raise fail(
-            f"{policy_id}@{current} is the only version ever active: nothing to roll back to"
-        )
-    target = _load(settings, f"{policy_id}@{earlier}")
     who = actor or getpass.getuser()
-    asyncio.run(in_catalog(settings, _activate, target, "rollback", who, reason, begin=True))
+    current, target = _in_transaction(settings, _rollback, settings, policy_id, who, reason)
     console.print(f"rolled back {policy_id}: v{current} -> active {target.ref}")
 
 
-async def _activate(
-    conn: Any, policy: Policy, action: str, actor: str, reason: str, cases: bool = False
-) -> None:
-    """Record the activation, unless the version's bytes differ from an earlier activation of
-    it (immutable once released) or, with `cases`, it fails its policy's cases."""
+def _in_transaction(settings: Settings, work: Any, *args: Any) -> Any:
+    """`work(conn, *args)` in one catalog transaction; a refusal (the catalog's
+    `ActivationRefused` or `ShadowRefused`) ends the command with its message, after the
+    failing cases it names."""
     from catalog import db
 
-    await db.lock_activations(conn)
-    for row in await db.activations(conn, policy.ref.id):
-        if row.version == policy.ref.version and row.sha256 != policy.ref.sha256:
-            raise fail(
-                f"{policy.path} changed since it was activated (sha256 "
-                f"{row.sha256[:12]} then, {policy.ref.sha256[:12]} now): released "
-                "versions are immutable; add a new version instead"
-            )
-    failures = _case_failures(policy) if cases else []
-    if failures:
-        for failure in failures:
+    try:
+        return asyncio.run(in_catalog(settings, work, *args, begin=True))
+    except (db.ActivationRefused, db.ShadowRefused) as err:
+        for failure in getattr(err, "failures", ()):
             console.print(escape(failure))
-        raise fail(f"{policy.ref} does not pass its cases: not activated")
-    await db.record_activation(
-        conn,
-        {
-            "policy_id": policy.ref.id,
-            "version": policy.ref.version,
-            "sha256": policy.ref.sha256,
-            "action": action,
-            "actor": actor,
-            "reason": reason,
-            "at": db.utcnow(),
-        },
-    )
+        raise fail(str(err)) from err
+
+
+async def _activate(
+    conn: Any, policy: Policy, action: str, actor: str, reason: str, failures: list[str]
+) -> None:
+    from catalog import db
+
+    ref = policy.ref
+    await db.activate(conn, ref.id, ref.version, ref.sha256, str(policy.path), actor=actor,
+                      reason=reason, action=action, case_failures=failures)  # fmt: skip
+
+
+async def _rollback(
+    conn: Any, settings: Settings, policy_id: str, actor: str, reason: str
+) -> tuple[int, Policy]:
+    """Under one lock: the version to return to, its file (as it is now), its activation."""
+    from catalog import db
+
+    current, earlier = await db.rollback_versions(conn, policy_id)
+    target = _load(settings, f"{policy_id}@{earlier}")
+    await _activate(conn, target, "rollback", actor, reason, [])
+    return current, target
 
 
 async def _activated() -> dict[tuple[str, int], str] | None:
@@ -353,44 +324,22 @@ def shadow(
     if target not in list_policies(settings.policies_dir):
         raise fail(f"unknown policy {target!r} to shadow")
     who = actor or getpass.getuser()
-    done = asyncio.run(
-        in_catalog(settings, _shadow, candidate, target, who, reason, stop, begin=True)
-    )
+    done = _in_transaction(settings, _shadow, candidate.ref, target, who, reason, stop)
     console.print(escape(done))
 
 
 async def _shadow(
-    conn: Any, candidate: Policy, target: str, actor: str, reason: str, stop: bool
+    conn: Any, ref: PolicyRef, target: str, actor: str, reason: str, stop: bool
 ) -> str:
     from catalog import db
 
-    ref = candidate.ref
-    await db.lock_activations(conn)
-    attached = [
-        s
-        for s in await db.shadows(conn, target)
-        if (s.candidate_id, s.candidate_version) == (ref.id, ref.version)
-    ]
     if stop:
-        if not attached:
-            raise fail(f"{ref} is not shadowing {target}")
-        for row in attached:
-            await db.detach_shadow(conn, row, actor=actor, reason=reason, at=db.utcnow())
+        await db.stop_shadow(conn, target, ref.id, ref.version, actor=actor, reason=reason)
         return f"{ref} no longer shadows {target}"
-    if attached:
-        return f"{ref} already shadows {target} (since {attached[0].attached_at:%c})"
-    await db.attach_shadow(
-        conn,
-        {
-            "policy_id": target,
-            "candidate_id": ref.id,
-            "candidate_version": ref.version,
-            "candidate_sha256": ref.sha256,
-            "actor": actor,
-            "reason": reason,
-            "attached_at": db.utcnow(),
-        },
-    )
+    was = await db.start_shadow(conn, target, ref.id, ref.version, ref.sha256, actor=actor,
+                                reason=reason)  # fmt: skip
+    if was is not None:
+        return f"{ref} already shadows {target} (since {was.attached_at:%c})"
     return f"{ref} now shadows {target} (sha256 {ref.sha256[:12]})"
 
 
@@ -404,6 +353,7 @@ def shadow_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How the candidate's outcomes compare with the decided ones over real traffic."""
+    from worker.cli.policy_views import print_shadow_report, shadow_report, shadow_rows
     from worker.settings import Settings
 
     settings = Settings()
@@ -412,66 +362,12 @@ def shadow_report(
     policy_id, _, version = ref.partition("@")
     if not version.isdigit():
         raise fail(f"bad version in {ref!r}: expected ID@N")
-    cells, rows = asyncio.run(in_catalog(settings, _report, policy_id, int(version), examples, on))
-    total = sum(n for _, _, n in cells)
-    same = sum(n for a, c, n in cells if a == c)
-    report = {
-        "candidate": ref,
-        "items": total,
-        "agree": same,
-        "agreement": same / total if total else None,
-        "confusion": [{"decided": a, "candidate": c, "items": n} for a, c, n in cells],
-        "examples": [
-            {
-                "decided": r.active_outcome,
-                "candidate": r.outcome,
-                "decided_rule": r.active_rule,
-                "candidate_rule": r.rule_id,
-                "error": r.error,
-                "item_id": r.item_id,
-                "job_id": r.job_id,
-                "ensemble_label": r.ensemble_label,
-                "ensemble_confidence": r.ensemble_confidence,
-                "text": r.text[:200],
-            }
-            for r in rows
-        ],
-    }
+    cells, rows = asyncio.run(
+        in_catalog(settings, shadow_rows, policy_id, int(version), examples, on)
+    )
     if as_json:
-        console.print_json(data=report)
+        console.print_json(data=shadow_report(ref, cells, rows))
         return
-    if not total:
+    if not sum(n for _, _, n in cells):
         raise fail(f"no shadow decisions for {ref}: attach it with `policy shadow {ref}`")
-    console.print(f"{ref}: {total} items, same outcome on {same} ({same / total:.1%})")
-    outcomes = sorted({a for a, _, _ in cells} | {c for _, c, _ in cells})
-    table = Table(title="decided (rows) vs candidate (columns)")
-    table.add_column("decided / candidate")
-    for o in outcomes:
-        table.add_column(o, justify="right")
-    counts = {(a, c): n for a, c, n in cells}
-    for a in outcomes:
-        table.add_row(a, *(str(counts.get((a, c), 0)) for c in outcomes))
-    console.print(table)
-    if rows:
-        ex = Table(title="where they differ (examples)")
-        for col in ("decided", "candidate", "item", "ensemble", "text"):
-            ex.add_column(col)
-        for r in rows:
-            ex.add_row(
-                f"{r.active_outcome} ({r.active_rule})",
-                f"{r.outcome} ({r.rule_id})" + (f" error: {escape(r.error)}" if r.error else ""),
-                r.item_id[:12],
-                f"{r.ensemble_label or '-'} {r.ensemble_confidence:.2f}",
-                escape(r.text[:80]),
-            )
-        console.print(ex)
-
-
-async def _report(
-    conn: Any, policy_id: str, version: int, examples: int, on: str | None
-) -> tuple[list[tuple[str, str, int]], list[Any]]:
-    from catalog import db
-
-    cells = await db.shadow_confusion(conn, policy_id, version, on)
-    rows = await db.shadow_examples(conn, policy_id, version, per_cell=examples, policy_id=on)
-    return cells, rows
+    print_shadow_report(ref, cells, rows)

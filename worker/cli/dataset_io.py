@@ -1,0 +1,208 @@
+"""What `labelfabric dataset …` does outside its own command functions: S3 reads and writes,
+verified snapshot content, waiting for the dataset workflow's next version, streaming an
+export, and the import's one catalog transaction. No Typer commands here; the commands in
+`worker.cli.dataset` import this module when they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from worker.cli.console import anchor, console, fail, in_catalog
+
+if TYPE_CHECKING:
+    from formats import export as exporting
+    from formats.labelstudio import Parsed
+    from worker.settings import Settings
+
+
+def s3_client(settings: Settings) -> Any:
+    from activities.s3 import make_s3_client
+    from worker.stack import s3_target
+
+    return make_s3_client(s3_target(settings))
+
+
+def download(settings: Settings, key: str, version_id: str, fh: Any) -> None:
+    s3_client(settings).download_fileobj(
+        settings.s3_bucket, key, fh, ExtraArgs={"VersionId": version_id}
+    )
+
+
+def s3_problem(err: BaseException) -> str:
+    """The innermost S3 answer behind `err` (boto3 wraps it), e.g. 'NoSuchBucket: ...'."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    seen: BaseException | None = err
+    best = f"{type(err).__name__}: {err}"
+    while seen is not None:
+        if isinstance(seen, ClientError):
+            error = seen.response.get("Error", {})
+            best = f"{error.get('Code', '?')}: {error.get('Message', '') or seen}"
+        elif isinstance(seen, BotoCoreError):
+            best = str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return best[:300]
+
+
+def labels_of(fh: Any, expected: str, where: str) -> dict[str, str]:
+    """item id -> label of a version's content (JSON lines), refused unless its sha256 is
+    `expected`."""
+    digest = hashlib.sha256()
+    labels: dict[str, str] = {}
+    fh.seek(0)
+    for line in fh:
+        digest.update(line)
+        if line.strip():
+            row = json.loads(line)
+            labels[row["id"]] = row["label"]
+    if digest.hexdigest() != expected:
+        raise fail(f"{where}: stored content does not match its sha256: refusing to restore it")
+    return labels
+
+
+def await_version(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
+    """Ask the dataset's workflow for a snapshot and wait for the version after `latest`."""
+    new = asyncio.run(_snapshot_after(settings, name, latest, wait_s))
+    if new is None:
+        console.print(
+            f"no new version within {wait_s:g} s (is a worker running?); it is written when "
+            "one picks up the dataset's workflow"
+        )
+        raise typer.Exit(code=1)
+    return new
+
+
+async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
+    from temporalio.client import Client
+
+    from activities.ids import DATASET_WORKFLOW, dataset_workflow_id
+    from activities.payloads import DatasetInput, LabelsChanged
+    from catalog import datasets
+
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    await client.start_workflow(
+        DATASET_WORKFLOW,
+        DatasetInput(name=name, debounce_s=settings.snapshot_debounce_s),
+        id=dataset_workflow_id(name),
+        task_queue=settings.task_queue,
+        start_signal="labels_changed",
+        start_signal_args=[LabelsChanged(source="labelfabric dataset rollback")],
+    )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        rows = await in_catalog(settings, datasets.versions, name)
+        if rows and rows[-1].version > latest:
+            return rows[-1]
+        await asyncio.sleep(0.5)
+    return None
+
+
+async def import_parsed(
+    conn: Any, dataset: str, task: str, job_id: str, sha: str, uri: str, parsed: Parsed
+) -> tuple[int, bool]:
+    """(newest version before, imported before?) of importing a parsed Label Studio file, in
+    the caller's one transaction: unless its job exists, the tasks whose content would leak
+    are refused (into `parsed.refused`) and the rest recorded (`catalog.imports`)."""
+    from catalog import db
+    from formats import labelstudio
+
+    check = await db.import_check(conn, dataset, job_id, [i["id"] for i in parsed.items])
+    if check.done:
+        return check.latest, True
+    labelstudio.drop_leaks(parsed, check.placements, dataset)
+    await db.record_import(
+        conn, dataset=dataset, task=task, job_id=job_id, sha256=sha, source=uri,
+        items=parsed.items, votes=parsed.votes, reviews=parsed.reviews, labels=parsed.labels,
+        refused=parsed.refused, agents=parsed.agents, actor=getpass.getuser(),
+    )  # fmt: skip
+    return check.latest, False
+
+
+async def export_version(
+    settings: Settings, row: Any, fmt: str, split: str | None, target: str
+) -> exporting.ExportResult:
+    """Write snapshot `row` as `fmt` to `target` (a path or s3://), verified, audited."""
+    from catalog import db
+    from formats import export as exporting
+    from formats.sources import parse_s3_uri
+
+    engine = db.make_engine(settings.catalog_url, pool_size=2)
+    loop = asyncio.get_running_loop()
+
+    def votes(keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+        return asyncio.run_coroutine_threadsafe(_votes(engine, keys), loop).result()
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "out" if target.startswith("s3://") else Path(target)
+            with tempfile.TemporaryFile() as src:
+                try:
+                    await asyncio.to_thread(download, settings, row.s3_key, row.s3_version_id, src)
+                except Exception as err:
+                    raise fail(
+                        f"{row.dataset}@{row.version}: its S3 version {row.s3_version_id} "
+                        f"cannot be read ({s3_problem(err)}); `labelfabric audit verify` "
+                        "checks every version"
+                    ) from err
+                src.seek(0)
+                try:
+                    result = await asyncio.to_thread(
+                        exporting.export, src, expected_sha256=row.content_sha256, fmt=fmt,
+                        out=local, split=split, votes=votes,
+                    )  # fmt: skip
+                except exporting.ExportError as err:
+                    raise fail(f"{row.dataset}@{row.version}: {err}") from err
+            if target.startswith("s3://"):
+                bucket, key = parse_s3_uri(target)
+                try:
+                    await asyncio.to_thread(
+                        s3_client(settings).upload_file, str(local), bucket, key
+                    )
+                except Exception as err:
+                    raise fail(f"cannot write {target}: {s3_problem(err)}") from err
+        async with engine.begin() as conn:
+            await db.append_audit(
+                conn,
+                key=f"export:{row.dataset}@{row.version}:{fmt}:{split}:{time.time_ns()}",
+                actor=getpass.getuser(),
+                kind="export",
+                subject=f"{row.dataset}@{row.version}",
+                payload={"format": fmt, "split": split, "out": target, "items": result.items,
+                         "content_sha256": row.content_sha256, "out_sha256": result.out_sha256},
+            )  # fmt: skip
+        await anchor(settings, engine)
+        return result
+    finally:
+        await engine.dispose()
+
+
+async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    from sqlalchemy import select
+
+    from catalog import db
+
+    v = db.T_VOTE.c
+    out: dict[tuple[str, str], list[Any]] = {}
+    by_job: dict[str, list[str]] = {}
+    for item_id, job_id in keys:
+        by_job.setdefault(job_id, []).append(item_id)
+    async with engine.connect() as conn:
+        for job_id, ids in by_job.items():
+            rows = await conn.execute(
+                select(v.item_id, v.agent, v.agent_version, v.label, v.confidence)
+                .where(v.job_id == job_id, v.item_id.in_(ids))
+                .order_by(v.item_id, v.agent)
+            )
+            for r in rows:
+                out.setdefault((r[0], job_id), []).append((r[1], r[2], r[3], r[4]))
+    return out
