@@ -90,10 +90,12 @@ from catalog.reliability import (
     store_reliability,
 )
 from catalog.reviews import (
+    item_text,
     open_review_tasks,
     record_reviews,
     reviewer_stats,
     routed_items,
+    votes_by_item,
     votes_of,
 )
 from catalog.rows import (
@@ -116,10 +118,12 @@ from catalog.shadows import (
     stop_shadow,
 )
 from catalog.snapshots import (
+    all_versions,
     insert_changes,
     insert_snapshot,
     latest_snapshot,
     lock_dataset_snapshots,
+    newest_manifests,
     next_snapshot_version,
     snapshot_for_job,
 )
@@ -177,6 +181,10 @@ __all__ = [
     "insert_changes",
     "insert_snapshot",
     "latest_snapshot",
+    "all_versions",
+    "newest_manifests",
+    "item_text",
+    "votes_by_item",
     "lock_dataset_snapshots",
     "next_snapshot_version",
     "snapshot_for_job",

@@ -86,3 +86,30 @@ async def reviewer_stats(conn: AsyncConnection) -> dict[str, dict[str, int]]:
         ).group_by(r.reviewer)
     )
     return {row.reviewer: dict(row._mapping) for row in rows}
+
+
+async def item_text(conn: AsyncConnection, dataset: str, item_id: str) -> str | None:
+    """The text a reviewer reads: the item's, from the catalog (never from a workflow)."""
+    return await conn.scalar(
+        select(T_ITEM.c.text).where(T_ITEM.c.dataset == dataset, T_ITEM.c.id == item_id)
+    )
+
+
+async def votes_by_item(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[str, str, str | None, float | None]]]:
+    """(item id, job id) -> each agent's (agent, version, label, confidence) in that job."""
+    v = T_VOTE.c
+    out: dict[tuple[str, str], list[tuple[str, str, str | None, float | None]]] = {}
+    by_job: dict[str, list[str]] = {}
+    for item_id, job_id in keys:
+        by_job.setdefault(job_id, []).append(item_id)
+    for job_id, ids in by_job.items():
+        rows = await conn.execute(
+            select(v.item_id, v.agent, v.agent_version, v.label, v.confidence)
+            .where(v.job_id == job_id, v.item_id.in_(ids))
+            .order_by(v.item_id, v.agent)
+        )
+        for r in rows:
+            out.setdefault((r[0], job_id), []).append((r[1], r[2], r[3], r[4]))
+    return out

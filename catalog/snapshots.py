@@ -55,3 +55,27 @@ async def insert_changes(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
 
 async def insert_snapshot(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
     await conn.execute(insert(T_SNAPSHOT).values(**row).on_conflict_do_nothing())
+
+
+async def all_versions(conn: AsyncConnection) -> list[tuple[str, int, str, str, str]]:
+    """(dataset, version, s3_key, s3_version_id, content_sha256) of every snapshot, each
+    dataset's newest first: what `audit verify` checks in S3."""
+    s = T_SNAPSHOT.c
+    rows = await conn.execute(
+        select(s.dataset, s.version, s.s3_key, s.s3_version_id, s.content_sha256).order_by(
+            s.dataset, s.version.desc()
+        )
+    )
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+async def newest_manifests(conn: AsyncConnection, limit: int) -> list[tuple[str, int, str, str]]:
+    """(dataset, version, manifest_key, manifest_version_id) of the newest `limit` snapshots
+    of any dataset: the audit heads they anchor."""
+    s = T_SNAPSHOT.c
+    rows = await conn.execute(
+        select(s.dataset, s.version, s.manifest_key, s.manifest_version_id)
+        .order_by(s.created_at.desc())
+        .limit(limit)
+    )
+    return [tuple(r) for r in rows]  # type: ignore[misc]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import FailureError
@@ -101,11 +100,7 @@ async def state_of(handle: WorkflowHandle) -> ReviewStateView:
 
 async def item_text(engine: AsyncEngine, dataset: str, item_id: str) -> str | None:
     async with engine.connect() as conn:
-        return await conn.scalar(
-            select(db.T_ITEM.c.text).where(
-                db.T_ITEM.c.dataset == dataset, db.T_ITEM.c.id == item_id
-            )
-        )
+        return await db.item_text(conn, dataset, item_id)
 
 
 async def submit(handle: WorkflowHandle, sub: ReviewSubmission) -> ReviewReceipt:

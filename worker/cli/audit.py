@@ -89,18 +89,12 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
     import hashlib
 
     from botocore.exceptions import BotoCoreError, ClientError
-    from sqlalchemy import select
 
     from activities.s3 import make_s3_client
     from catalog import db
     from worker.stack import s3_target
 
-    snap = db.T_SNAPSHOT.c
-    rows = await conn.execute(
-        select(
-            snap.dataset, snap.version, snap.s3_key, snap.s3_version_id, snap.content_sha256
-        ).order_by(snap.dataset, snap.version.desc())
-    )
+    rows = await db.all_versions(conn)
     s3 = make_s3_client(s3_target(settings))
     newest_seen: set[str] = set()
     for dataset, version, key, version_id, sha in rows:
@@ -133,19 +127,13 @@ async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
     """Chain heads recorded in the newest snapshot manifests, read back from their S3
     versions. Heads only grow, so the newest anchors cover the older ones."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from sqlalchemy import select
 
     from activities.anchor import AUDIT_HEAD_KEY
     from activities.s3 import make_s3_client
     from catalog import db
-
-    snap = db.T_SNAPSHOT.c
-    rows = await conn.execute(
-        select(snap.dataset, snap.version, snap.manifest_key, snap.manifest_version_id)
-        .order_by(snap.created_at.desc())
-        .limit(ANCHORS)
-    )
     from worker.stack import s3_target
+
+    rows = await db.newest_manifests(conn, ANCHORS)
 
     s3 = make_s3_client(s3_target(settings))
     out: dict[str, str] = {}

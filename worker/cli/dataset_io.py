@@ -187,22 +187,7 @@ async def export_version(
 
 
 async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
-    from sqlalchemy import select
-
     from catalog import db
 
-    v = db.T_VOTE.c
-    out: dict[tuple[str, str], list[Any]] = {}
-    by_job: dict[str, list[str]] = {}
-    for item_id, job_id in keys:
-        by_job.setdefault(job_id, []).append(item_id)
     async with engine.connect() as conn:
-        for job_id, ids in by_job.items():
-            rows = await conn.execute(
-                select(v.item_id, v.agent, v.agent_version, v.label, v.confidence)
-                .where(v.job_id == job_id, v.item_id.in_(ids))
-                .order_by(v.item_id, v.agent)
-            )
-            for r in rows:
-                out.setdefault((r[0], job_id), []).append((r[1], r[2], r[3], r[4]))
-    return out
+        return dict(await db.votes_by_item(conn, keys))
