@@ -47,6 +47,7 @@ from activities.ids import (
     STORAGE_REFUSED,
     UNKNOWN_TASK,
 )
+from policy_rules.store import PinnedPolicyChanged
 
 # Not retried even when raised without non_retryable: the names above are deterministic.
 DETERMINISTIC_TYPES = (
@@ -74,16 +75,12 @@ def refuse(kind: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
 
-def check_pinned(ref: str, loaded_sha256: str, pinned_sha256: str) -> None:
-    """Refuse a policy file whose bytes are not the ones the job pinned when it started:
-    routing and review rules come from the same released version, or not at all."""
-    if loaded_sha256 != pinned_sha256:
-        raise refuse(
-            POLICY_CHANGED,
-            f"policy {ref} changed on disk since the job started (sha256 "
-            f"{loaded_sha256[:12]} != {pinned_sha256[:12]}): released versions are "
-            "immutable; add a new version instead",
-        )
+def policy_changed(err: PinnedPolicyChanged) -> ApplicationError:
+    """A pinned policy file whose bytes are not the ones the job pinned when it started
+    (`PolicyStore.pinned`): routing and review rules come from the same released version, or
+    not at all. Raise it `from None`: the message says everything, and the failure a caller
+    sees has no cause attached."""
+    return refuse(POLICY_CHANGED, str(err))
 
 
 def _s3_status(err: BaseException) -> tuple[int, str] | None:

@@ -11,7 +11,6 @@ which ends with the first passing snapshot after it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,19 +18,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from catalog import db
 from policy_rules.engine import Policy, PolicyError
 from policy_rules.gates import SnapshotMetrics, judged_by, rollback_reason, shift, verdict
+from policy_rules.store import PolicyStore
 
 # SnapshotMetrics, shift and verdict are re-exported for the activities that import them here.
 __all__ = ["SnapshotMetrics", "load_gate", "rollback_on_failure", "shift", "verdict"]
 
 
 async def load_gate(
-    conn: AsyncConnection, policies_dir: Path, gate_id: str
+    conn: AsyncConnection, policies: PolicyStore, gate_id: str
 ) -> tuple[Policy | None, str | None]:
     """The gate's active version (or newest), or the reason it cannot judge."""
     row = await db.active_policy(conn, gate_id)
     ref = f"{gate_id}@{row.version}" if row is not None else gate_id
     try:
-        gate = Policy.load(policies_dir, ref)
+        gate = policies.resolve(ref)
     except PolicyError as err:
         return None, f"gate {ref} cannot be loaded: {err}"
     if gate.kind != "gate":

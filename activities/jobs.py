@@ -34,7 +34,8 @@ from activities.payloads import (
 )
 from activities.s3 import S3Client
 from activities.sources import SourceAccessError, open_local
-from agents.tasks import TaskError, load_task
+from agents.store import TaskStore
+from agents.tasks import TaskError
 from catalog import datasets, db
 from formats import leakage
 from formats.sources import (
@@ -46,7 +47,8 @@ from formats.sources import (
     read_records,
     source_format,
 )
-from policy_rules.engine import Policy, PolicyError, resolve
+from policy_rules.engine import PolicyError
+from policy_rules.store import PolicyStore
 
 INGEST_BATCH = 2000
 
@@ -60,8 +62,8 @@ class JobActivities:
     engine: AsyncEngine
     s3: S3Client
     s3_endpoint: str
-    tasks_dir: Path
-    policies_dir: Path
+    tasks: TaskStore
+    policies: PolicyStore
     # Local sources must be regular files under one of these (LABELFABRIC_SOURCE_ROOTS).
     source_roots: Sequence[Path] = field(default_factory=tuple)
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
@@ -72,7 +74,7 @@ class JobActivities:
         if problem:
             raise bad_input(ids.BAD_INPUT, problem)
         try:
-            task = load_task(self.tasks_dir, inp.task)
+            task = self.tasks.get(inp.task)
         except TaskError as err:
             raise bad_input(ids.UNKNOWN_TASK, str(err)) from err
         known = [a.name for a in task.agents]
@@ -85,10 +87,11 @@ class JobActivities:
                 f"its agents: {', '.join(known)}",
             )
         try:
-            ref = resolve(self.policies_dir, await self._active(inp.policy))
-            kind = Policy.load(self.policies_dir, str(ref)).kind
+            # The ref and the kind come from the same bytes.
+            resolved = self.policies.resolve(await self._active(inp.policy))
         except PolicyError as err:
             raise bad_input("UnknownPolicy", str(err)) from err
+        ref, kind = resolved.ref, resolved.kind
         if kind != "route":
             raise bad_input(
                 "UnknownPolicy",
@@ -150,7 +153,7 @@ class JobActivities:
             row = await db.active_policy(conn, policy)
         if row is None:
             return policy
-        ref = resolve(self.policies_dir, f"{policy}@{row.version}")
+        ref = self.policies.locate(f"{policy}@{row.version}")  # hashed, not parsed
         if ref.sha256 != row.sha256:
             raise bad_input(
                 ids.POLICY_CHANGED,
@@ -189,7 +192,7 @@ class JobActivities:
         source and every insert ignores conflicts, so nothing is stored twice.
         """
         try:
-            task = load_task(self.tasks_dir, inp.task)
+            task = self.tasks.get(inp.task)
             fmt = source_format(inp.source)
         except (TaskError, SourceError) as err:
             raise bad_input(ids.BAD_SOURCE, str(err)) from err

@@ -24,15 +24,17 @@ from temporalio.exceptions import ApplicationError
 
 from activities import ids
 from activities.anchor import no_anchor
-from activities.errors import check_pinned
+from activities.errors import policy_changed
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import DawidSkene
 from agents.base import Agent, Vote
 from agents.pipeline import Combined, ItemOutcome, agent_keys, chunk_rows, decide, timed_predict
-from agents.tasks import TaskError, TaskSpec, build_agents, load_task, task_names
+from agents.store import TaskStore
+from agents.tasks import TaskError, TaskSpec, build_agents
 from catalog import db
 from catalog.audit import DECISION_FIELDS, VOTE_FIELDS, VOTE_FIELDS_WITH_RATIONALE, rows_digest
 from policy_rules.engine import Policy, PolicyError
+from policy_rules.store import PinnedPolicyChanged, PolicyStore, check_pin
 
 tracer = trace.get_tracer(__name__)
 log = logging.getLogger(__name__)
@@ -41,12 +43,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class LabelingActivities:
     engine: AsyncEngine
-    tasks_dir: Path
-    policies_dir: Path
+    tasks: TaskStore
+    policies: PolicyStore
     models_dir: Path
+    # The spec each task's agents were built from: agents are built once per process, so a
+    # task is read once too and its agents and spec never disagree.
     _tasks: dict[str, TaskSpec] = field(default_factory=dict)
     _agents: dict[tuple[str, str], Agent] = field(default_factory=dict)
-    _policies: dict[tuple[str, int], Policy] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reliabilities: dict[str, DawidSkene] = field(default_factory=dict)  # by model version
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
@@ -57,9 +60,9 @@ class LabelingActivities:
         A task that fails to load or build is logged and left for its jobs to report: one
         bad task file never keeps a worker from serving the others.
         """
-        for name in task_names(self.tasks_dir):
+        for name in self.tasks.names():
             try:
-                task = load_task(self.tasks_dir, name)
+                task = self.tasks.get(name)
                 async with self._lock:
                     await self._build(task.name, [a.name for a in task.agents])
             except Exception as err:  # whatever is wrong with one task, serve the others
@@ -69,7 +72,7 @@ class LabelingActivities:
         """The task and its named agents; each agent is built once per process. Needs _lock."""
         try:
             if task_name not in self._tasks:
-                self._tasks[task_name] = load_task(self.tasks_dir, task_name)
+                self._tasks[task_name] = self.tasks.get(task_name)
             task = self._tasks[task_name]
             missing = [n for n in names if (task_name, n) not in self._agents]
             if missing:
@@ -84,24 +87,21 @@ class LabelingActivities:
     async def _load(self, inp: ChunkInput) -> tuple[TaskSpec, list[Agent], Policy]:
         async with self._lock:  # a model trains once per process, not once per chunk
             task, agents = await self._build(inp.task, inp.agents)
-            pkey = (inp.policy.id, inp.policy.version)
-            if pkey not in self._policies:
-                try:
-                    self._policies[pkey] = Policy.load(
-                        self.policies_dir, f"{inp.policy.id}@{inp.policy.version}"
-                    )
-                except PolicyError as err:
-                    raise ApplicationError(
-                        str(err), type=ids.POLICY_ERROR, non_retryable=True
-                    ) from err
-        policy = self._policies[pkey]
+        # Compiled once per worker, but the file's bytes are read and checked every chunk.
+        try:
+            policy = self.policies.resolve(f"{inp.policy.id}@{inp.policy.version}")
+        except PolicyError as err:
+            raise ApplicationError(str(err), type=ids.POLICY_ERROR, non_retryable=True) from err
         if policy.kind != "route":
             raise ApplicationError(
                 f"{policy.ref} is a {policy.kind} policy, not a routing policy",
                 type=ids.POLICY_ERROR,
                 non_retryable=True,
             )
-        check_pinned(str(policy.ref), policy.ref.sha256, inp.policy.sha256)
+        try:
+            check_pin(policy, inp.policy)
+        except PinnedPolicyChanged as err:
+            raise policy_changed(err) from None
         return task, agents, policy
 
     @activity.defn(name="label_chunk")
@@ -159,13 +159,11 @@ class LabelingActivities:
             if (row.candidate_id, row.candidate_version) == (policy.ref.id, policy.ref.version):
                 continue  # the version deciding: nothing to compare
             ref = f"{row.candidate_id}@{row.candidate_version}"
-            key = (row.candidate_id, row.candidate_version)
             try:
-                candidate = self._policies.get(key) or Policy.load(self.policies_dir, ref)
+                candidate = self.policies.resolve(ref)
             except PolicyError as err:
                 log.warning("shadow %s left out: %s", ref, err)
                 continue
-            self._policies[key] = candidate
             if candidate.ref.sha256 != row.candidate_sha256 or candidate.kind != "route":
                 log.warning("shadow %s left out: changed since it was attached", ref)
                 continue

@@ -29,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import ids
 from activities.anchor import no_anchor
-from activities.errors import check_pinned
+from activities.errors import policy_changed
 from activities.payloads import (
     LABEL_DATASET,
     REVIEW_STATE,
@@ -45,9 +45,11 @@ from activities.payloads import (
     VoteView,
 )
 from agents.roster import cleared, load_roster
-from agents.tasks import TaskError, load_task
+from agents.store import TaskStore
+from agents.tasks import TaskError
 from catalog import db
-from policy_rules.engine import Policy, PolicyError
+from policy_rules.engine import PolicyError
+from policy_rules.store import PinnedPolicyChanged, PolicyStore
 
 STARTS_IN_FLIGHT = 16  # concurrent workflow starts: the dev server's SQLite is the limit
 
@@ -68,8 +70,8 @@ class ReviewActivities:
     engine: AsyncEngine
     client: Client
     task_queue: str
-    tasks_dir: Path
-    policies_dir: Path
+    tasks: TaskStore
+    policies: PolicyStore
     roster_path: Path
     snapshot_debounce_s: float = 0.5
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
@@ -78,12 +80,13 @@ class ReviewActivities:
     async def open_reviews(self, inp: OpenReviewsInput) -> int:
         """Start a ReviewItem workflow for each item of the chunk routed to human review."""
         try:
-            task = load_task(self.tasks_dir, inp.task)
+            task = self.tasks.get(inp.task)
             roster = load_roster(self.roster_path)
-            policy = Policy.load(self.policies_dir, f"{inp.policy.id}@{inp.policy.version}")
+            policy = self.policies.pinned(inp.policy)  # loaded first, then its bytes checked
+        except PinnedPolicyChanged as err:
+            raise policy_changed(err) from None
         except (TaskError, PolicyError) as err:
             raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
-        check_pinned(str(policy.ref), policy.ref.sha256, inp.policy.sha256)
         rules = ReviewRulesPayload(**asdict(policy.review))
         async with self.engine.connect() as conn:
             routed = await db.routed_items(

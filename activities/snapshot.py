@@ -14,7 +14,6 @@ import json
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -28,10 +27,12 @@ from activities.errors import classify
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
 from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once
-from agents.tasks import TaskError, load_task
+from agents.store import TaskStore
+from agents.tasks import TaskError
 from catalog import db
 from formats import snapshot_files
 from policy_rules.engine import Policy
+from policy_rules.store import PolicyStore
 
 
 def data_key(dataset: str) -> str:
@@ -47,8 +48,8 @@ class SnapshotActivities:
     engine: AsyncEngine
     s3: S3Client
     bucket: str
-    tasks_dir: Path | None = None  # where the task files name their gates; None = no gates
-    policies_dir: Path | None = None
+    tasks: TaskStore | None = None  # where the task files name their gates; None = no gates
+    policies: PolicyStore | None = None
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     @activity.defn(name="snapshot")
@@ -183,19 +184,19 @@ class SnapshotActivities:
     async def _gate(self, dataset: str) -> tuple[Policy | None, str | None, dict[str, str]]:
         """The gate of the dataset's task (or why it cannot judge) and the task's gold labels;
         (None, None, {}) when the task names no gate."""
-        if self.tasks_dir is None or self.policies_dir is None:
+        if self.tasks is None or self.policies is None:
             return None, None, {}
         async with self.engine.connect() as conn:
             task_name = await db.dataset_task(conn, dataset)
             if task_name is None:
                 return None, None, {}
             try:
-                task = load_task(self.tasks_dir, task_name)
+                task = self.tasks.get(task_name)
             except TaskError as err:
                 return None, f"task {task_name} cannot be loaded to find its gate: {err}", {}
             if not task.gate:
                 return None, None, {}
-            gate, error = await load_gate(conn, self.policies_dir, task.gate)
+            gate, error = await load_gate(conn, self.policies, task.gate)
             return gate, error, await db.gold_of_task(conn, task.name)
 
     async def _record_verdict(

@@ -42,6 +42,9 @@ __all__ = [
     "build_agents",
     "list_tasks",
     "load_task",
+    "parse_task",
+    "read_task_file",
+    "task_file",
     "task_names",
 ]
 
@@ -134,6 +137,12 @@ class TaskSpec:
 
 
 def load_task(tasks_dir: Path, name: str) -> TaskSpec:
+    path = task_file(tasks_dir, name)
+    return parse_task(path, read_task_file(path))
+
+
+def task_file(tasks_dir: Path, name: str) -> Path:
+    """The file of task `name`; a TaskError listing the known tasks when there is none."""
     tasks_dir = Path(tasks_dir)
     path = tasks_dir / f"{name}.yaml"
     if not _NAME_RE.fullmatch(name) or not path.is_file():
@@ -141,7 +150,15 @@ def load_task(tasks_dir: Path, name: str) -> TaskSpec:
         raise TaskError(
             f"unknown task '{name}': no {tasks_dir.name}/{name}.yaml; known tasks: {known}"
         )
-    return _parse_task(path)
+    return path
+
+
+def read_task_file(path: Path) -> bytes:
+    """A task file's bytes; a TaskError naming the file when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read: {exc}") from exc
 
 
 def task_names(tasks_dir: Path) -> list[str]:
@@ -151,7 +168,8 @@ def task_names(tasks_dir: Path) -> list[str]:
 
 def list_tasks(tasks_dir: Path) -> list[TaskSpec]:
     tasks_dir = Path(tasks_dir)
-    return [_parse_task(tasks_dir / f"{n}.yaml") for n in _task_names(tasks_dir)]
+    paths = [tasks_dir / f"{n}.yaml" for n in _task_names(tasks_dir)]
+    return [parse_task(path, read_task_file(path)) for path in paths]
 
 
 def build_agents(task: TaskSpec, names: Sequence[str] | None, *, models_dir: Path) -> list[Agent]:
@@ -253,13 +271,14 @@ def _task_names(tasks_dir: Path) -> list[str]:
     return sorted(p.stem for p in tasks_dir.glob("*.yaml") if p.is_file())
 
 
-def _parse_task(path: Path) -> TaskSpec:
+def parse_task(path: Path, data: bytes) -> TaskSpec:
+    """`data` (the bytes of task file `path`) checked and parsed; see `load_task`."""
+    # Decoded as reading the file as text does (UTF-8, universal newlines).
+    text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TaskError(f"{path}: not valid YAML: {exc}") from exc
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read: {exc}") from exc
     if not isinstance(raw, dict):
         raise TaskError(f"{path}: expected a mapping with fields {', '.join(_TASK_KEYS)}")
     unknown = sorted(str(k) for k in raw if k not in _TASK_KEYS)

@@ -94,17 +94,17 @@ _PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def load_policy(policies_dir: Path, ref: str) -> Policy:
     """`<id>` (highest version) or `<id>@<version>`, compiled; what `Policy.load` does."""
-    path, policy_id, version = _locate(Path(policies_dir), ref)
+    path, policy_id, version = locate(Path(policies_dir), ref)
     # Hash and parse the same bytes: the ref can never describe a file other than the one
     # that was compiled, even if it is edited meanwhile.
     data = read_file(path)
     pref = PolicyRef(id=policy_id, version=version, sha256=hashlib.sha256(data).hexdigest())
-    return _parse(path, data, pref)
+    return parse_policy(path, data, pref)
 
 
 def resolve(policies_dir: Path, ref: str) -> PolicyRef:
     """`<id>` (highest version) or `<id>@<version>` -> the exact file version, by hash."""
-    path, policy_id, version = _locate(Path(policies_dir), ref)
+    path, policy_id, version = locate(Path(policies_dir), ref)
     return PolicyRef(
         id=policy_id, version=version, sha256=hashlib.sha256(read_file(path)).hexdigest()
     )
@@ -121,7 +121,8 @@ def list_policies(policies_dir: Path) -> list[str]:
 # --- locating and reading -------------------------------------------------------------------
 
 
-def _locate(policies_dir: Path, ref: str) -> tuple[Path, str, int]:
+def locate(policies_dir: Path, ref: str) -> tuple[Path, str, int]:
+    """The version file `<id>` (highest version) or `<id>@<version>` names: (path, id, version)."""
     m = _REF_RE.fullmatch(ref)
     if m is None:
         raise PolicyError(f"bad policy ref '{ref}': expected '<id>' or '<id>@<version>'")
@@ -163,7 +164,8 @@ def read_file(path: Path) -> bytes:
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _parse(path: Path, data: bytes, ref: PolicyRef) -> Policy:
+def parse_policy(path: Path, data: bytes, ref: PolicyRef) -> Policy:
+    """`data` (the bytes of `path`, hashed into `ref`) parsed and compiled into a `Policy`."""
     try:
         raw = yaml.load(data, Loader=MarkedLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:

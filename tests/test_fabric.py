@@ -123,13 +123,15 @@ async def test_a_bad_task_file_does_not_keep_the_worker_from_the_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from activities.labeling import LabelingActivities
+    from agents.store import TaskStore
+    from policy_rules.store import PolicyStore
 
     write_task(tmp_path, GOOD_TASK)
     write_task(tmp_path, GOOD_TASK.replace("name: demo", "name: broken\nmodality: image"), "broken")
     acts = LabelingActivities(
         engine=None,  # type: ignore[arg-type]  # warm() touches no database
-        tasks_dir=tmp_path,
-        policies_dir=tmp_path,
+        tasks=TaskStore(tmp_path),
+        policies=PolicyStore(tmp_path),
         models_dir=tmp_path / "models",
     )
     await acts.warm()

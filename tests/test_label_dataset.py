@@ -233,8 +233,8 @@ async def test_unreachable_s3_source_names_the_endpoint(runtime: Runtime, stack:
         engine=runtime.engine,
         s3=make_s3_client(S3Target(endpoint_url=dead, bucket="b")),
         s3_endpoint=dead,
-        tasks_dir=stack.tasks_dir,
-        policies_dir=stack.policies_dir,
+        tasks=runtime.jobs.tasks,
+        policies=runtime.jobs.policies,
     )
     inp = PrepareJobInput(
         job_id="label:x:unreachable",

@@ -27,7 +27,9 @@ from activities.payloads import DATA_CONVERTER
 from activities.review import ReviewActivities
 from activities.s3 import ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
+from agents.store import TaskStore
 from catalog import db
+from policy_rules.store import PolicyStore
 from worker.settings import Settings
 from worker.stack import prepare_catalog, s3_target
 from worker.telemetry import setup_tracing
@@ -84,19 +86,22 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
     s3 = make_s3_client(s3_target(settings))
     await asyncio.to_thread(ensure_versioned_bucket, s3, settings.s3_bucket)
     anchor = AuditAnchor(engine=engine, s3=s3, bucket=settings.s3_bucket)
+    # One reader of each kind of definition file, shared: a version is parsed once per worker.
+    policies = PolicyStore(settings.policies_dir)
+    tasks = TaskStore(settings.tasks_dir)
     jobs = JobActivities(
         engine=engine,
         s3=s3,
         s3_endpoint=settings.s3_url,
-        tasks_dir=settings.tasks_dir,
-        policies_dir=settings.policies_dir,
+        tasks=tasks,
+        policies=policies,
         source_roots=settings.allowed_source_roots,
         anchor=anchor,
     )
     labeling = LabelingActivities(
         engine=engine,
-        tasks_dir=settings.tasks_dir,
-        policies_dir=settings.policies_dir,
+        tasks=tasks,
+        policies=policies,
         models_dir=settings.models_dir,
         anchor=anchor,
     )
@@ -104,16 +109,16 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         engine=engine,
         s3=s3,
         bucket=settings.s3_bucket,
-        tasks_dir=settings.tasks_dir,
-        policies_dir=settings.policies_dir,
+        tasks=tasks,
+        policies=policies,
         anchor=anchor,
     )
     reviews = ReviewActivities(
         engine=engine,
         client=client,
         task_queue=settings.task_queue,
-        tasks_dir=settings.tasks_dir,
-        policies_dir=settings.policies_dir,
+        tasks=tasks,
+        policies=policies,
         roster_path=settings.roster_path,
         snapshot_debounce_s=settings.snapshot_debounce_s,
         anchor=anchor,
