@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
@@ -194,9 +192,9 @@ class ReviewActivities:
             None if inp.gold_label is None or not inp.accepted else sub.label == inp.gold_label
         )
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(db.T_REVIEW)
-                .values(
+            await db.insert_review(
+                conn,
+                dict(
                     review_key=inp.key,
                     dataset=inp.dataset,
                     item_id=inp.item_id,
@@ -211,8 +209,7 @@ class ReviewActivities:
                     gold_label=inp.gold_label,
                     correct=correct,
                     submitted_at=db.utcnow(),
-                )
-                .on_conflict_do_nothing()
+                ),
             )
             await db.append_audit(
                 conn,
@@ -244,16 +241,13 @@ class ReviewActivities:
                     source="human",
                     reviewers=inp.reviewers,
                 )
-            await conn.execute(
-                update(db.T_REVIEW_TASK)
-                .where(
-                    db.T_REVIEW_TASK.c.dataset == inp.dataset,
-                    db.T_REVIEW_TASK.c.item_id == inp.item_id,
-                    db.T_REVIEW_TASK.c.closed_at.is_(None),
-                )
-                .values(
-                    state=inp.state, label=inp.label, outcome=inp.outcome, closed_at=db.utcnow()
-                )
+            await db.close_review_task(
+                conn,
+                dataset=inp.dataset,
+                item_id=inp.item_id,
+                state=inp.state,
+                label=inp.label,
+                outcome=inp.outcome,
             )
             await db.append_audit(
                 conn,

@@ -90,6 +90,8 @@ from catalog.reliability import (
     store_reliability,
 )
 from catalog.reviews import (
+    close_review_task,
+    insert_review,
     item_text,
     open_review_tasks,
     record_reviews,
@@ -184,6 +186,8 @@ __all__ = [
     "all_versions",
     "newest_manifests",
     "item_text",
+    "insert_review",
+    "close_review_task",
     "votes_by_item",
     "lock_dataset_snapshots",
     "next_snapshot_version",

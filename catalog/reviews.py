@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.engine import (
@@ -19,6 +20,7 @@ from catalog.engine import (
     T_VOTE,
     _insert_ignore,
 )
+from catalog.models import utcnow
 
 
 async def routed_items(
@@ -113,3 +115,26 @@ async def votes_by_item(
         for r in rows:
             out.setdefault((r[0], job_id), []).append((r[1], r[2], r[3], r[4]))
     return out
+
+
+async def insert_review(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
+    """One submission, keyed by its update id or signal: recorded once however often sent."""
+    await conn.execute(insert(T_REVIEW).values(**row).on_conflict_do_nothing())
+
+
+async def close_review_task(
+    conn: AsyncConnection,
+    *,
+    dataset: str,
+    item_id: str,
+    state: str,
+    label: str | None,
+    outcome: str | None,
+) -> None:
+    """Close the item's open review task with how it ended."""
+    t = T_REVIEW_TASK.c
+    await conn.execute(
+        update(T_REVIEW_TASK)
+        .where(t.dataset == dataset, t.item_id == item_id, t.closed_at.is_(None))
+        .values(state=state, label=label, outcome=outcome, closed_at=utcnow())
+    )
