@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := .labelfabric/samples/items.jsonl
-# Debian's Chromium, for the review page's browser test (tests/test_review_page.py).
+# Debian's Chromium, for the review page's browser test (tests/e2e/test_review_page.py).
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -40,14 +40,14 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/labelfabric policy test
 	$(BIN)/pytest -q
 
-# The fast tier: every test that needs no server (about a minute); `make test` runs all.
+# The fast tier, tests/unit: no server (under a minute); `make test` runs all three tiers.
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q tests/unit
 
 # The fuzz harness with many more examples than `make test` runs (override FUZZ_EXAMPLES).
 FUZZ_EXAMPLES ?= 200
 fuzz: $(STAMP)
-	LABELFABRIC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py
+	LABELFABRIC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/unit/test_fuzz_parsers.py tests/integration/test_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format .

@@ -41,15 +41,26 @@ TEST_PORTS = {
 TEST_PORTS = {name: port + _OFFSET for name, port in TEST_PORTS.items()}
 
 
-# A test that needs any of these (directly or through another fixture) needs the servers:
-# it belongs to the integration tier. `make unit` runs the rest (`-m "not integration"`).
+# The tiers are folders: tests/unit needs no server (`make unit`), tests/integration runs on
+# the real stack with one in-process worker, tests/e2e drives real processes (the stack's
+# lifecycle, kill -9 durability, the review page in Chromium). `make test` runs all three.
 SERVER_FIXTURES = frozenset({"stack", "env", "worker", "runtime", "cli_worker"})
+TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.integration)
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        if tier is None:
+            raise pytest.UsageError(
+                f"{item.nodeid}: a test belongs in tests/unit, integration or e2e"
+            )
+        servers = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if tier == "unit" and servers:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {', '.join(sorted(servers))}: move it to tests/integration"
+            )
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 def make_test_settings(home: Path, **overrides: object) -> Settings:

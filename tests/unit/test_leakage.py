@@ -36,7 +36,7 @@ def test_leak_rules() -> None:
 
 
 def test_task_leakage_setting(tmp_path: Path) -> None:
-    src = (Path(__file__).parent.parent / "tasks" / "sentiment.yaml").read_text()
+    src = (Path(__file__).resolve().parents[2] / "tasks" / "sentiment.yaml").read_text()
     (tmp_path / "sentiment_seed.jsonl").write_text("")
     (tmp_path / "sentiment.yaml").write_text(src + "leakage: refuse\n")
     assert load_task(tmp_path, "sentiment").leakage == "refuse"

@@ -13,7 +13,7 @@ import pytest
 from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
 from agents.base import Vote
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def v(label: str | None, confidence: float = 1.0) -> Vote:

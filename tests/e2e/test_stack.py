@@ -36,8 +36,6 @@ from tests.conftest import TEST_PORTS, make_test_settings
 from worker import stack as stack_mod
 from worker.settings import Settings
 
-pytestmark = pytest.mark.integration  # every test here starts or stops servers
-
 PART_NAMES = ["temporal", "temporal-ui", "postgres", "s3"]
 
 

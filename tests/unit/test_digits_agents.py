@@ -25,7 +25,7 @@ from agents.digits import LABELS, decode, digits_rows, encode, write_digits_samp
 from agents.samples import SampleFiles
 from agents.tabular import TabularAgent, parse_vector
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "tasks"
 SEED = TASKS / "digits_seed.jsonl"
 TOP_HALF = list(range(32))

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from catalog import db
 from policy_rules.engine import Policy
 from tests.helpers import ThreadWorker, cli
-from tests.test_calibrate import copy_v1
+from tests.unit.test_calibrate import copy_v1
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow

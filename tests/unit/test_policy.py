@@ -24,7 +24,7 @@ from policy_rules.engine import (
     resolve,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policy_rules"
 LINE_COL = re.compile(r":\d+:\d+")
 

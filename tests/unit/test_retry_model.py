@@ -15,7 +15,7 @@ from activities.errors import DETERMINISTIC_TYPES, classify
 from activities.payloads import DATA_CONVERTER, LabelDatasetInput
 from workflows import retry
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 ACTIVITY_CALLS = {"execute_activity", "execute_activity_method", "execute_local_activity"}
 
 

@@ -21,7 +21,7 @@ from agents.samples import SampleFiles, write_sample
 from agents.sklearn_model import SklearnAgent
 from agents.tasks import TaskError, build_agents, list_tasks, load_task
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "tasks"
 LABELS = ("positive", "negative")
 RULES = [
@@ -181,12 +181,9 @@ sys.stdout.write(agent.version)
 """
 
 
-@pytest.mark.slow
 def test_sklearn_version_is_identical_across_processes(tmp_path: Path, model: SklearnAgent) -> None:
-    versions = []
-    for hash_seed in ("1", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(
+    procs = [  # two interpreters with different hash seeds, side by side
+        subprocess.Popen(
             [
                 sys.executable,
                 "-c",
@@ -194,15 +191,19 @@ def test_sklearn_version_is_identical_across_processes(tmp_path: Path, model: Sk
                 str(TASKS / "sentiment_seed.jsonl"),
                 str(tmp_path / f"models-{hash_seed}"),
             ],
-            env=env,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=300,
-            check=False,
         )
-        assert done.returncode == 0, done.stderr
-        versions.append(done.stdout.strip())
+        for hash_seed in ("1", "4242")
+    ]
+    versions = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        versions.append(out.strip())
     assert versions[0] == versions[1] == model.version
     # And the artifacts themselves are byte-identical.
     blobs = {

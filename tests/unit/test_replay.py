@@ -16,7 +16,7 @@ from temporalio.worker import Replayer
 
 from worker.main import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
 
 
 def test_there_are_recorded_histories() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agents.samples import DEFAULT_SEED_SIZE, rotten_tomatoes_rows, split, write_sample
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_jsonl(path: Path) -> list[dict[str, str]]:

@@ -1,5 +1,5 @@
 """A fuzz harness for the boundary (hypothesis): generated records, review payloads and
-dataset names, first against the parsers alone, then through real jobs and reviews.
+dataset names through real jobs and reviews (the parsers alone: tests/unit/test_fuzz_parsers.py).
 
 Properties: every job reaches a terminal state within a bound; every line of a source is
 accounted for (items + refused + duplicates = lines); a review still closes whatever was
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -32,98 +30,11 @@ from activities.payloads import (
     ReviewSubmission,
     dataset_name_problem,
 )
-from formats.sources import Record, Refusal, SourceError, read_records
+from tests.fuzzing import ANY_CHAR, LINES, NASTY_TEXT, examples
 from tests.helpers import cli, start_review
 from worker.settings import Settings
 
-SCALE = int(os.environ.get("LABELFABRIC_FUZZ_EXAMPLES", "0") or 0)
 JOB_BOUND_S = 120.0  # a job on a few dozen lines ends well within this, or it is wedged
-
-
-def examples(default: int) -> int:
-    return SCALE or default
-
-
-# Any code point, surrogates and NUL included: what a hostile file or caller can carry.
-ANY_CHAR = st.characters(codec=None, categories=None, min_codepoint=0, max_codepoint=0x10FFFF)
-NASTY_TEXT = st.one_of(
-    st.text(ANY_CHAR, max_size=40),
-    st.sampled_from(["\x00", "\ud800", "a\u0000b", "\ufeff", "\r\n", '"', "\\", " "]),
-)
-
-
-def _json_line(text: str, extra: object) -> bytes:
-    # ensure_ascii keeps lone surrogates as \ud800 escapes: valid JSON, invalid Unicode.
-    return json.dumps({"text": text, "x": extra}).encode()
-
-
-LINES = st.lists(
-    st.one_of(
-        st.builds(
-            _json_line,
-            NASTY_TEXT,
-            st.recursive(
-                st.none() | st.integers() | st.floats() | NASTY_TEXT,
-                lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NASTY_TEXT, inner),
-                max_leaves=6,
-            ),
-        ),
-        st.binary(max_size=60).map(lambda b: b.replace(b"\n", b" ")),
-        st.sampled_from([b"", b"{", b"[" * 5000, b'{"text": 1e999}', b'{"text": "\\u0000"}']),
-    ),
-    min_size=1,
-    max_size=30,
-)
-
-
-@settings(max_examples=examples(300), deadline=None)
-@given(lines=LINES)
-def test_every_jsonl_line_is_a_record_or_a_refusal(lines: list[bytes]) -> None:
-    raw = b"\n".join(lines) + b"\n"
-    out = list(read_records(io.BytesIO(raw), "jsonl", text_field="text", max_chars=10_000))
-    assert sorted(r.line for r in out) == list(range(1, len(lines) + 1))
-    for r in out:
-        if isinstance(r, Record):
-            assert "\x00" not in r.text
-            r.text.encode("utf-8")  # storable
-        else:
-            assert "\x00" not in r.excerpt
-            r.excerpt.encode("utf-8")
-
-
-@settings(max_examples=examples(300), deadline=None)
-@given(rows=st.lists(st.lists(NASTY_TEXT, min_size=1, max_size=3), min_size=1, max_size=20))
-def test_csv_never_raises_past_its_header(rows: list[list[str]]) -> None:
-    buf = io.StringIO()
-    import csv
-
-    csv.writer(buf).writerows([["text", "n"], *rows])
-    raw = buf.getvalue().encode("utf-8", errors="surrogatepass")
-    try:
-        out = list(read_records(io.BytesIO(raw), "csv", text_field="text", max_chars=10_000))
-    except SourceError:
-        return
-    for r in out:
-        if isinstance(r, Record):
-            assert "\x00" not in r.text
-            r.text.encode("utf-8")
-        else:
-            assert isinstance(r, Refusal) and r.line >= 2
-
-
-@settings(max_examples=examples(500), deadline=None)
-@given(name=st.text(ANY_CHAR, max_size=80))
-def test_dataset_names_are_valid_or_refused_by_name(name: str) -> None:
-    problem = dataset_name_problem(name)
-    if problem is None:
-        assert ".." not in name and "/" not in name and ":" not in name and name.isascii()
-        LabelDatasetInput(dataset=name, source="/s.jsonl", task="t")
-    else:
-        with pytest.raises(ValueError, match="dataset name"):
-            LabelDatasetInput(dataset=name, source="/s.jsonl", task="t")
-
-
-# --- through the real stack ---------------------------------------------------------------
 
 
 FUZZ_SETTINGS = settings(

@@ -15,7 +15,7 @@ import pytest
 from agents.base import Vote
 from agents.pipeline import combine, timed_predict
 from agents.tasks import TaskError, load_task
-from tests.test_agents import GOOD_TASK, write_task
+from tests.unit.test_agents import GOOD_TASK, write_task
 
 
 class Sleepy:
