@@ -49,15 +49,21 @@ async def test_job_is_traced_from_start_to_agent_calls(
             task_queue=queue,
             result_type=LabelDatasetResult,
         )
-    spans = exporter.get_finished_spans()
+    # One trace from the start through every activity to each agent call. Other workers of
+    # the session may add traces of their own to the global provider: judge this job's.
+    finished = exporter.get_finished_spans()
+    [start] = [s for s in finished if s.name == "StartWorkflow:LabelDataset"]
+    spans = [s for s in finished if s.context.trace_id == start.context.trace_id]
     names = {s.name for s in spans}
     assert {
         "StartWorkflow:LabelDataset",
         "RunWorkflow:LabelDataset",
+        "RunActivity:prepare_job",
+        "RunActivity:ingest",
         "RunActivity:label_chunk",
+        "RunActivity:snapshot",
         "agent.predict",
     } <= names
-    assert len({s.context.trace_id for s in spans}) == 1
     agents = {
         s.attributes.get("agent") for s in spans if s.name == "agent.predict" and s.attributes
     }
