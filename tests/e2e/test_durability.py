@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowHandle
 from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from catalog import db
 from tests.helpers import spawn_worker, stop, write_jsonl
-from worker.settings import Settings
+from worker.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,19 @@ def workers(stack: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
     yield started
     for proc in started:  # only the workers this test started, by their pid
         stop(proc)
+
+
+def no_human_review(stack: Settings) -> str:
+    """route_default with every person's outcome turned into quarantine, as a policy of its
+    own in the session's policy folder: a kill then interrupts labeling, never the opening of
+    reviews (whose 60 s heartbeat timeout would only slow the test down)."""
+    policy = f"route_nohuman{uuid.uuid4().hex[:6]}"
+    text_ = (PROJECT_ROOT / "policy_rules" / "route_default" / "v2.yaml").read_text()
+    text_ = text_.replace("id: route_default", f"id: {policy}").replace("version: 2", "version: 1")
+    folder = stack.policies_dir / policy
+    folder.mkdir()
+    (folder / "v1.yaml").write_text(text_.replace("human_review", "quarantine"))
+    return policy
 
 
 async def chunks_done(handle: WorkflowHandle[Any, Any]) -> int:
@@ -62,10 +75,11 @@ async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
     gold_rows: list[dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    texts = [r["text"] for r in gold_rows[:3000]]
+    texts = [r["text"] for r in gold_rows[:1200]]  # 12 chunks: the kill lands mid-job
     source = write_jsonl(tmp_path / "kill.jsonl", texts)
     dataset = f"kill{uuid.uuid4().hex[:6]}"
     log = tmp_path / "worker.log"
+    policy = no_human_review(stack)
     workers.append(spawn_worker(stack, log))
     client = await Client.connect(stack.temporal_address)
     handle = await client.start_workflow(
@@ -74,6 +88,7 @@ async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
             dataset=dataset,
             source=str(source),
             task="sentiment",
+            policy=policy,
             chunk_size=100,
             parallelism=2,
             chunk_heartbeat_timeout_s=5,
@@ -89,10 +104,12 @@ async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
     for _ in range(1200):
         done = await chunks_done(handle)
         pending = (await handle.describe()).raw_description.pending_activities
-        running = any(
-            p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in pending
-        )
-        if done >= 2 and running:
+        started = {
+            p.activity_type.name
+            for p in pending
+            if p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        }
+        if done >= 2 and "label_chunk" in started:
             break
         await asyncio.sleep(0.1)
     chunks_total = -(-len(set(texts)) // 100)
