@@ -36,7 +36,7 @@ from activities.s3 import S3Client
 from activities.sources import SourceAccessError, open_local
 from agents.store import TaskStore
 from agents.tasks import TaskError
-from catalog import datasets, db
+from catalog import datasets, db, kinds
 from formats import leakage
 from formats.sources import (
     Record,
@@ -130,7 +130,7 @@ class JobActivities:
                 conn,
                 key=f"{inp.job_id}:started",
                 actor="labelfabric",
-                kind="job_started",
+                kind=kinds.JOB_STARTED,
                 subject=inp.job_id,
                 payload={
                     "dataset": inp.dataset,
@@ -307,7 +307,7 @@ class JobActivities:
                 conn,
                 key=f"{inp.job_id}:ingested",
                 actor="labelfabric",
-                kind="ingested",
+                kind=kinds.INGESTED,
                 subject=inp.job_id,
                 payload={"items": stored, "duplicates": duplicates, "quarantined": quarantined},
             )
@@ -392,7 +392,7 @@ class JobActivities:
                 conn,
                 key=f"{inp.job_id}:{inp.status}",
                 actor="labelfabric",
-                kind=f"job_{inp.status}",
+                kind=kinds.job_finished(inp.status),
                 subject=inp.job_id,
                 payload={},
             )

@@ -31,7 +31,7 @@ from agents.base import Agent, Vote
 from agents.pipeline import Combined, ItemOutcome, agent_keys, chunk_rows, decide, timed_predict
 from agents.store import TaskStore
 from agents.tasks import TaskError, TaskSpec, build_agents
-from catalog import db
+from catalog import db, kinds
 from catalog.audit import DECISION_FIELDS, VOTE_FIELDS, VOTE_FIELDS_WITH_RATIONALE, rows_digest
 from policy_rules.engine import Policy, PolicyError
 from policy_rules.store import PinnedPolicyChanged, PolicyStore, check_pin
@@ -240,7 +240,7 @@ class LabelingActivities:
                 conn,
                 key=f"{inp.job_id}:chunk:{inp.chunk}",
                 actor="labelfabric",
-                kind="chunk_decided",
+                kind=kinds.CHUNK_DECIDED,
                 subject=inp.job_id,
                 payload={
                     "chunk": inp.chunk,

@@ -45,7 +45,7 @@ from activities.payloads import (
 from agents.roster import cleared, load_roster
 from agents.store import TaskStore
 from agents.tasks import TaskError
-from catalog import db
+from catalog import db, kinds
 from policy_rules.engine import PolicyError
 from policy_rules.store import PinnedPolicyChanged, PolicyStore
 
@@ -215,7 +215,7 @@ class ReviewActivities:
                 conn,
                 key=f"review:{inp.key}",
                 actor=sub.reviewer,
-                kind="review_accepted" if inp.accepted else "review_refused",
+                kind=kinds.REVIEW_ACCEPTED if inp.accepted else kinds.REVIEW_REFUSED,
                 subject=inp.workflow_id,
                 payload={
                     "label": sub.label,
@@ -253,7 +253,7 @@ class ReviewActivities:
                 conn,
                 key=f"{inp.workflow_id}:{activity.info().workflow_run_id}:closed",
                 actor=",".join(inp.reviewers) or "labelfabric",
-                kind=f"review_{inp.state}",
+                kind=kinds.review_closed(inp.state),
                 subject=inp.workflow_id,
                 payload={"label": inp.label, "outcome": inp.outcome, "reviewers": inp.reviewers},
             )

@@ -29,7 +29,7 @@ from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once
 from agents.store import TaskStore
 from agents.tasks import TaskError
-from catalog import db
+from catalog import db, kinds
 from formats import snapshot_files
 from policy_rules.engine import Policy
 from policy_rules.store import PolicyStore
@@ -152,7 +152,7 @@ class SnapshotActivities:
                         conn,
                         key=f"{inp.job_id}:snapshot",
                         actor="labelfabric",
-                        kind="snapshot",
+                        kind=kinds.SNAPSHOT,
                         subject=f"{inp.dataset}@{version}",
                         payload={
                             "s3_version_id": data_version,
@@ -210,7 +210,7 @@ class SnapshotActivities:
             conn,
             key=f"{inp.job_id}:gate",
             actor="labelfabric",
-            kind="gate_verdict",
+            kind=kinds.GATE_VERDICT,
             subject=subject,
             payload={
                 "gate": f"{judged.get('policy')}@{judged.get('version')}",

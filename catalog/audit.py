@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from catalog import kinds
 from catalog.auditlog import GENESIS_HASH, event_hash
 from catalog.engine import T_AUDIT, T_DECISION, T_VOTE
 
@@ -135,7 +136,7 @@ async def verify(
                 )
         if row.hash in wanted:
             found.add(row.hash)
-        if row.kind == "chunk_decided" and "decisions_sha256" in row.payload:
+        if row.kind == kinds.CHUNK_DECIDED and "decisions_sha256" in row.payload:
             chunks.append((row.id, row.subject, row.payload["chunk"], dict(row.payload)))
         expected_prev, prev_id = row.hash, row.id
         if out.events % 50_000 == 0:
@@ -237,7 +238,7 @@ async def verify_rows(conn: AsyncConnection, out: Verdict) -> None:
     async for key, reviewer, label, note, accepted, actor, kind, payload in reviews:
         out.reviews_checked += 1
         said = payload or {}
-        want = "review_accepted" if accepted else "review_refused"
+        want = kinds.REVIEW_ACCEPTED if accepted else kinds.REVIEW_REFUSED
         if (actor, kind, said.get("label"), said.get("note")) != (reviewer, want, label, note):
             found(
                 f"review {key[-40:]}: {reviewer!r} {label!r} "

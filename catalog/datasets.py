@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from catalog import kinds
 from catalog.auditlog import append_audit
 from catalog.engine import (
     T_DECISION,
@@ -253,7 +254,7 @@ async def restore_labels(
         conn,
         key=job_id,
         actor=actor,
-        kind="dataset_rollback",
+        kind=kinds.DATASET_ROLLBACK,
         subject=f"dataset:{dataset}",
         payload={"to": to, "from": latest, "set": len(changed), "unset": len(gone),
                  "reason": reason},
@@ -282,7 +283,7 @@ async def declare_heldout(
         conn,
         key=f"heldout:{dataset}:{of}:{utcnow().isoformat()}",
         actor=actor,
-        kind="dataset_heldout",
+        kind=kinds.DATASET_HELDOUT,
         subject=f"dataset:{dataset}",
         payload={"heldout_for": of, "reason": reason},
     )

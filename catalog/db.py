@@ -53,7 +53,7 @@ from catalog.engine import (
     make_engine,
     migrate,
 )
-from catalog.gold import gold_labels, gold_of_task, upsert_gold
+from catalog.gold import gold_labels, gold_of_task, record_gold, upsert_gold
 from catalog.imports import ImportCheck, import_check, record_import
 from catalog.jobs import (
     assign_splits,
@@ -209,6 +209,7 @@ __all__ = [
     "gold_labels",
     "gold_of_task",
     "upsert_gold",
+    "record_gold",
     # reliability
     "job_votes_and_decisions",
     "record_reliability",

@@ -10,7 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from catalog import kinds
+from catalog.auditlog import append_audit
 from catalog.engine import BATCH_ROWS, T_GOLD
+from catalog.models import utcnow
 
 
 async def upsert_gold(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -50,3 +53,39 @@ async def gold_of_task(conn: AsyncConnection, task: str) -> dict[str, str]:
     """Every known label of a task, by item id (gold sets are thousands of items, not more)."""
     rows = await conn.execute(select(T_GOLD.c.item_id, T_GOLD.c.label).where(T_GOLD.c.task == task))
     return {r[0]: r[1] for r in rows}
+
+
+async def record_gold(
+    conn: AsyncConnection,
+    *,
+    task: str,
+    labels: Mapping[str, str],
+    source: str,
+    sha256: str,
+    actor: str,
+) -> None:
+    """A whole gold file's labels (item id -> label) for `task`, with a `gold_loaded` audit
+    event naming the file and its sha256; in the caller's transaction."""
+    now = utcnow()
+    await upsert_gold(
+        conn,
+        [
+            {
+                "task": task,
+                "item_id": item_id,
+                "label": label,
+                "source": source,
+                "source_sha256": sha256,
+                "loaded_at": now,
+            }
+            for item_id, label in labels.items()
+        ],
+    )
+    await append_audit(
+        conn,
+        key=f"gold:{task}:{sha256}",
+        actor=actor,
+        kind=kinds.GOLD_LOADED,
+        subject=f"task:{task}",
+        payload={"file": source, "sha256": sha256, "items": len(labels)},
+    )

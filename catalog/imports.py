@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from catalog import kinds
 from catalog.auditlog import append_audit
 from catalog.datasets import placements, related, versions
 from catalog.jobs import assign_splits, create_job, job, record_chunk, record_ingest
@@ -84,7 +85,7 @@ async def record_import(
         await set_labels(conn, dataset=dataset, job_id=job_id, labels=chosen, source="import",
                          reviewers=list(who))  # fmt: skip
     await append_audit(
-        conn, key=f"{job_id}:imported", actor=actor, kind="import",
+        conn, key=f"{job_id}:imported", actor=actor, kind=kinds.IMPORT,
         subject=f"dataset:{dataset}",
         payload={"source": source, "sha256": sha256, "items": len(items),
                  "labels": len(labels), "refused": len(refused)},

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from catalog import kinds
 from catalog.auditlog import append_audit
 from catalog.engine import T_ACTIVATION, T_JOB, T_SNAPSHOT
 from catalog.models import utcnow
@@ -59,7 +60,7 @@ async def record_activation(conn: AsyncConnection, row: Mapping[str, Any]) -> No
         conn,
         key=f"policy:{row['policy_id']}:{row['action']}:{row['at'].isoformat()}",
         actor=row["actor"],
-        kind=f"policy_{row['action']}",
+        kind=kinds.policy_changed(row["action"]),
         subject=f"policy:{row['policy_id']}",
         payload={"version": row["version"], "sha256": row["sha256"], "reason": row["reason"]},
     )

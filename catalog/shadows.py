@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from catalog import kinds
 from catalog.auditlog import append_audit
 from catalog.engine import T_DECISION, T_ITEM, T_SHADOW, T_SHADOW_DECISION
 from catalog.models import utcnow
@@ -40,7 +41,7 @@ async def attach_shadow(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
         conn,
         key=f"shadow:{row['candidate_id']}@{row['candidate_version']}:on:{row['attached_at']}",
         actor=row["actor"],
-        kind="policy_shadow_attached",
+        kind=kinds.POLICY_SHADOW_ATTACHED,
         subject=f"policy:{row['policy_id']}",
         payload={
             "candidate": f"{row['candidate_id']}@{row['candidate_version']}",
@@ -58,7 +59,7 @@ async def detach_shadow(
         conn,
         key=f"shadow:{shadow.id}:detached",
         actor=actor,
-        kind="policy_shadow_detached",
+        kind=kinds.POLICY_SHADOW_DETACHED,
         subject=f"policy:{shadow.policy_id}",
         payload={
             "candidate": f"{shadow.candidate_id}@{shadow.candidate_version}",

@@ -23,28 +23,13 @@ async def load_gold(
     if result.refused:
         result.loaded = 0
         return result
-    now = db.utcnow()
     async with engine.begin() as conn:
-        await db.upsert_gold(
+        await db.record_gold(
             conn,
-            [
-                {
-                    "task": task.name,
-                    "item_id": r.item_id,
-                    "label": r.label,
-                    "source": str(path),
-                    "source_sha256": result.sha256,
-                    "loaded_at": now,
-                }
-                for r in result.records
-            ],
-        )
-        await db.append_audit(
-            conn,
-            key=f"gold:{task.name}:{result.sha256}",
+            task=task.name,
+            labels={r.item_id: r.label for r in result.records if r.label is not None},
+            source=str(path),
+            sha256=result.sha256,
             actor=actor,
-            kind="gold_loaded",
-            subject=f"task:{task.name}",
-            payload={"file": str(path), "sha256": result.sha256, "items": result.loaded},
         )
     return result

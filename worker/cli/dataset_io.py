@@ -132,7 +132,7 @@ async def export_version(
     settings: Settings, row: Any, fmt: str, split: str | None, target: str
 ) -> exporting.ExportResult:
     """Write snapshot `row` as `fmt` to `target` (a path or s3://), verified, audited."""
-    from catalog import db
+    from catalog import db, kinds
     from formats import export as exporting
     from formats.sources import parse_s3_uri
 
@@ -175,7 +175,7 @@ async def export_version(
                 conn,
                 key=f"export:{row.dataset}@{row.version}:{fmt}:{split}:{time.time_ns()}",
                 actor=getpass.getuser(),
-                kind="export",
+                kind=kinds.EXPORT,
                 subject=f"{row.dataset}@{row.version}",
                 payload={"format": fmt, "split": split, "out": target, "items": result.items,
                          "content_sha256": row.content_sha256, "out_sha256": result.out_sha256},
