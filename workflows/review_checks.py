@@ -1,5 +1,13 @@
 """Whether a reviewer's submission can count: pure and deterministic, so the ReviewItem update
-validator and its signal handler give the same answer, and tests can call it directly."""
+validator and its signal handler give the same answer, and tests can call it directly.
+
+Anyone who can reach Temporal can signal, so the boundary is bounded: the update validator
+refuses bad input (sizes, characters, roster, labels) before it reaches history; a signal
+that fails the same checks, or does not decode at all, is recorded as refused, but only the
+first few are kept (the rest are counted), with their strings cut, so history cannot be grown
+from outside. The roster in the input is a first check without I/O; `record_review` reads the
+roster again when a review arrives, so a reviewer removed since the item opened is refused
+at once."""
 
 from __future__ import annotations
 

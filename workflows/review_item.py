@@ -5,18 +5,12 @@ Waits for reviewers (update or signal `submit_review`), closes when enough agree
 policy's final outcome if nobody answers. `ReviewState` (awaiting → escalated → done/expired,
 or errored when the close cannot be recorded) is the review queue in `temporal workflow list`.
 
-Anyone who can reach Temporal can signal, so the boundary is bounded: the update validator
-refuses bad input (sizes, characters, roster, labels) before it reaches history; a signal
-that fails the same checks, or does not decode at all, is recorded as refused, but only the
-first few are kept (the rest are counted), with their strings cut, so history cannot be grown
-from outside; a long history continues as new with the reviews so far. The roster in the
-input is a first check without I/O; `record_review` reads the roster again when a review
-arrives, so a reviewer removed since the item opened is refused at once.
+Anyone who can reach Temporal can signal, so the boundary is bounded (`review_checks.py`),
+and a long history continues as new with the reviews so far (`review_steps.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,8 +26,6 @@ with workflow.unsafe.imports_passed_through():
     from activities import ids
     from activities.payloads import (
         REVIEW_STATE,
-        RecordReviewResult,
-        ReviewCarry,
         ReviewItemInput,
         ReviewReceipt,
         ReviewStateView,
@@ -42,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
 
 CAN_PATCH = "review-continue-as-new"
 CONFIRM_PATCH = "review-counts-once-recorded"
-MALFORMED_PATCH = "review-records-malformed-signals"
 
 
 @workflow.defn(name=ids.REVIEW_ITEM_WORKFLOW)
@@ -97,20 +88,7 @@ class ReviewItem:
 
     @workflow.query
     def state(self) -> ReviewStateView:
-        inp = self._inp
-        return ReviewStateView(
-            dataset=inp.dataset,
-            item_id=inp.item_id,
-            job_id=inp.job_id,
-            state=self._state,
-            rule_id=inp.rule_id,
-            policy=inp.policy,
-            labels=inp.labels,
-            votes=inp.votes,
-            reviews=list(self._book.reviews),
-            label=self._label,
-            refused_unkept=self._book.refused_unkept,
-        )
+        return steps.view(self._inp, self._state, self._book, self._label)
 
     @workflow.update(name="submit_review")
     async def submit_review(self, sub: ReviewSubmission) -> ReviewReceipt:
@@ -130,15 +108,10 @@ class ReviewItem:
 
     @workflow.signal(name="submit_review")
     async def submit_review_signal(self, raw: RawValue) -> None:
-        # Decoded here, not by the SDK (which drops what does not decode, leaving no trace).
-        try:
-            sub = workflow.payload_converter().from_payload(raw.payload, ReviewSubmission)
-            malformed = ""
-        except Exception as err:
-            if not workflow.patched(MALFORMED_PATCH):
-                return  # as released: dropped
-            sub = ReviewSubmission(reviewer="?", label="?")
-            malformed = f"malformed submission: {getattr(err, 'message', err)}"[:300]
+        decoded = steps.decode(raw)
+        if decoded is None:
+            return  # as released: dropped
+        sub, malformed = decoded
         self._signals += 1
         key = f"{workflow.info().workflow_id}:{workflow.info().run_id}:signal:{self._signals}"
         reason = malformed or self._refusal(sub)
@@ -152,7 +125,9 @@ class ReviewItem:
         if kept is None:
             return
         try:
-            await self._record(kept, via="signal", key=key, accepted=False, reason=reason)
+            await steps.record(
+                self._inp, kept, via="signal", key=key, accepted=False, reason=reason
+            )
         except ActivityError as err:
             workflow.logger.warning("refused signal not recorded: %s", steps.cause(err))
 
@@ -167,7 +142,7 @@ class ReviewItem:
         if not confirm_first:  # as released: counted at once (histories from before the patch)
             self._label = book.agreed()
         try:
-            result = await self._record(sub, via=via, key=key, accepted=True)
+            result = await steps.record(self._inp, sub, via=via, key=key, accepted=True)
         except ActivityError as err:
             book.withdraw(record, "not recorded")
             self._label = book.agreed()
@@ -184,13 +159,6 @@ class ReviewItem:
             self._label = book.agreed()
         state = "done" if self._label is not None else self._state
         return ReviewReceipt(accepted=True, state=state, label=self._label)
-
-    async def _record(
-        self, sub: ReviewSubmission, *, via: str, key: str, accepted: bool, reason: str = ""
-    ) -> RecordReviewResult | None:
-        return await steps.record(
-            self._inp, sub, via=via, key=key, accepted=accepted, reason=reason
-        )
 
     async def _wait(self, seconds: int) -> bool:
         """Wait for an agreed label until this phase's deadline; continue as new (carrying
@@ -210,28 +178,12 @@ class ReviewItem:
                 return self._label is not None
             if self._label is None and self._too_long():
                 if workflow.patched(CAN_PATCH):
-                    await self._continue_as_new()
+                    await steps.continue_as_new(self._inp, self._state, self._book, self._deadline)
                 self._can_refused = True
         return True
 
     def _too_long(self) -> bool:
-        if self._can_refused:
-            return False
-        info = workflow.info()
-        return info.get_current_history_length() > self._inp.history_limit or (
-            info.is_continue_as_new_suggested()
-        )
-
-    async def _continue_as_new(self) -> None:
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        assert self._deadline is not None
-        carry = ReviewCarry(
-            state=self._state,
-            reviews=list(self._book.reviews),
-            refused_unkept=self._book.refused_unkept,
-            deadline=self._deadline.isoformat(),
-        )
-        workflow.continue_as_new(replace(self._inp, carry=carry))
+        return not self._can_refused and steps.history_too_long(self._inp.history_limit)
 
     async def _close(self, state: str, **result: Any) -> None:
         await steps.close(self._inp, state, **result)

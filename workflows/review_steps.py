@@ -1,26 +1,33 @@
-"""The activities a ReviewItem schedules (record a submission, close the item): workflow code
-(deterministic), kept apart so `review_item.py` reads as the review's lifecycle."""
+"""What a ReviewItem does besides deciding (workflow code, deterministic), kept apart so
+`review_item.py` reads as the review's lifecycle: the activities it schedules (record a
+submission, close the item), decoding a signal, its query view, and continuing as new."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError
 
 from workflows.retry import BOOKKEEPING, TRANSIENT
+from workflows.review_book import ReviewBook
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import (
         CloseReviewInput,
         RecordReviewInput,
         RecordReviewResult,
+        ReviewCarry,
         ReviewItemInput,
+        ReviewStateView,
         ReviewSubmission,
     )
     from activities.review import ReviewActivities
 
 SHORT = timedelta(seconds=30)
+MALFORMED_PATCH = "review-records-malformed-signals"
 
 
 async def record(
@@ -84,3 +91,51 @@ def cause(err: ActivityError) -> str:
     """What went wrong in an activity, as its own message."""
     failure = err.cause or err
     return getattr(failure, "message", None) or str(failure)
+
+
+def decode(raw: RawValue) -> tuple[ReviewSubmission, str] | None:
+    """A signal's submission and, when it does not decode, why (as released: None, dropped).
+    Decoded here, not by the SDK, which drops what does not decode, leaving no trace."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload, ReviewSubmission), ""
+    except Exception as err:
+        if not workflow.patched(MALFORMED_PATCH):
+            return None
+        malformed = f"malformed submission: {getattr(err, 'message', err)}"[:300]
+        return ReviewSubmission(reviewer="?", label="?"), malformed
+
+
+def view(inp: ReviewItemInput, state: str, book: ReviewBook, label: str | None) -> ReviewStateView:
+    return ReviewStateView(
+        dataset=inp.dataset,
+        item_id=inp.item_id,
+        job_id=inp.job_id,
+        state=state,
+        rule_id=inp.rule_id,
+        policy=inp.policy,
+        labels=inp.labels,
+        votes=inp.votes,
+        reviews=list(book.reviews),
+        label=label,
+        refused_unkept=book.refused_unkept,
+    )
+
+
+def history_too_long(limit: int) -> bool:
+    info = workflow.info()
+    return info.get_current_history_length() > limit or info.is_continue_as_new_suggested()
+
+
+async def continue_as_new(
+    inp: ReviewItemInput, state: str, book: ReviewBook, deadline: datetime | None
+) -> None:
+    """Carry the reviews so far and the phase's deadline into a fresh run."""
+    await workflow.wait_condition(workflow.all_handlers_finished)
+    assert deadline is not None
+    carry = ReviewCarry(
+        state=state,
+        reviews=list(book.reviews),
+        refused_unkept=book.refused_unkept,
+        deadline=deadline.isoformat(),
+    )
+    workflow.continue_as_new(replace(inp, carry=carry))
