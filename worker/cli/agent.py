@@ -8,13 +8,10 @@ version of a policy (`route_calibrated` by default).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from worker.cli import group
 from worker.cli.console import console, fail
@@ -33,6 +30,9 @@ app = group("The task's agents: train and store them.")
 
 def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
     """Every agent's votes on `texts`, combined with the task's aggregator."""
+
+    import asyncio
+
     from agents.pipeline import agent_keys, combine, timed_predict
     from agents.tasks import build_agents
 
@@ -56,6 +56,9 @@ def calibrated_params(point: CurvePoint, combined: Combined) -> dict[str, float 
 def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, source: str) -> None:
     """Keep a calibration's Dawid–Skene fit in the catalog: jobs of this task that start
     afterwards aggregate with it, so the threshold chosen on its posteriors holds for them."""
+
+    import asyncio
+
     from catalog import db
 
     model = combined.model
@@ -99,6 +102,9 @@ def calibrate(
     min_accepted: Annotated[int, typer.Option(help="Fewest gold items a threshold accepts.")] = 20,
 ) -> None:
     """Find the confidence threshold that meets TARGET on a gold slice; write a policy version."""
+
+    from rich.markup import escape
+
     from agents.calibrate import CalibrationError, find_threshold
     from agents.tasks import TaskError, load_task
     from formats.gold import GoldError, read_gold
@@ -153,6 +159,8 @@ def calibrate(
 def print_calibration(
     task: TaskSpec, combined: Combined, point: CurvePoint, overall: float, target: float
 ) -> None:
+    from rich.table import Table
+
     table = Table(title=f"calibration of {task.name}")
     table.add_column("")
     table.add_column("value")
@@ -176,13 +184,20 @@ def agent_train(
     task: Annotated[str, typer.Option(help="Train this task's model agents.")],
 ) -> None:
     """Train the task's agents from its seed and store each artifact in S3 by its version."""
+
+    import asyncio
+
     from worker.settings import Settings
 
     asyncio.run(_train(Settings(), task))
 
 
 async def _train(settings: Settings, task_name: str) -> None:
+    import asyncio
     import hashlib
+
+    from rich.markup import escape
+    from rich.table import Table
 
     from activities.s3 import make_s3_client, put_once
     from agents.tasks import TaskError, build_agents, load_task

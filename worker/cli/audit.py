@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from worker.cli import group
 from worker.cli.console import console, in_catalog
@@ -33,6 +31,11 @@ def verify(
 ) -> None:
     """Walk the audit hash chain; report the first broken link; check that every snapshot
     version the catalog names is still in S3 with its bytes. Exit 1 if anything is wrong."""
+
+    import asyncio
+
+    from rich.markup import escape
+
     from worker.settings import Settings
 
     settings = Settings()
@@ -86,6 +89,7 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
     """Every snapshot version the catalog names must still be in S3 (a HEAD each); the
     newest of each dataset (all with `deep`) is read back and re-hashed."""
 
+    import asyncio
     import hashlib
 
     from botocore.exceptions import BotoCoreError, ClientError
@@ -126,6 +130,9 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
 async def _anchors(settings: Settings, conn: Any) -> dict[str, str]:
     """Chain heads recorded in the newest snapshot manifests, read back from their S3
     versions. Heads only grow, so the newest anchors cover the older ones."""
+
+    import asyncio
+
     from botocore.exceptions import BotoCoreError, ClientError
 
     from activities.anchor import AUDIT_HEAD_KEY

@@ -5,12 +5,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from worker.settings import Settings
 
-console = Console()
+
+class _Console:
+    """rich's Console, made on first use: importing rich.console is a quarter of what
+    `labelfabric --help` would otherwise cost, and help never prints through it."""
+
+    _made: Console | None = None
+
+    @property
+    def real(self) -> Console:
+        if _Console._made is None:
+            from rich.console import Console
+
+            _Console._made = Console()
+        return _Console._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.real, name, value)
+
+
+console = _Console()
 
 
 def fail(message: str) -> typer.Exit:

@@ -10,7 +10,6 @@ Temporal and export helpers are in `worker.cli.dataset_io`; their catalog transa
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import hashlib
 import json
@@ -22,8 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
@@ -66,6 +63,11 @@ def _verdict(row: Any) -> str:
 @app.command("list")
 def list_() -> None:
     """Datasets with snapshots: versions, newest version, items, gate verdict."""
+
+    import asyncio
+
+    from rich.table import Table
+
     from catalog import datasets
     from worker.settings import Settings
 
@@ -83,6 +85,11 @@ def list_() -> None:
 @app.command("versions")
 def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """Every version of a dataset: time, items, label distribution, gate, S3 version id."""
+
+    import asyncio
+
+    from rich.table import Table
+
     from catalog import datasets
     from worker.settings import Settings
 
@@ -103,6 +110,9 @@ def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None
 @app.command("show")
 def show(ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the newest).")]) -> None:
     """One version's manifest, read back from its S3 version and checked against the catalog."""
+
+    import asyncio
+
     from worker.cli.dataset_io import s3_client
     from worker.settings import Settings
 
@@ -129,6 +139,9 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Items added, removed and relabelled from A to B, with old → new label and who/what."""
+
+    import asyncio
+
     from worker.settings import Settings
 
     settings = Settings()
@@ -148,6 +161,9 @@ def diff(
 async def _diff(
     conn: Any, name: str, va: int, vb: int, limit: int, as_json: bool
 ) -> dict[str, int]:
+    from rich.markup import escape
+    from rich.table import Table
+
     from catalog import datasets
 
     for v in (va, vb):
@@ -188,6 +204,9 @@ def rollback(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the new version.")] = 120,
 ) -> None:
     """Make V's labels current again and write them as a new version (S3 keeps every one)."""
+
+    import asyncio
+
     from catalog import db
     from worker.cli.dataset_io import await_version, download, labels_of
     from worker.settings import Settings
@@ -219,6 +238,9 @@ def export(
     out: Annotated[str | None, typer.Option(help="A path or s3://bucket/key.")] = None,
 ) -> None:
     """Write one version, verified against its content sha256, streaming (bounded memory)."""
+
+    import asyncio
+
     from formats import export as exporting
     from formats import snapshot_files
     from worker.cli.dataset_io import export_version
@@ -247,6 +269,9 @@ def holdout(
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
 ) -> None:
     """Declare NAME the held-out set of another dataset: ingest refuses shared content."""
+
+    import asyncio
+
     from catalog import datasets
     from worker.settings import Settings
 
@@ -261,6 +286,11 @@ def holdout(
 @app.command("check")
 def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """Report content shared with held-out-related datasets (exit 1 if any)."""
+
+    import asyncio
+
+    from rich.table import Table
+
     from catalog import datasets
     from worker.settings import Settings
 
@@ -287,6 +317,11 @@ def import_(
 ) -> None:
     """Import Label Studio tasks: predictions become votes, annotations reviews (with who and
     when), the labels current; a new snapshot version follows."""
+
+    import asyncio
+
+    from rich.markup import escape
+
     from agents.tasks import TaskError, load_task
     from formats import labelstudio
     from worker.cli.dataset_io import await_version, import_parsed

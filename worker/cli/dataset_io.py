@@ -6,7 +6,6 @@ export, and the import's one catalog transaction. No Typer commands here; the co
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import hashlib
 import json
@@ -72,6 +71,9 @@ def labels_of(fh: Any, expected: str, where: str) -> dict[str, str]:
 
 def await_version(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
     """Ask the dataset's workflow for a snapshot and wait for the version after `latest`."""
+
+    import asyncio
+
     new = asyncio.run(_snapshot_after(settings, name, latest, wait_s))
     if new is None:
         console.print(
@@ -83,6 +85,8 @@ def await_version(settings: Settings, name: str, latest: int, wait_s: float) -> 
 
 
 async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
+    import asyncio
+
     from temporalio.client import Client
 
     from activities.ids import DATASET_WORKFLOW, dataset_workflow_id
@@ -132,6 +136,9 @@ async def export_version(
     settings: Settings, row: Any, fmt: str, split: str | None, target: str
 ) -> exporting.ExportResult:
     """Write snapshot `row` as `fmt` to `target` (a path or s3://), verified, audited."""
+
+    import asyncio
+
     from catalog import db, kinds
     from formats import export as exporting
     from formats.sources import parse_s3_uri

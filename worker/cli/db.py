@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -20,6 +19,9 @@ def app_role(
 ) -> None:
     """Create or update the application's login role: it may use every catalog table but only
     INSERT and SELECT audit events. Run as the catalog's owner, after migrating."""
+
+    import asyncio
+
     from catalog import audit
     from worker.settings import Settings
 

@@ -14,7 +14,6 @@ Writes `report.json` and `accuracy_vs_auto_accept.png` to `<home>/eval/<name>/`.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
@@ -24,8 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from worker.cli import group
 from worker.cli.console import console, fail
@@ -59,6 +56,11 @@ def evaluate(
     calibration_share: Annotated[float, typer.Option(help="Share used to calibrate.")] = 0.3,
 ) -> None:
     """Evaluate the fabric on labeled data through real workflows; table, JSON and PNG plot."""
+
+    import asyncio
+
+    from rich.markup import escape
+
     from activities.payloads import LabelDatasetInput
     from agents.calibrate import CalibrationError, best_point, find_threshold
     from agents.tasks import TaskError, load_task
@@ -292,6 +294,8 @@ async def _score(
 
 
 def _print(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"eval {r['dataset']} (task {r['task']}, {r['items']} test items)")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.tree import Tree
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
 
 from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
@@ -26,6 +27,9 @@ def explain(
 ) -> None:
     """The whole chain for one item: source, votes, aggregation, policy and rule, reviews,
     label history, and every snapshot version that holds it (with S3 version ids)."""
+
+    import asyncio
+
     from worker.settings import Settings
 
     if len(item) < 8:
@@ -160,6 +164,9 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
 
 
 def _tree(r: dict[str, Any]) -> Tree:
+    from rich.markup import escape
+    from rich.tree import Tree
+
     ok = "verified" if r["content_verified"] else "MISMATCH: the stored text does not hash to it"
     root = Tree(f"[bold]{r['dataset']}[/] item {r['item_id']}")
     src = root.add(f"source {escape(r['source']['uri'])}, line {r['source']['line']}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from datetime import UTC, datetime
@@ -51,6 +50,9 @@ def job_start(
     ] = False,
 ) -> None:
     """Start a LabelDataset workflow (id label:DATASET:JOB)."""
+
+    import asyncio
+
     from activities.ids import label_workflow_id
     from activities.payloads import LabelDatasetInput
     from worker.settings import Settings
@@ -124,6 +126,8 @@ async def start_job(
 
 async def follow(handle: Any, workflow_id: str) -> LabelDatasetResult:
     """A progress bar from the job's `progress` query until its result arrives."""
+
+    import asyncio
     from dataclasses import asdict
 
     from rich.progress import (
@@ -144,7 +148,7 @@ async def follow(handle: Any, workflow_id: str) -> LabelDatasetResult:
         MofNCompleteColumn(),
         TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=console.real,
     ) as bar:
         tid = bar.add_task("preparing", total=None, counts="")
         result_task = asyncio.ensure_future(handle.result())

@@ -14,14 +14,11 @@ Activations, rollbacks and shadow changes are catalog transactions (`catalog.pol
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
@@ -36,6 +33,8 @@ app = group("Versioned routing and gate policies.")
 
 
 def _load(settings: Settings, ref: str) -> Policy:
+    from rich.markup import escape
+
     from policy_rules.engine import Policy, PolicyError
 
     try:
@@ -59,6 +58,11 @@ def validate(
 ) -> None:
     """Compile and type-check each version, run its policy's cases, and check that no version
     the catalog has activated was edited since (when the catalog answers)."""
+
+    import asyncio
+
+    from rich.markup import escape
+
     from policy_rules.engine import Policy, PolicyError
     from policy_rules.loader import version_files
 
@@ -114,6 +118,9 @@ def validate(
 @app.command("test")
 def test() -> None:
     """Run every policy's cases against its newest version (part of `make test`)."""
+
+    from rich.markup import escape
+
     from policy_rules.engine import list_policies
     from worker.settings import Settings
 
@@ -133,6 +140,12 @@ def test() -> None:
 @app.command("list")
 def list_() -> None:
     """Policies, their versions and the active one."""
+
+    import asyncio
+
+    from rich.markup import escape
+    from rich.table import Table
+
     from catalog import db
     from policy_rules.engine import list_policies
     from policy_rules.loader import version_files
@@ -165,6 +178,10 @@ def list_() -> None:
 @app.command("show")
 def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")]) -> None:
     """One version: parameters, rules, default, review rules."""
+
+    from rich.markup import escape
+    from rich.table import Table
+
     from worker.settings import Settings
 
     settings = Settings()
@@ -196,6 +213,9 @@ def diff(
     a: Annotated[str, typer.Argument(help="ID@A")], b: Annotated[str, typer.Argument(help="ID@B")]
 ) -> None:
     """What changed between two versions: params, rules, default, review rules."""
+
+    from rich.markup import escape
+
     from worker.cli.policy_views import diff_lines
     from worker.settings import Settings
 
@@ -245,6 +265,11 @@ def _in_transaction(settings: Settings, work: Any, *args: Any) -> Any:
     """`work(conn, *args)` in one catalog transaction; a refusal (the catalog's
     `ActivationRefused` or `ShadowRefused`) ends the command with its message, after the
     failing cases it names."""
+
+    import asyncio
+
+    from rich.markup import escape
+
     from catalog import db
 
     try:
@@ -279,6 +304,9 @@ async def _rollback(
 
 async def _activated() -> dict[tuple[str, int], str] | None:
     """(policy id, version) -> sha256 of every version ever activated; None if unreachable."""
+
+    import asyncio
+
     from sqlalchemy.exc import SQLAlchemyError
 
     from catalog import db
@@ -311,6 +339,9 @@ def shadow(
 ) -> None:
     """Evaluate a candidate version beside the deciding one on real traffic; it decides
     nothing. Every chunk of a job on the policy records what the candidate would have done."""
+
+    from rich.markup import escape
+
     from policy_rules.engine import list_policies
     from worker.settings import Settings
 
@@ -353,6 +384,9 @@ def shadow_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How the candidate's outcomes compare with the decided ones over real traffic."""
+
+    import asyncio
+
     from worker.cli.policy_views import print_shadow_report, shadow_report, shadow_rows
     from worker.settings import Settings
 

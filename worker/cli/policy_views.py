@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from worker.cli.console import console
 
 if TYPE_CHECKING:
@@ -93,6 +90,10 @@ def shadow_report(ref: str, cells: Cells, rows: list[ShadowExampleRow]) -> dict[
 
 def print_shadow_report(ref: str, cells: Cells, rows: list[ShadowExampleRow]) -> None:
     """The report as tables: agreement, confusion (decided x candidate), examples."""
+
+    from rich.markup import escape
+    from rich.table import Table
+
     total = sum(n for _, _, n in cells)
     same = sum(n for a, c, n in cells if a == c)
     console.print(f"{ref}: {total} items, same outcome on {same} ({same / total:.1%})")

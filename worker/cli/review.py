@@ -5,13 +5,10 @@ The same operations serve the review page (`labelfabric review serve`); see `wor
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from worker.cli import group
 from worker.cli.console import console, fail
@@ -38,6 +35,8 @@ async def _client(settings: Settings) -> Client:
 
 
 async def _find(client: Client, item: str, dataset: str | None) -> WorkflowHandle:
+    from rich.markup import escape
+
     from worker import reviews
 
     try:
@@ -58,6 +57,9 @@ def review_list(
     ] = False,
 ) -> None:
     """The review queue: items awaiting a person (or escalated)."""
+
+    import asyncio
+
     from worker.settings import Settings
 
     if reviewers:
@@ -67,6 +69,9 @@ def review_list(
 
 
 async def _reviewers(settings: Settings) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     from agents.roster import load_roster
     from agents.tasks import TaskError
     from catalog import db
@@ -112,6 +117,9 @@ def review_gold(
     label_field: Annotated[str, typer.Option(help="Field (or CSV column) of the label.")] = "label",
 ) -> None:
     """Load known labels: review tasks on these items check the reviewer (task gold_fraction)."""
+
+    import asyncio
+
     from worker.settings import Settings
 
     asyncio.run(_gold(Settings(), file, task, label_field))
@@ -119,6 +127,8 @@ def review_gold(
 
 async def _gold(settings: Settings, file: Path, task_name: str, label_field: str) -> None:
     import getpass
+
+    from rich.markup import escape
 
     from agents.tasks import TaskError, load_task
     from catalog import db
@@ -157,6 +167,8 @@ async def _gold(settings: Settings, file: Path, task_name: str, label_field: str
 
 
 async def _list(settings: Settings, dataset: str | None, reviewer: str | None, limit: int) -> None:
+    from rich.table import Table
+
     from worker import reviews
 
     client = await _client(settings)
@@ -182,12 +194,18 @@ def review_show(
     dataset: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """One item: its text, the agents' votes and rationale, the rule, reviews so far."""
+
+    import asyncio
+
     from worker.settings import Settings
 
     asyncio.run(_show(Settings(), item, dataset))
 
 
 async def _show(settings: Settings, item: str, dataset: str | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     from catalog import db
     from worker import reviews
 
@@ -229,6 +247,9 @@ def review_submit(
     dataset: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Label an item; a refusal prints the reason and exits non-zero."""
+
+    import asyncio
+
     from activities.payloads import ReviewSubmission
     from worker.settings import Settings
 
@@ -242,6 +263,8 @@ def review_submit(
 async def _submit(
     settings: Settings, item: str, dataset: str | None, sub: ReviewSubmission
 ) -> None:
+    from rich.markup import escape
+
     from worker import reviews
 
     client = await _client(settings)
