@@ -1,5 +1,6 @@
 """Every name the outside world sees, spelled once: workflow types and ids, the task queue,
-search attributes, review states, outcomes, error types and audit kinds.
+search attributes, review states, outcomes and error types. (Audit event kinds are spelled
+once where the log is kept: `catalog/kinds.py`.)
 
 Operators type these into the Temporal CLI and Web UI (`temporal workflow list --query
 'WorkflowType="ReviewItem" AND ReviewState="awaiting"'`) and callers match on them
@@ -8,9 +9,6 @@ stack, the CLI and the workflows import this module without loading the Temporal
 """
 
 from __future__ import annotations
-
-# Audit event kinds (`ids.audit.CHUNK_DECIDED`, ...), defined where the log is kept.
-from catalog import kinds as audit  # noqa: F401
 
 # Outcomes: a route policy's decisions and a gate's verdicts, defined with the policy language
 # (policy_rules/model.py, no Temporal) and re-exported here.

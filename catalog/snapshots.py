@@ -66,7 +66,7 @@ async def all_versions(conn: AsyncConnection) -> list[tuple[str, int, str, str, 
             s.dataset, s.version.desc()
         )
     )
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 async def newest_manifests(conn: AsyncConnection, limit: int) -> list[tuple[str, int, str, str]]:
@@ -78,4 +78,4 @@ async def newest_manifests(conn: AsyncConnection, limit: int) -> list[tuple[str,
         .order_by(s.created_at.desc())
         .limit(limit)
     )
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
