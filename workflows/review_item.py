@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
 
 CAN_PATCH = "review-continue-as-new"
 CONFIRM_PATCH = "review-counts-once-recorded"
+CLOSE_FIRST_PATCH = "review-closes-before-continue-as-new"
 
 
 @workflow.defn(name=ids.REVIEW_ITEM_WORKFLOW)
@@ -177,9 +178,15 @@ class ReviewItem:
             except TimeoutError:
                 return self._label is not None
             if self._label is None and self._too_long():
-                if workflow.patched(CAN_PATCH):
-                    await steps.continue_as_new(self._inp, self._state, self._book, self._deadline)
-                self._can_refused = True
+                if not workflow.patched(CAN_PATCH):
+                    self._can_refused = True
+                    continue
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                # A review agreed while the handlers finished closes this run: carried into
+                # a new one, the item would wait for a label it already has, and expire.
+                if self._label is not None and workflow.patched(CLOSE_FIRST_PATCH):
+                    break
+                steps.continue_as_new(self._inp, self._state, self._book, self._deadline)
         return True
 
     def _too_long(self) -> bool:

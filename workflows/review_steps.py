@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -126,11 +127,11 @@ def history_too_long(limit: int) -> bool:
     return info.get_current_history_length() > limit or info.is_continue_as_new_suggested()
 
 
-async def continue_as_new(
+def continue_as_new(
     inp: ReviewItemInput, state: str, book: ReviewBook, deadline: datetime | None
-) -> None:
-    """Carry the reviews so far and the phase's deadline into a fresh run."""
-    await workflow.wait_condition(workflow.all_handlers_finished)
+) -> NoReturn:
+    """Carry the reviews so far and the phase's deadline into a fresh run (call it once the
+    handlers have finished and no label is agreed)."""
     assert deadline is not None
     carry = ReviewCarry(
         state=state,

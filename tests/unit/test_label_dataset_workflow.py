@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +20,6 @@ from temporalio.worker import Worker
 
 from activities import ids
 from activities.payloads import (
-    DATA_CONVERTER,
     ChunkInput,
     ChunkResult,
     FinishJobInput,
@@ -37,7 +36,6 @@ from activities.payloads import (
     SnapshotRef,
 )
 from worker.main import WORKFLOWS
-from worker.stack import find_binary
 
 POLICY = PolicyRefPayload(id="route_default", version=2, sha256="ab" * 32)
 
@@ -106,27 +104,6 @@ class FakeActivities:
             self.snapshot,
             self.finish_job,
         ]
-
-
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(find_binary("temporal-test-server")),
-        data_converter=DATA_CONVERTER,
-    ) as env:
-        from temporalio.api.enums.v1 import IndexedValueType
-        from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={
-                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                    for name in ids.SEARCH_ATTRIBUTES
-                },
-            )
-        )
-        yield env
 
 
 async def run_job(
