@@ -25,6 +25,7 @@ from policy_rules.model import REJECT as REJECT
 LABEL_DATASET_WORKFLOW = "LabelDataset"  # one labeling job: label:DATASET:JOB
 REVIEW_ITEM_WORKFLOW = "ReviewItem"  # one item's human review: review:DATASET:ITEM
 DATASET_WORKFLOW = "Dataset"  # the dataset's single writer of reviewed labels: dataset:DATASET
+FRONTIER_WORKFLOW = "ReviewFrontier"  # opens a dataset's waiting reviews: frontier:DATASET
 DEFAULT_TASK_QUEUE = "labeling"
 
 
@@ -34,6 +35,10 @@ def label_workflow_id(dataset: str, job: str) -> str:
 
 def review_workflow_id(dataset: str, item_id: str) -> str:
     return f"review:{dataset}:{item_id}"
+
+
+def frontier_workflow_id(dataset: str) -> str:
+    return f"frontier:{dataset}"
 
 
 def dataset_workflow_id(dataset: str) -> str:

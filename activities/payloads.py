@@ -380,6 +380,32 @@ class LabelsChanged:
     count: int = 1  # ignored: each signal is one change (a caller's count could stall snapshots)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FrontierInput:
+    """The review frontier of one dataset (`frontier:{dataset}`)."""
+
+    dataset: str
+    # Continue as new well before Temporal's per-run limits.
+    max_top_ups_per_run: int = 500
+    pending: bool = False  # carried across continue-as-new: a wake-up not yet acted on
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopUpInput:
+    dataset: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontierStatus:
+    """What a top-up left: open review workflows, items still waiting, and the limit."""
+
+    dataset: str
+    open: int = 0
+    queued: int = 0
+    opened: int = 0  # by this top-up
+    open_limit: int = 0
+
+
 # --- decoding ------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,19 +33,24 @@ from activities.payloads import (
     REVIEW_STATE,
     CloseReviewInput,
     DatasetInput,
+    FrontierInput,
+    FrontierStatus,
     LabelsChanged,
     OpenReviewsInput,
+    PolicyRefPayload,
     RecordReviewInput,
     RecordReviewResult,
     ReviewerGrant,
     ReviewItemInput,
     ReviewRulesPayload,
+    TopUpInput,
     VoteView,
 )
-from agents.roster import cleared, load_roster
+from agents.roster import Reviewer, cleared, load_roster
 from agents.store import TaskStore
 from agents.tasks import TaskError
 from catalog import db, kinds
+from catalog.frontier import QUEUED
 from policy_rules.engine import PolicyError
 from policy_rules.store import PinnedPolicyChanged, PolicyStore
 
@@ -76,69 +81,108 @@ class ReviewActivities:
 
     @activity.defn(name="open_reviews")
     async def open_reviews(self, inp: OpenReviewsInput) -> int:
-        """Start a ReviewItem workflow for each item of the chunk routed to human review."""
+        """Queue the chunk's items routed to human review in the dataset's review frontier,
+        open what fits under the policy's `review.open_limit` (highest priority first) and
+        wake the frontier, which opens the rest as reviews close. Returns the items queued."""
         try:
             task = self.tasks.get(inp.task)
-            roster = load_roster(self.roster_path)
             policy = self.policies.pinned(inp.policy)  # loaded first, then its bytes checked
         except PinnedPolicyChanged as err:
             raise policy_changed(err) from None
         except (TaskError, PolicyError) as err:
             raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
-        rules = ReviewRulesPayload(**asdict(policy.review))
         async with self.engine.connect() as conn:
             routed = await db.routed_items(
                 conn, job_id=inp.job_id, dataset=inp.dataset, start=inp.start, end=inp.end
             )
-            votes = await db.votes_of(conn, job_id=inp.job_id, item_ids=[r[0] for r in routed])
             known = await db.gold_labels(conn, task=task.name, item_ids=[r[0] for r in routed])
-        gold = {i: lbl for i, lbl in known.items() if is_gold_check(i, task.gold_fraction)}
-        inputs = [
-            ReviewItemInput(
-                dataset=inp.dataset,
-                item_id=item_id,
-                job_id=inp.job_id,
-                task=task.name,
-                labels=list(task.labels),
-                sensitivity=sensitivity,
-                policy=inp.policy,
-                rule_id=rule_id,
-                rules=rules,
-                reviewers=[
-                    ReviewerGrant(
-                        id=r.id, cleared=cleared(r.clearance, sensitivity), groups=list(r.groups)
-                    )
-                    for r in roster
-                    if task.name in r.tasks
-                ],
-                votes=[
-                    VoteView(agent=a, version=v, label=lbl, confidence=c, rationale=why)
-                    for a, v, lbl, c, why in votes[item_id]
-                ],
-                gold_label=gold.get(item_id),
-            )
-            for item_id, rule_id, sensitivity in routed
-        ]
+        if not routed:
+            return 0
         async with self.engine.begin() as conn:
             await db.open_review_tasks(
                 conn,
                 [
                     {
-                        "dataset": i.dataset,
-                        "item_id": i.item_id,
-                        "job_id": i.job_id,
-                        "workflow_id": ids.review_workflow_id(i.dataset, i.item_id),
-                        "state": "awaiting",
-                        "rule_id": i.rule_id,
-                        "policy_id": i.policy.id,
-                        "policy_version": i.policy.version,
-                        "policy_sha256": i.policy.sha256,
-                        "gold_label": i.gold_label,
+                        "dataset": inp.dataset,
+                        "item_id": item_id,
+                        "job_id": inp.job_id,
+                        "workflow_id": ids.review_workflow_id(inp.dataset, item_id),
+                        "state": QUEUED,
+                        "task": task.name,
+                        "priority": priority,
+                        "rule_id": rule_id,
+                        "policy_id": inp.policy.id,
+                        "policy_version": inp.policy.version,
+                        "policy_sha256": inp.policy.sha256,
+                        "gold_label": known.get(item_id)
+                        if is_gold_check(item_id, task.gold_fraction)
+                        else None,
                         "opened_at": db.utcnow(),
                     }
-                    for i in inputs
+                    for item_id, rule_id, _, priority in routed
                 ],
             )
+        await self._top_up(inp.dataset, policy.review.open_limit)
+        await self._wake_frontier(inp.dataset)
+        return len(routed)
+
+    @activity.defn(name="top_up_reviews")
+    async def top_up_reviews(self, inp: TopUpInput) -> FrontierStatus:
+        """The frontier's step: open waiting items up to the limit of the policy that routed
+        the latest of them."""
+        async with self.engine.connect() as conn:
+            pin = await db.frontier_policy(conn, inp.dataset)
+        limit = 0
+        if pin is not None:
+            limit = self._policy(PolicyRefPayload(id=pin[0], version=pin[1], sha256=pin[2]))
+            if limit:
+                await self._top_up(inp.dataset, limit)
+        async with self.engine.connect() as conn:
+            now = (await db.frontier_counts(conn, inp.dataset)).get(inp.dataset)
+        return FrontierStatus(
+            dataset=inp.dataset,
+            open=now.open if now else 0,
+            queued=now.queued if now else 0,
+            open_limit=limit,
+        )
+
+    def _policy(self, pin: PolicyRefPayload) -> int:
+        """The open limit of a pinned policy version; 0 (open nothing) when it cannot be read:
+        the waiting items stay queued, and `review list` says why not."""
+        try:
+            return self.policies.pinned(pin).review.open_limit
+        except (PinnedPolicyChanged, PolicyError) as err:
+            activity.logger.warning("review frontier: policy %s: %s", pin.id, err)
+            return 0
+
+    async def _top_up(self, dataset: str, limit: int) -> int:
+        """Choose what fits under `limit` open reviews, start their workflows, mark them open."""
+        async with self.engine.begin() as conn:
+            chosen = await db.claim_frontier(conn, dataset, limit)
+        if not chosen:
+            return 0
+        try:
+            roster = load_roster(self.roster_path)
+        except TaskError as err:
+            raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
+        votes: dict[tuple[str, str], list[tuple[str, str, str | None, float, str]]] = {}
+        async with self.engine.connect() as conn:
+            for job_id in sorted({r.job_id for r in chosen}):
+                items = [r.item_id for r in chosen if r.job_id == job_id]
+                for item_id, v in (await db.votes_of(conn, job_id=job_id, item_ids=items)).items():
+                    votes[(job_id, item_id)] = v
+        inputs: list[ReviewItemInput] = []
+        broken: dict[tuple[str, str], str] = {}
+        for r in chosen:
+            try:
+                inputs.append(self._review_input(r, roster, votes[(r.job_id, r.item_id)]))
+            except ApplicationError as err:
+                # Its task or pinned policy is gone or changed: this one item cannot open,
+                # and must not keep the others waiting behind it.
+                broken[(r.job_id, r.item_id)] = err.message
+        if broken:
+            async with self.engine.begin() as conn:
+                await db.fail_frontier_rows(conn, dataset, broken)
         gate = asyncio.Semaphore(STARTS_IN_FLIGHT)
 
         async def start(item: ReviewItemInput) -> None:
@@ -163,7 +207,60 @@ class ReviewActivities:
             activity.heartbeat()
 
         await asyncio.gather(*(start(i) for i in inputs))
+        async with self.engine.begin() as conn:
+            await db.mark_frontier_open(conn, dataset, [(i.job_id, i.item_id) for i in inputs])
         return len(inputs)
+
+    def _review_input(
+        self,
+        row: db.FrontierRow,
+        roster: list[Reviewer],
+        votes: list[tuple[str, str, str | None, float, str]],
+    ) -> ReviewItemInput:
+        pin = PolicyRefPayload(
+            id=row.policy_id, version=row.policy_version, sha256=row.policy_sha256
+        )
+        try:
+            task = self.tasks.get(row.task or "")
+            policy = self.policies.pinned(pin)
+        except PinnedPolicyChanged as err:
+            raise policy_changed(err) from None
+        except (TaskError, PolicyError) as err:
+            raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
+        rules = {f.name: getattr(policy.review, f.name) for f in fields(ReviewRulesPayload)}
+        return ReviewItemInput(
+            dataset=row.dataset,
+            item_id=row.item_id,
+            job_id=row.job_id,
+            task=task.name,
+            labels=list(task.labels),
+            sensitivity=row.sensitivity,
+            policy=pin,
+            rule_id=row.rule_id,
+            rules=ReviewRulesPayload(**rules),
+            reviewers=[
+                ReviewerGrant(
+                    id=r.id, cleared=cleared(r.clearance, row.sensitivity), groups=list(r.groups)
+                )
+                for r in roster
+                if task.name in r.tasks
+            ],
+            votes=[
+                VoteView(agent=a, version=v, label=lbl, confidence=c, rationale=why)
+                for a, v, lbl, c, why in votes
+            ],
+            gold_label=row.gold_label,
+        )
+
+    async def _wake_frontier(self, dataset: str) -> None:
+        """Signal (starting it if need be) the dataset's frontier: there may be room or work."""
+        await self.client.start_workflow(
+            ids.FRONTIER_WORKFLOW,
+            FrontierInput(dataset=dataset),
+            id=ids.frontier_workflow_id(dataset),
+            task_queue=self.task_queue,
+            start_signal="wake",
+        )
 
     def _revoked(self, inp: RecordReviewInput) -> str:
         """Why the roster as it is now refuses this reviewer, or ""."""
@@ -258,6 +355,7 @@ class ReviewActivities:
                 payload={"label": inp.label, "outcome": inp.outcome, "reviewers": inp.reviewers},
             )
         await self.anchor()
+        await self._wake_frontier(inp.dataset)  # room for the next waiting item
         if inp.label is not None:
             await self.client.start_workflow(
                 ids.DATASET_WORKFLOW,

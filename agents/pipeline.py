@@ -25,7 +25,7 @@ from agents.base import Agent, Vote, abstain
 from agents.tasks import TaskSpec
 from policy_rules.engine import Decision, Policy
 from policy_rules.gates import shift
-from policy_rules.model import AUTO_ACCEPT
+from policy_rules.model import AUTO_ACCEPT, HUMAN_REVIEW
 
 BEAT_S = 5.0  # heartbeat interval while an agent works: well under the chunk's timeout
 PREDICT_SLICE = 64  # items an agent is given at once; its time limit is checked between
@@ -41,6 +41,7 @@ class ItemOutcome:
     ensemble: Ensemble
     decision: Decision
     shadow: tuple[Decision, ...] = ()  # the shadow candidates' decisions, in their order
+    priority: float | None = None  # a routed item's place in the review frontier
 
 
 def agent_keys(agents: Sequence[Agent]) -> list[str]:
@@ -218,7 +219,8 @@ def route(
         inputs["ensemble.support"] = sum(support) / len(support) if support else 0.0
         decision = policy.evaluate(inputs)
         shadow = tuple(candidate.evaluate(inputs) for candidate in shadows)
-        out.append(ItemOutcome(item_id, votes, ensemble, decision, shadow))
+        rank = policy.priority(item_id, inputs) if decision.outcome == HUMAN_REVIEW else None
+        out.append(ItemOutcome(item_id, votes, ensemble, decision, shadow, rank))
     return out
 
 
@@ -306,6 +308,7 @@ def chunk_rows(
             "ensemble_confidence": o.ensemble.confidence,
             "aggregator": combined.method,
             "error": o.decision.error,
+            "priority": o.priority,
             "decided_at": now,
         }
         for o in outcomes

@@ -3,9 +3,10 @@
 Starts its own embedded stack on bench ports in a temporary state dir (loopback only), runs
 the sample through a plain in-process loop (agents → majority vote → policy, no I/O), then
 through a real LabelDataset job with an in-process worker, prints both figures, the ratio
-(DESIGN §10 budget: ≥ 80 %) and the job's history size, and stops the stack it started.
+(DESIGN §10 budget: ≥ 80 %), the job's history size, the review frontier (ReviewItem workflows
+opened vs waiting) and how much the Temporal store grew, and stops the stack it started.
 
-    python benchmarks/bench_job.py [--repeat 4]
+    python benchmarks/bench_job.py [--repeat 4]      # --repeat 21: ~50,000 items
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agents.aggregate import majority_vote  # noqa: E402
 from agents.pipeline import policy_inputs, safe_predict  # noqa: E402
 from agents.samples import write_sample  # noqa: E402
 from agents.tasks import build_agents, load_task  # noqa: E402
+from catalog import db  # noqa: E402
 from policy_rules.engine import Policy  # noqa: E402
 from worker import stack  # noqa: E402
 from worker.main import build_runtime, make_worker  # noqa: E402
@@ -88,10 +90,22 @@ async def durable_job(
             )
             seconds = time.perf_counter() - started
             history = await client.get_workflow_handle(wid).fetch_history()
+            async with runtime.engine.connect() as conn:
+                frontier = (await db.frontier_counts(conn, "bench")).get("bench")
     finally:
         await runtime.close()
     print_phases(history.events)
+    if frontier is not None:
+        print(
+            f"  review frontier: {frontier.open} ReviewItem workflows open, "
+            f"{frontier.queued} waiting"
+        )
     return result.items / seconds, result, len(history.events)
+
+
+def store_bytes(db_file: Path) -> int:
+    """The Temporal dev server's SQLite store on disk, with its write-ahead log."""
+    return sum(p.stat().st_size for p in db_file.parent.glob(db_file.name + "*"))
 
 
 def print_phases(events: Sequence[Any]) -> None:
@@ -125,18 +139,25 @@ def main() -> None:
         source = Path(home) / "bench.jsonl"
         source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
         stack.up(settings)
+        store = Path(home) / "temporal.db"
         try:
             loop_rate = plain_loop(settings, texts)
+            before = store_bytes(store)
+            started = time.perf_counter()
             job_rate, result, events = asyncio.run(
                 durable_job(settings, source, args.parallelism, args.chunk_size)
             )
+            wall = time.perf_counter() - started
+            grown = store_bytes(store) - before
         finally:
             stack.down(settings)
     print(f"items                 {len(texts)}")
     print(f"plain loop            {loop_rate:,.0f} items/s")
     print(f"durable job           {job_rate:,.0f} items/s  (ingest + label + snapshot, end to end)")
     print(f"ratio                 {job_rate / loop_rate:.0%}  (budget: >= 80 %)")
+    print(f"job wall time         {wall:.1f} s  (worker start to result)")
     print(f"history events        {events}")
+    print(f"temporal store grew   {grown / 2**20:,.1f} MiB  (temporal.db + its WAL)")
     print(f"outcomes              {result.counts}")
 
 

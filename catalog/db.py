@@ -13,6 +13,7 @@ statements live by domain:
 - `catalog.labels`: current labels, their history and the votes behind them;
 - `catalog.snapshots`: snapshot rows, versions and per-version changes;
 - `catalog.reviews`: items routed to people, review tasks, reviews;
+- `catalog.frontier`: the review frontier (queued review tasks, at most `open_limit` open);
 - `catalog.gold`: gold labels;
 - `catalog.reliability`: fitted agent-reliability models and what they are scored on;
 - `catalog.policies`: policy activations and rollbacks (`activate`, `rollback_versions`:
@@ -52,6 +53,15 @@ from catalog.engine import (
     T_VOTE,
     make_engine,
     migrate,
+)
+from catalog.frontier import (
+    FrontierCounts,
+    FrontierRow,
+    claim_frontier,
+    fail_frontier_rows,
+    frontier_counts,
+    frontier_policy,
+    mark_frontier_open,
 )
 from catalog.gold import gold_labels, gold_of_task, record_gold, upsert_gold
 from catalog.imports import ImportCheck, import_check, record_import
@@ -205,6 +215,14 @@ __all__ = [
     "reviewer_stats",
     "routed_items",
     "votes_of",
+    # the review frontier
+    "FrontierCounts",
+    "FrontierRow",
+    "claim_frontier",
+    "fail_frontier_rows",
+    "frontier_counts",
+    "frontier_policy",
+    "mark_frontier_open",
     # gold
     "gold_labels",
     "gold_of_task",

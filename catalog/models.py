@@ -107,6 +107,7 @@ class Decision(SQLModel, table=True):
     ensemble_confidence: float
     aggregator: str
     error: str | None = None
+    priority: float | None = None  # routed to people: its place in the review frontier
     decided_at: datetime = _ts(nullable=False)
 
 
@@ -170,11 +171,16 @@ class ReviewTask(SQLModel, table=True):
     """An item routed to people: one per job and item, with its ReviewItem workflow."""
 
     __tablename__ = "review_task"
+    # The frontier's two questions: how many are open, and which waiting item is next.
+    __table_args__ = (Index("ix_review_task_frontier", "dataset", "state", "priority"),)
     dataset: str = Field(primary_key=True)
     item_id: str = Field(primary_key=True)
     job_id: str = Field(primary_key=True)
     workflow_id: str
-    state: str  # awaiting | escalated | done | expired
+    # queued (waiting in the frontier) | opening | awaiting | escalated | done | expired
+    state: str
+    task: str | None = None
+    priority: float | None = None  # higher opens first
     rule_id: str
     policy_id: str
     policy_version: int

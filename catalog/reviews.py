@@ -25,10 +25,15 @@ from catalog.models import utcnow
 
 async def routed_items(
     conn: AsyncConnection, *, job_id: str, dataset: str, start: int, end: int
-) -> list[tuple[str, str, str]]:
-    """(item id, rule id, sensitivity) of a chunk's items routed to human review."""
+) -> list[tuple[str, str, str, float | None]]:
+    """(item id, rule id, sensitivity, priority) of a chunk's items routed to human review."""
     rows = await conn.execute(
-        select(T_DECISION.c.item_id, T_DECISION.c.rule_id, T_ITEM.c.sensitivity)
+        select(
+            T_DECISION.c.item_id,
+            T_DECISION.c.rule_id,
+            T_ITEM.c.sensitivity,
+            T_DECISION.c.priority,
+        )
         .join(
             T_JOB_ITEM,
             (T_JOB_ITEM.c.job_id == T_DECISION.c.job_id)
@@ -39,10 +44,11 @@ async def routed_items(
         .where(T_JOB_ITEM.c.ordinal >= start, T_JOB_ITEM.c.ordinal < end)
         .order_by(T_JOB_ITEM.c.ordinal)
     )
-    return [(r[0], r[1], r[2]) for r in rows]
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 async def open_review_tasks(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Review tasks, once per (dataset, item, job): a retried chunk adds nothing."""
     await _insert_ignore(conn, T_REVIEW_TASK, rows)
 
 

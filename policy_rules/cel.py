@@ -59,8 +59,9 @@ def environment(inputs: Mapping[str, str], params: Mapping[str, float | int | st
     return cel.NewEnv(variables=variables)
 
 
-def compile_when(env: Any, when: str) -> Any:
-    """`when` compiled in `env`: a bool expression whose `matches()` regexes compile.
+def compile_when(env: Any, when: str, *, numeric: bool = False) -> Any:
+    """`when` compiled in `env`: a bool expression (a number when `numeric`) whose
+    `matches()` regexes compile.
 
     Raises CompileError, caused by CEL's own error when CEL refused the expression."""
     try:
@@ -74,9 +75,12 @@ def compile_when(env: Any, when: str) -> Any:
             # Headline position; further errors, if any, keep their own "line:col:" prefix.
             at = f" at {m['line']}:{m['col']} of the expression"
             detail = detail[m.end() :]
-        raise CompileError(f"when does not compile{at}: {detail}") from exc
+        what = "" if numeric else "when "
+        raise CompileError(f"{what}does not compile{at}: {detail}") from exc
     return_type = program.return_type()
-    if return_type != cel.Type.BOOL:
+    if numeric and return_type not in (cel.Type.DOUBLE, cel.Type.INT):
+        raise CompileError(f"must be a number (double or int), got {return_type.name().lower()}")
+    if not numeric and return_type != cel.Type.BOOL:
         raise CompileError(f"when must be a bool expression, got {return_type.name().lower()}")
     for literal in _regex_literals(when):
         problem = _regex_problem(env, literal)

@@ -55,13 +55,12 @@ from policy_rules.model import (
     MAX_POLICY_COST,
     MAX_RULE_COST,
     MAX_WHEN_CHARS,
-    OUTCOMES,
     Policy,
     PolicyError,
     PolicyRef,
-    ReviewRules,
     Rule,
 )
+from policy_rules.review_rules import parse_review
 from policy_rules.yaml_marks import MarkedLoader, MarkedMapping, pos
 
 _POLICY_KEYS = (
@@ -74,13 +73,6 @@ _POLICY_KEYS = (
     "rules",
     "default",
     "review",
-)
-_REVIEW_KEYS = (
-    "reviewers_needed",
-    "timeout_s",
-    "escalate_to",
-    "escalation_timeout_s",
-    "on_timeout",
 )
 _REQUIRED_KEYS = ("id", "version", "inputs", "rules", "default")
 _RULE_KEYS = ("id", "when", "outcome", "params")
@@ -226,6 +218,7 @@ def parse_policy(path: Path, data: bytes, ref: PolicyRef) -> Policy:
             f"{MAX_POLICY_COST}: split the policy or simplify its rules"
         )
 
+    review, priority = parse_review(path, raw, env)
     default = raw["default"]
     if not isinstance(default, MarkedMapping) or set(default) != {"outcome"}:
         raise PolicyError(f"{path}:{pos(raw, 'default')}: default must be {{outcome: ...}}")
@@ -243,35 +236,10 @@ def parse_policy(path: Path, data: bytes, ref: PolicyRef) -> Policy:
         rules=tuple(rules),
         default_outcome=default["outcome"],
         programs=tuple(programs),
-        review=_parse_review(path, raw),
+        review=review,
         kind=kind,
+        priority_program=priority,
     )
-
-
-def _parse_review(path: Path, raw: MarkedMapping) -> ReviewRules:
-    if "review" not in raw:
-        return ReviewRules()
-    block = raw["review"]
-    if not isinstance(block, MarkedMapping):
-        raise PolicyError(f"{path}:{pos(raw, 'review')}: review must be a mapping")
-    for key in block:
-        if key not in _REVIEW_KEYS:
-            raise PolicyError(
-                f"{path}:{pos(block, key, of_key=True)}: unknown review field '{key}'; "
-                f"expected: {', '.join(_REVIEW_KEYS)}"
-            )
-    for key in ("reviewers_needed", "timeout_s", "escalation_timeout_s"):
-        value = block.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise PolicyError(f"{path}:{pos(block, key)}: review.{key} must be an integer >= 1")
-    if not isinstance(block.get("escalate_to", ""), str):
-        raise PolicyError(f"{path}:{pos(block, 'escalate_to')}: review.escalate_to must be text")
-    if block.get("on_timeout", "quarantine") not in OUTCOMES:
-        raise PolicyError(
-            f"{path}:{pos(block, 'on_timeout')}: review.on_timeout must be one of "
-            f"{', '.join(OUTCOMES)}"
-        )
-    return ReviewRules(**{k: block[k] for k in _REVIEW_KEYS if k in block})
 
 
 def _parse_inputs(path: Path, raw: MarkedMapping) -> dict[str, str]:

@@ -15,6 +15,8 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,22 @@ class ReviewRules:
     escalate_to: str = ""  # reviewer group asked next when nobody answered ("" = none)
     escalation_timeout_s: int = 24 * 3600
     on_timeout: str = "quarantine"  # final outcome when nobody answered at all
+    # The review frontier: at most this many ReviewItem workflows open per dataset; the rest
+    # wait in the catalog and open as reviews close, highest priority first.
+    open_limit: int = 200
+    # Which waiting item a person sees first: "uncertainty" (1 - ensemble.confidence),
+    # "random" (a hash of the item id: the baseline) or a CEL number over the inputs.
+    priority: str = "uncertainty"
+
+
+UNCERTAINTY = "uncertainty"
+RANDOM = "random"
+
+
+def random_rank(item_id: str) -> float:
+    """A uniform number in [0, 1) from the item id: the same on every run and worker."""
+    digest = hashlib.sha256(f"frontier:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class Policy:
@@ -110,6 +128,7 @@ class Policy:
         programs: tuple[Any, ...],
         review: ReviewRules | None = None,
         kind: str = "route",
+        priority_program: Any = None,
     ) -> None:
         self.ref = ref
         self.path = path
@@ -122,6 +141,7 @@ class Policy:
         self.review = review or ReviewRules()
         self.error_outcome = GATE_ERROR_OUTCOME if kind == "gate" else ERROR_OUTCOME
         self._programs = programs
+        self._priority_program = priority_program
         # Bound once: every evaluation merges these into the caller's inputs.
         self._param_data = {f"params.{k}": v for k, v in self.params.items()}
         self._rule_data = tuple(
@@ -162,6 +182,30 @@ class Policy:
                 # CEL returns errors as values (a status string) rather than raising.
                 return Decision(outcome=self.error_outcome, rule_id=rule.id, error=str(result))
         return Decision(outcome=self.default_outcome, rule_id=DEFAULT_RULE_ID)
+
+    def priority(self, item_id: str, inputs: Mapping[str, object]) -> float:
+        """How soon a person should see this routed item (higher first), by `review.priority`.
+        Never raises: an expression that fails or gives no finite number ranks the item 0."""
+        how = self.review.priority
+        if how == RANDOM:
+            return random_rank(item_id)
+        if self._priority_program is None:
+            confidence = inputs.get("ensemble.confidence")
+            ok = isinstance(confidence, int | float) and math.isfinite(confidence)
+            return 1.0 - float(confidence) if ok else 1.0  # type: ignore[arg-type]
+        data: dict[str, object] = dict(self._param_data)
+        for name, type_name in self.inputs.items():
+            value = coerce(inputs.get(name), type_name)
+            if value is None:
+                return 0.0
+            data[name] = value
+        try:
+            result = self._priority_program.eval(data=data).value()
+        except Exception:  # the engine is foreign code: never let it escape
+            return 0.0
+        if isinstance(result, bool) or not isinstance(result, int | float):
+            return 0.0
+        return float(result) if math.isfinite(result) else 0.0
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id), None)

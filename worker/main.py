@@ -35,11 +35,12 @@ from worker.stack import prepare_catalog, s3_target
 from worker.telemetry import setup_tracing
 from workflows.dataset import Dataset
 from workflows.label_dataset import LabelDataset
+from workflows.review_frontier import ReviewFrontier
 from workflows.review_item import ReviewItem
 
 log = logging.getLogger("labelfabric.worker")
 
-WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset)
+WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset, ReviewFrontier)
 
 
 async def connect(settings: Settings) -> Client:
@@ -70,6 +71,7 @@ class Runtime:
             self.labeling.label_chunk,
             self.snapshots.snapshot,
             self.reviews.open_reviews,
+            self.reviews.top_up_reviews,
             self.reviews.record_review,
             self.reviews.close_review,
         ]

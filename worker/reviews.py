@@ -85,7 +85,10 @@ async def find(client: Client, item: str, dataset: str | None) -> WorkflowHandle
     )
     where = f" in dataset {dataset!r}" if dataset else ""
     if not ids:
-        raise ReviewError(f"no review for item {item!r}{where}")
+        raise ReviewError(
+            f"no review for item {item!r}{where}; an item waiting in the review frontier "
+            "has none until it opens (`labelfabric review list` shows what is waiting)"
+        )
     if len(ids) > 1:
         raise ReviewError(f"item {item!r} is ambiguous: {', '.join(ids[:5])}; give more of its id")
     return client.get_workflow_handle(ids[0])

@@ -218,7 +218,9 @@ async def test_burst_of_reviews_makes_few_snapshot_versions(
     items = [
         str(r[0])
         for r in await rows(
-            runtime, "SELECT item_id FROM review_task WHERE dataset = :d", d=dataset
+            runtime,
+            "SELECT item_id FROM review_task WHERE dataset = :d AND state = 'awaiting'",
+            d=dataset,
         )
     ][:120]
     assert len(items) == 120

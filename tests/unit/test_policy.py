@@ -343,6 +343,14 @@ def test_review_rules_come_from_the_policy_version(tmp_path: Path) -> None:
         ("review:\n  reviewers_needed: 0\n", "review.reviewers_needed must be an integer >= 1"),
         ("review:\n  on_timeout: shrug\n", "review.on_timeout must be one of"),
         ("review:\n  timout_s: 5\n", "unknown review field 'timout_s'"),
+        ("review:\n  open_limit: 0\n", "review.open_limit must be an integer >= 1"),
+        ("review:\n  open_limit: 100000\n", "review.open_limit is over the bound 10000"),
+        ("review:\n  priority: ''\n", "review.priority must be 'uncertainty', 'random' or"),
+        ("review:\n  priority: item.chars > 3\n", "review.priority: must be a number"),
+        (
+            "review:\n  priority: 1.0 - ensemble.confidense\n",
+            "review.priority: does not compile at 1:",
+        ),
     ],
 )
 def test_bad_review_rules_are_refused(tmp_path: Path, block: str, expected: str) -> None:
@@ -350,3 +358,36 @@ def test_bad_review_rules_are_refused(tmp_path: Path, block: str, expected: str)
     path.write_text(path.read_text() + block)
     with pytest.raises(PolicyError, match=re.escape(expected)):
         Policy.load(tmp_path, "demo")
+
+
+def with_review(tmp_path: Path, block: str) -> Policy:
+    path = write_policy(tmp_path, GOOD_RULES)
+    path.write_text(path.read_text() + "review:\n" + block)
+    return Policy.load(tmp_path, "demo")
+
+
+def test_review_priority_orders_the_frontier(tmp_path: Path) -> None:
+    sure, unsure = INPUTS, INPUTS | {"ensemble.confidence": 0.55}
+    default = Policy.load(POLICIES, "route_default")
+    assert (default.review.open_limit, default.review.priority) == (200, "uncertainty")
+    assert default.priority("a", unsure) > default.priority("a", sure)
+    assert default.priority("a", sure) == pytest.approx(0.1)
+    # An expression over the inputs and params, higher first.
+    longest = with_review(
+        tmp_path / "x", "  priority: double(item.chars) / double(params.max_chars)\n"
+    )
+    assert longest.priority("a", INPUTS | {"item.chars": 500}) == pytest.approx(0.5)
+    # Random: the same number for an item on every call, spread over [0, 1).
+    rnd = with_review(tmp_path / "y", "  priority: random\n  open_limit: 7\n")
+    ranks = [rnd.priority(f"item{i}", sure) for i in range(400)]
+    assert rnd.review.open_limit == 7 and ranks == [
+        rnd.priority(f"item{i}", sure) for i in range(400)
+    ]
+    assert all(0 <= r < 1 for r in ranks) and 0.4 < sum(ranks) / len(ranks) < 0.6
+
+
+def test_a_failing_priority_ranks_the_item_last_and_never_raises(tmp_path: Path) -> None:
+    policy = with_review(tmp_path, "  priority: 1.0 / double(votes.count - votes.count)\n")
+    assert policy.priority("a", INPUTS) == 0.0  # division by zero: inf, not finite
+    assert policy.priority("a", INPUTS | {"votes.count": "two"}) == 0.0  # mistyped input
+    assert policy.priority("a", {}) == 0.0  # missing inputs

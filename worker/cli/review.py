@@ -185,7 +185,27 @@ async def _list(settings: Settings, dataset: str | None, reviewer: str | None, l
         )
     console.print(table)
     shown = f" ({limit} shown; --limit for more)" if count > limit else ""
-    console.print(f"{count} item(s) waiting{shown}")
+    console.print(f"{count} item(s) open for review{shown}")
+    await _frontier_counts(settings, dataset)
+
+
+async def _frontier_counts(settings: Settings, dataset: str | None) -> None:
+    """Per dataset: review workflows open, and items waiting in the frontier for room."""
+    from catalog import db
+
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            counts = await db.frontier_counts(conn, dataset)
+    except OSError as err:
+        raise fail(f"cannot reach the catalog ({err})") from err
+    finally:
+        await engine.dispose()
+    for name, c in sorted(counts.items()):
+        console.print(
+            f"frontier {name}: {c.open} open, {c.queued} waiting "
+            "(they open as reviews close, highest priority first)"
+        )
 
 
 @app.command("show")
