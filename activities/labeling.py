@@ -28,7 +28,15 @@ from activities.errors import policy_changed
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import DawidSkene
 from agents.base import Agent, Vote
-from agents.pipeline import Combined, ItemOutcome, agent_keys, chunk_rows, decide, timed_predict
+from agents.pipeline import (
+    Combined,
+    ItemOutcome,
+    agent_keys,
+    aggregator_of,
+    chunk_rows,
+    decide,
+    timed_predict,
+)
 from agents.store import TaskStore
 from agents.tasks import TaskError, TaskSpec, build_agents
 from catalog import db, kinds
@@ -176,7 +184,11 @@ class LabelingActivities:
         """The Dawid–Skene model the job's policy version was calibrated with, if it names one
         (param `reliability`, written by `labelfabric calibrate`); None = fit per chunk."""
         version = str(policy.params.get("reliability") or "")
-        if task.aggregator != "dawid_skene" or not version:
+        try:
+            method = aggregator_of(task, policy)
+        except ValueError as err:
+            raise ApplicationError(str(err), type=ids.POLICY_ERROR, non_retryable=True) from err
+        if method != "dawid_skene" or not version:
             return None
         if version not in self._reliabilities:
             async with self.engine.connect() as conn:

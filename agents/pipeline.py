@@ -22,7 +22,7 @@ from typing import Any
 
 from agents.aggregate import DawidSkene, Ensemble, krippendorff_alpha, majority_vote, weighted_vote
 from agents.base import Agent, Vote, abstain
-from agents.tasks import TaskSpec
+from agents.tasks import AGGREGATORS, TaskSpec
 from policy_rules.engine import Decision, Policy
 from policy_rules.gates import shift
 from policy_rules.model import AUTO_ACCEPT, HUMAN_REVIEW
@@ -119,13 +119,28 @@ class Combined:
         return default if math.isnan(self.alpha) else self.alpha
 
 
+def aggregator_of(task: TaskSpec, policy: Policy | None) -> str:
+    """The aggregator a job uses: the policy version's param `aggregator` (which
+    `labelfabric calibrate` chose on its slice) when it sets one, else the task's."""
+    chosen = str(policy.params.get("aggregator") or "") if policy is not None else ""
+    if not chosen:
+        return task.aggregator
+    if chosen not in AGGREGATORS:
+        raise ValueError(
+            f"policy {policy.ref if policy else ''} param aggregator {chosen!r} is not one of "
+            f"{', '.join(AGGREGATORS)}"
+        )
+    return chosen
+
+
 def combine(
     task: TaskSpec,
     keys: Sequence[str],
     per_agent: Sequence[Sequence[Vote]],
     stored: DawidSkene | None = None,
+    aggregator: str | None = None,
 ) -> Combined:
-    """Aggregate each item's votes with the task's aggregator.
+    """Aggregate each item's votes with `aggregator` (by default the task's).
 
     Dawid–Skene uses `stored` (the model `labelfabric calibrate` fitted and named in the
     policy version, whose posteriors its threshold was chosen on) when there is one;
@@ -136,7 +151,8 @@ def combine(
     by_item = [[votes[i] for votes in per_agent] for i in range(items)]
     matrix = [[v.label for v in votes] for votes in by_item]
     alpha = krippendorff_alpha(matrix) if items else math.nan
-    if task.aggregator == "dawid_skene" and stored is not None:
+    method = aggregator or task.aggregator
+    if method == "dawid_skene" and stored is not None:
         return Combined(
             [stored.ensemble(v) for v in by_item],
             f"dawid_skene@{stored.version}",
@@ -144,12 +160,12 @@ def combine(
             alpha,
             stored,
         )
-    if task.aggregator == "dawid_skene" and any(lbl is not None for row in matrix for lbl in row):
+    if method == "dawid_skene" and any(lbl is not None for row in matrix for lbl in row):
         model = DawidSkene.fit(task.labels, keys, matrix).smoothed(DS_PSEUDO_COUNT)
         return Combined(
             [model.ensemble(v) for v in by_item], f"dawid_skene@{model.version}", model, alpha
         )
-    if task.aggregator == "weighted_vote":
+    if method == "weighted_vote":
         return Combined([weighted_vote(v) for v in by_item], "weighted_vote", None, alpha)
     return Combined([majority_vote(v) for v in by_item], "majority_vote", None, alpha)
 
@@ -238,7 +254,7 @@ def decide(
     the chunk-wide inputs: Krippendorff's alpha, each agent's reliability and the label shift
     against `reference` (the dataset's latest snapshot's label distribution). `stored`: the
     calibrated Dawid–Skene model to aggregate with, as in `combine`."""
-    combined = combine(task, agent_keys(agents), per_agent, stored)
+    combined = combine(task, agent_keys(agents), per_agent, stored, aggregator_of(task, policy))
     context = {
         "chunk.alpha": combined.alpha_or(-1.0),
         "agents.reliability": reliabilities([a.name for a in agents], per_agent, combined),

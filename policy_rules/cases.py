@@ -10,15 +10,34 @@ from policy_rules.loader import read_file
 from policy_rules.model import Policy, PolicyError
 from policy_rules.yaml_marks import MarkedLoader, MarkedMapping, pos
 
+_CASE_KEYS = ("name", "input", "expect", "versions", "params")
+
+
+def _params_problem(policy: Policy, fixed: object) -> str:
+    """Why a case's `params` cannot apply ("" when they can): declared names, same types."""
+    if not isinstance(fixed, dict):
+        return "params must map declared param names to values"
+    for name, value in fixed.items():
+        declared = policy.params.get(name)
+        if declared is None:
+            return f"param {name!r} is not declared by {policy.ref}"
+        if isinstance(declared, float) and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if type(value) is not type(declared):
+            return f"param {name!r} must be {type(declared).__name__}, got {value!r}"
+    return ""
+
 
 def check_cases(policy: Policy, cases_path: Path) -> list[str]:
     """Run a policy's example cases; returns failure messages ([] = all pass).
 
-    Each case is `{name, input: {...}, expect: {outcome, rule, error?}, versions?: [N, ...]}`
-    (`error`: a substring the recorded error must contain; without it, the decision must carry
-    no error; `versions`: the policy versions the case is about, all when absent, so a new
-    version that moves a threshold brings its own cases). Every rule of the policy not hit by
-    any case is a failure too: an untested rule is a liability.
+    Each case is `{name, input: {...}, expect: {outcome, rule, error?}, versions?: [N, ...],
+    params?: {...}}` (`error`: a substring the recorded error must contain; without it, the
+    decision must carry no error; `versions`: the policy versions the case is about, all when
+    absent, so a new version that moves a threshold brings its own cases; `params`: values of
+    declared params the case fixes, so a case can hold for every version whatever its
+    thresholds). Every rule of the policy not hit by any case is a failure too: an untested
+    rule is a liability.
     """
     try:
         raw = yaml.load(read_file(Path(cases_path)), Loader=MarkedLoader)  # a SafeLoader subclass
@@ -36,7 +55,7 @@ def check_cases(policy: Policy, cases_path: Path) -> list[str]:
             continue
         name = str(case.get("name", f"#{i}"))
         label = f"{where}: case '{name}'"
-        unknown = sorted(str(k) for k in case if k not in ("name", "input", "expect", "versions"))
+        unknown = sorted(str(k) for k in case if k not in _CASE_KEYS)
         if unknown:
             failures.append(f"{label}: unknown field(s) {', '.join(unknown)}")
             continue
@@ -59,7 +78,15 @@ def check_cases(policy: Policy, cases_path: Path) -> list[str]:
         if set(expect) - {"outcome", "rule", "error"} or not {"outcome", "rule"} <= set(expect):
             failures.append(f"{label}: expect must have outcome and rule (and optionally error)")
             continue
-        decision = policy.evaluate(inputs)
+        fixed = case.get("params") or {}
+        problem = _params_problem(policy, fixed)
+        if problem:
+            failures.append(f"{label}: {problem}")
+            continue
+        fixed = {
+            k: float(v) if isinstance(policy.params[k], float) else v for k, v in fixed.items()
+        }
+        decision = policy.evaluate(inputs, params=fixed)
         if decision.error is None:
             # A rule that only ever errors in the cases has not shown what it decides.
             hit.add(decision.rule_id)

@@ -162,8 +162,14 @@ class Policy:
 
         return load_policy(policies_dir, ref)
 
-    def evaluate(self, inputs: Mapping[str, object]) -> Decision:
+    def evaluate(
+        self, inputs: Mapping[str, object], params: Mapping[str, object] | None = None
+    ) -> Decision:
+        """The decision on `inputs`; `params` (declared names only: example cases) replaces
+        some of the version's param values for this one evaluation."""
         data: dict[str, object] = dict(self._param_data)
+        if params:
+            data.update({f"params.{k}": v for k, v in params.items()})
         for name, type_name in self.inputs.items():
             if name not in inputs:
                 return self._input_error(f"missing input '{name}' ({type_name})")

@@ -52,7 +52,7 @@ def test_eval_on_a_labeled_file(
         "--label-field",
         "y",
         "--target",
-        "0.85",
+        "0.7",  # shown with 95 % confidence on ~120 calibration items
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -133,3 +133,32 @@ def test_eval_on_a_tabular_csv_with_feature_columns(
         "p0",
     )
     assert refused.returncode == 1 and f"{bad}:3: a feature is not a number" in refused.stdout
+
+
+def test_eval_never_over_promises_when_the_target_is_out_of_reach(
+    eval_settings: Settings, gold_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    """Tried as a new user would: two text agents, a target they cannot show. The job then
+    auto-accepts nothing (it used to fall back to the most accurate threshold and accept 83 %
+    of items at 74 %)."""
+    rows = gold_rows[1900:2300]
+    data = tmp_path / "hard.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = cli(
+        eval_settings,
+        "eval",
+        "--data",
+        str(data),
+        "--task",
+        "sentiment",
+        "--target",
+        "0.99",
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((eval_settings.home_dir / "eval" / "hard" / "report.json").read_text())
+    assert report["target_reached_on_calibration"] is False
+    assert report["threshold"] == 2.0 and report["calibration_auto_rate"] == 0.0
+    assert report["auto_accept_rate"] == 0.0 and report["review_rate"] > 0.9
+    said = " ".join(out.stdout.split())
+    assert "no threshold shows 99.0% accuracy" in said and "auto-accepting nothing" in said

@@ -391,3 +391,35 @@ def test_a_failing_priority_ranks_the_item_last_and_never_raises(tmp_path: Path)
     assert policy.priority("a", INPUTS) == 0.0  # division by zero: inf, not finite
     assert policy.priority("a", INPUTS | {"votes.count": "two"}) == 0.0  # mistyped input
     assert policy.priority("a", {}) == 0.0  # missing inputs
+
+
+def test_a_case_may_fix_params_so_it_holds_for_every_version(tmp_path: Path) -> None:
+    write_policy(tmp_path, GOOD_RULES)
+    policy = Policy.load(tmp_path, "demo")
+    sure = json.dumps(INPUTS)
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- name: strict\n"
+        "  params: {min_confidence: 0.95}\n"
+        f"  input: {sure}\n"
+        "  expect: {outcome: human_review, rule: default}\n"
+        "- name: long\n"
+        "  params: {max_chars: 100}\n"
+        f"  input: {sure}\n"
+        "  expect: {outcome: quarantine, rule: too_long}\n"
+        "- name: lax\n"
+        f"  input: {sure}\n"
+        "  expect: {outcome: auto_accept, rule: confident}\n"
+        "- name: typo\n"
+        "  params: {min_confidense: 0.5}\n"
+        f"  input: {sure}\n"
+        "  expect: {outcome: auto_accept, rule: confident}\n"
+        "- name: text\n"
+        "  params: {min_confidence: high}\n"
+        f"  input: {sure}\n"
+        "  expect: {outcome: auto_accept, rule: confident}\n"
+    )
+    failures = check_cases(policy, cases)
+    assert len(failures) == 2, failures
+    assert "case 'typo': param 'min_confidense' is not declared" in failures[0]
+    assert "case 'text': param 'min_confidence' must be float" in failures[1]

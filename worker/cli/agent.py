@@ -1,9 +1,10 @@
 """`labelfabric calibrate` and `labelfabric agent train`: measuring and versioning the agents.
 
 Calibration runs the task's agents in this process over a gold slice (the same code path as
-`label_chunk`: `safe_predict`, then the task's aggregator), finds the lowest confidence
-threshold whose auto-accepted labels meet the target accuracy, and writes it as a new
-version of a policy (`route_calibrated` by default).
+`label_chunk`), picks the aggregator that labels the slice best, finds the lowest confidence
+threshold whose auto-accepted labels show the target accuracy with 95 % confidence (or none:
+then the version auto-accepts nothing), and writes it as a new version of a policy
+(`route_calibrated` by default).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from worker.cli.console import console, fail
 
 if TYPE_CHECKING:
     from agents.base import Vote
-    from agents.calibrate import CurvePoint
+    from agents.calibrate import Calibration
     from agents.pipeline import Combined
     from agents.tasks import TaskSpec
     from worker.settings import Settings
@@ -28,12 +29,14 @@ commands = group()  # top-level commands: labelfabric calibrate
 app = group("The task's agents: train and store them.")
 
 
-def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[str], Combined]:
-    """Every agent's votes on `texts`, combined with the task's aggregator."""
+def vote_on(
+    settings: Settings, task: TaskSpec, texts: list[str]
+) -> tuple[list[str], list[list[Vote]]]:
+    """Every agent's votes on `texts` (agent keys, votes per agent), as in a job."""
 
     import asyncio
 
-    from agents.pipeline import agent_keys, combine, timed_predict
+    from agents.pipeline import agent_keys, timed_predict
     from agents.tasks import build_agents
 
     agents = build_agents(task, None, models_dir=settings.models_dir)
@@ -41,16 +44,28 @@ def vote_on(settings: Settings, task: TaskSpec, texts: list[str]) -> tuple[list[
     async def predict_all() -> list[list[Vote]]:  # with each agent's timeout, as in a job
         return [await timed_predict(a, task, texts) for a in agents]
 
-    per_agent = asyncio.run(predict_all())
-    keys = agent_keys(agents)
-    return keys, combine(task, keys, per_agent)
+    return agent_keys(agents), asyncio.run(predict_all())
 
 
-def calibrated_params(point: CurvePoint, combined: Combined) -> dict[str, float | str]:
-    """What a calibration changes in the policy: the threshold, and for Dawid–Skene the model
-    whose posteriors it was chosen on (jobs then aggregate with exactly that model)."""
-    model = combined.model
-    return {"min_confidence": point.threshold, "reliability": model.version if model else ""}
+def calibrated_params(cal: Calibration, record_aggregator: bool) -> dict[str, float | str]:
+    """What a calibration changes in the policy: the threshold (ACCEPT_NOTHING when the target
+    was not shown), the aggregator chosen (when the policy declares the param) and, for
+    Dawid–Skene, the model whose posteriors it was chosen on (jobs aggregate with exactly it)."""
+    model = cal.combined.model
+    params: dict[str, float | str] = {
+        "min_confidence": cal.threshold,
+        "reliability": model.version if model else "",
+    }
+    if record_aggregator:
+        params["aggregator"] = cal.aggregator
+    return params
+
+
+def declares_aggregator(settings: Settings, policy: str) -> bool:
+    """Whether the newest version of `policy` has an `aggregator` param to record a choice."""
+    from policy_rules.engine import Policy
+
+    return "aggregator" in Policy.load(settings.policies_dir, policy).params
 
 
 def store_reliability(settings: Settings, task: TaskSpec, combined: Combined, source: str) -> None:
@@ -105,7 +120,7 @@ def calibrate(
 
     from rich.markup import escape
 
-    from agents.calibrate import CalibrationError, find_threshold
+    from agents.calibrate import calibrate as calibrate_on
     from agents.tasks import TaskError, load_task
     from formats.gold import GoldError, read_gold
     from policy_rules.engine import PolicyError
@@ -122,58 +137,76 @@ def calibrate(
         r = slice_.refused[0]
         raise fail(escape(f"{gold}:{r.line}: {r.reason} ({len(slice_.refused)} bad line(s))"))
     texts = [r.text for r in slice_.records]
-    truth = [r.label for r in slice_.records]
+    truth = [str(r.label) for r in slice_.records]
+    try:
+        choose = declares_aggregator(settings, policy)
+    except PolicyError as err:
+        raise fail(escape(str(err))) from err
     with console.status(f"{len(texts)} gold items through {len(spec.agents)} agents…"):
         try:
-            _, combined = vote_on(settings, spec, texts)
+            keys, per_agent = vote_on(settings, spec, texts)
         except TaskError as err:
             raise fail(escape(str(err))) from err
-    right = [e.label == t for e, t in zip(combined.ensembles, truth, strict=True)]
     try:
-        point = find_threshold(
-            [e.confidence for e in combined.ensembles],
-            right,
-            target=target,
-            min_accepted=min_accepted,
+        cal = calibrate_on(
+            spec, keys, per_agent, truth, target=target, min_accepted=min_accepted, choose=choose
         )
-    except (CalibrationError, ValueError) as err:
+    except ValueError as err:
         raise fail(escape(str(err))) from err
+    shown = (
+        f"{cal.point.accuracy:.1%} accurate at {cal.point.rate:.1%} auto-accepted"
+        if cal.point
+        else "target not shown: auto-accepts nothing"
+    )
     note = (
-        f"labelfabric calibrate, task {spec.name} ({combined.method}), gold {gold.name} "
-        f"sha256 {slice_.sha256[:12]}: {point.accuracy:.1%} accurate at {point.rate:.1%} "
-        f"auto-accepted (target {target:.0%})"
+        f"labelfabric calibrate, task {spec.name} ({cal.aggregator}), gold {gold.name} "
+        f"sha256 {slice_.sha256[:12]}: {shown} (target {target:.0%})"
     )
     try:
         # The model first: a policy version never names a model the catalog lacks.
-        store_reliability(settings, spec, combined, slice_.sha256)
+        store_reliability(settings, spec, cal.combined, slice_.sha256)
         ref, created = with_params(
-            settings.policies_dir, policy, calibrated_params(point, combined), note=note
+            settings.policies_dir, policy, calibrated_params(cal, choose), note=note
         )
     except PolicyError as err:
         raise fail(escape(str(err))) from err
-    print_calibration(spec, combined, point, sum(right) / len(right), target)
+    overall = sum(e.label == t for e, t in zip(cal.combined.ensembles, truth, strict=True))
+    print_calibration(spec, cal, overall / max(1, len(truth)), target)
     verb = "wrote" if created else "already have"
     console.print(f"{verb} policy {ref}: start jobs with --policy {ref}")
+    if not cal.point:
+        console.print(f"[yellow]{escape(cal.reason)}; this version auto-accepts nothing[/]")
 
 
-def print_calibration(
-    task: TaskSpec, combined: Combined, point: CurvePoint, overall: float, target: float
-) -> None:
+def print_calibration(task: TaskSpec, cal: Calibration, overall: float, target: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"calibration of {task.name}")
     table.add_column("")
     table.add_column("value")
     rows = [
-        ("aggregator", combined.method),
-        ("gold items", str(point.items)),
-        ("accuracy, all items", f"{overall:.1%}"),
-        ("Krippendorff's alpha", f"{combined.alpha:.3f}"),
-        ("target", f"{target:.1%}"),
-        ("threshold (min_confidence)", f"{point.threshold:.6f}"),
-        ("auto-accepted", f"{point.accepted} ({point.rate:.1%})"),
-        ("accuracy, auto-accepted", f"{point.accuracy:.1%}"),
+        ("aggregator", f"{cal.combined.method} (chosen by accuracy on the slice)"),
+        *(
+            (f"  accuracy, {m}", f"{a:.1%}")
+            for m, a in sorted(cal.accuracy.items(), key=lambda kv: -kv[1])
+        ),
+        ("Krippendorff's alpha", f"{cal.combined.alpha:.3f}"),
+        ("target", f"{target:.1%} (shown with 95 % confidence: Wilson lower bound)"),
     ]
+    if cal.point:
+        p = cal.point
+        rows += [
+            ("gold items", str(p.items)),
+            ("accuracy, all items", f"{overall:.1%}"),
+            ("threshold (min_confidence)", f"{p.threshold:.6f}"),
+            ("auto-accepted", f"{p.accepted} ({p.rate:.1%})"),
+            ("accuracy, auto-accepted", f"{p.accuracy:.1%} (lower bound {p.lower():.1%})"),
+        ]
+    else:
+        rows += [
+            ("accuracy, all items", f"{overall:.1%}"),
+            ("threshold (min_confidence)", f"{cal.threshold:g}: auto-accept nothing"),
+        ]
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -62,12 +62,17 @@ def evaluate(
     from rich.markup import escape
 
     from activities.payloads import LabelDatasetInput
-    from agents.calibrate import CalibrationError, best_point, find_threshold
+    from agents.calibrate import calibrate as calibrate_on
     from agents.tasks import TaskError, load_task
     from formats.gold import GoldError, read_gold
     from policy_rules.engine import PolicyError
     from policy_rules.versions import with_params
-    from worker.cli.agent import calibrated_params, store_reliability, vote_on
+    from worker.cli.agent import (
+        calibrated_params,
+        declares_aggregator,
+        store_reliability,
+        vote_on,
+    )
     from worker.settings import Settings
 
     settings = Settings()
@@ -112,30 +117,33 @@ def evaluate(
             f"{len(test)} to test; give more data or another --calibration-share"
         )
 
-    with console.status(f"calibrating on {len(cal)} items…"):
-        _, combined = vote_on(settings, spec, [r.text for r in cal])
-    right = [e.label == r.label for e, r in zip(combined.ensembles, cal, strict=True)]
-    confidences = [e.confidence for e in combined.ensembles]
-    reached = True
     try:
-        point = find_threshold(confidences, right, target=target)
-    except CalibrationError as err:
-        # Report what the agents can do rather than nothing: the most accurate threshold.
-        best = best_point(confidences, right)
-        if best is None:
-            raise fail(escape(str(err))) from err
-        console.print(f"[yellow]{escape(str(err))}; using the most accurate threshold[/]")
-        point, reached = best, False
+        choose = declares_aggregator(settings, "route_calibrated")
+    except PolicyError as err:
+        raise fail(escape(str(err))) from err
+    with console.status(f"calibrating on {len(cal)} items…"):
+        keys, per_agent = vote_on(settings, spec, [r.text for r in cal])
+    calibration = calibrate_on(
+        spec, keys, per_agent, [str(r.label) for r in cal], target=target, choose=choose
+    )
+    point = calibration.point
+    if point is None:
+        # Never over-promise: no threshold shows the target, so this version accepts nothing.
+        console.print(f"[yellow]{escape(calibration.reason)}; auto-accepting nothing[/]")
+    shown = (
+        f"{point.accuracy:.1%} accurate at {point.rate:.1%} auto-accepted"
+        if point
+        else "target not shown, auto-accepts nothing"
+    )
     cal_ids = hashlib.sha256("".join(r.item_id for r in cal).encode()).hexdigest()
     try:
-        store_reliability(settings, spec, combined, cal_ids)
+        store_reliability(settings, spec, calibration.combined, cal_ids)
         ref, _ = with_params(
             settings.policies_dir,
             "route_calibrated",
-            calibrated_params(point, combined),
-            note=f"labelfabric eval {name}: {point.accuracy:.1%} accurate at "
-            f"{point.rate:.1%} auto-accepted on {len(cal)} calibration items "
-            f"(target {target:.0%}{'' if reached else ', not reachable'})",
+            calibrated_params(calibration, choose),
+            note=f"labelfabric eval {name} ({calibration.aggregator}): {shown} on {len(cal)} "
+            f"calibration items (target {target:.0%})",
         )
     except PolicyError as err:
         raise fail(escape(str(err))) from err
@@ -163,12 +171,18 @@ def evaluate(
         "task": spec.name,
         "job": result.job_id,
         "policy": f"{ref.id}@{ref.version}",
-        "threshold": point.threshold,
+        "threshold": calibration.threshold,
         "target": target,
-        "target_reached_on_calibration": reached,
+        "target_reached_on_calibration": point is not None,
         "calibration_items": len(cal),
-        "calibration_accuracy_auto": point.accuracy,
-        "calibration_auto_rate": point.rate,
+        "calibration_accuracy_auto": point.accuracy if point else None,
+        "calibration_accuracy_auto_lower_bound": point.lower() if point else None,
+        "calibration_auto_rate": point.rate if point else 0.0,
+        # The job routed with the policy version, which names the chosen aggregator when
+        # route_calibrated declares the param (else the task's, which was then the only one).
+        "aggregator": calibration.aggregator,
+        "aggregator_chosen": calibration.aggregator,
+        "aggregator_accuracy_on_calibration": calibration.accuracy,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     _plot(report, out / "accuracy_vs_auto_accept.png")
@@ -302,12 +316,18 @@ def _print(r: dict[str, Any]) -> None:
     for agent, m in r["agents"].items():
         table.add_row(f"agent {agent}", f"{m['accuracy']:.1%} on {m['coverage']:.0%} covered")
     for agg, acc in r["aggregator_accuracy"].items():
-        table.add_row(f"aggregator {agg}", f"{acc:.1%}")
-    table.add_row("routing aggregator", r["aggregator"])
+        on_cal = r["aggregator_accuracy_on_calibration"].get(agg)
+        cal = f" ({on_cal:.1%} on calibration)" if on_cal is not None else ""
+        table.add_row(f"aggregator {agg}", f"{acc:.1%}{cal}")
+    table.add_row("routing aggregator", f"{r['aggregator']} (chosen on calibration)")
     table.add_row("calibrated threshold", f"{r['threshold']:.4f} ({r['policy']})")
     table.add_row("auto-accepted", f"{r['auto_accept_rate']:.1%}")
     table.add_row("accuracy of auto-accepted", f"{r['auto_accept_accuracy']:.1%}")
-    reached = "" if r["target_reached_on_calibration"] else " (not reachable on calibration)"
+    reached = (
+        " (shown on calibration, 95 % confidence)"
+        if r["target_reached_on_calibration"]
+        else " (not shown on calibration: nothing auto-accepted)"
+    )
     table.add_row("target", f"{r['target']:.0%}{reached}")
     table.add_row("sent to review", f"{r['review_rate']:.1%}")
     alpha = r["alpha"]
