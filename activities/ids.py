@@ -26,6 +26,7 @@ LABEL_DATASET_WORKFLOW = "LabelDataset"  # one labeling job: label:DATASET:JOB
 REVIEW_ITEM_WORKFLOW = "ReviewItem"  # one item's human review: review:DATASET:ITEM
 DATASET_WORKFLOW = "Dataset"  # the dataset's single writer of reviewed labels: dataset:DATASET
 FRONTIER_WORKFLOW = "ReviewFrontier"  # opens a dataset's waiting reviews: frontier:DATASET
+VERIFY_WORKFLOW = "VerifyLabels"  # flags likely wrong labels for review: verify:DATASET:RUN
 DEFAULT_TASK_QUEUE = "labeling"
 
 
@@ -39,6 +40,10 @@ def review_workflow_id(dataset: str, item_id: str) -> str:
 
 def frontier_workflow_id(dataset: str) -> str:
     return f"frontier:{dataset}"
+
+
+def verify_workflow_id(dataset: str, run: str) -> str:
+    return f"verify:{dataset}:{run}"
 
 
 def dataset_workflow_id(dataset: str) -> str:

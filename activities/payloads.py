@@ -391,6 +391,28 @@ class FrontierInput:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VerifyInput:
+    """Look for likely wrong current labels of a dataset and send them to review."""
+
+    dataset: str
+    folds: int = 5
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.folds <= 20:
+            raise ValueError(f"folds must be between 2 and 20, got {self.folds}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyResult:
+    dataset: str
+    checked: int = 0  # current labels read
+    flagged: int = 0  # found likely wrong by this run
+    new: int = 0  # of those, label versions not flagged before
+    queued: int = 0  # reviews queued in the frontier for them
+    note: str = ""  # why nothing was judged, when so
+
+
+@dataclass(frozen=True, kw_only=True)
 class TopUpInput:
     dataset: str
 

@@ -14,6 +14,7 @@ statements live by domain:
 - `catalog.snapshots`: snapshot rows, versions and per-version changes;
 - `catalog.reviews`: items routed to people, review tasks, reviews;
 - `catalog.frontier`: the review frontier (queued review tasks, at most `open_limit` open);
+- `catalog.label_issues`: labels confident learning flagged, and the reviews they queue;
 - `catalog.gold`: gold labels;
 - `catalog.reliability`: fitted agent-reliability models and what they are scored on;
 - `catalog.policies`: policy activations and rollbacks (`activate`, `rollback_versions`:
@@ -42,6 +43,7 @@ from catalog.engine import (
     T_JOB,
     T_JOB_ITEM,
     T_LABEL,
+    T_LABEL_ISSUE,
     T_REJECTED,
     T_RELIABILITY,
     T_REVIEW,
@@ -78,6 +80,14 @@ from catalog.jobs import (
     record_chunk,
     record_ingest,
     set_job_counts,
+)
+from catalog.label_issues import (
+    LABEL_ISSUE_RULE,
+    CurrentLabel,
+    FlaggedLabel,
+    labels_to_verify,
+    queue_label_issue_reviews,
+    record_label_issues,
 )
 from catalog.labels import current_label_votes, current_labels, lock_labels, set_labels
 from catalog.models import utcnow
@@ -153,6 +163,7 @@ __all__ = [
     "T_JOB",
     "T_JOB_ITEM",
     "T_LABEL",
+    "T_LABEL_ISSUE",
     "T_REJECTED",
     "T_RELIABILITY",
     "T_REVIEW",
@@ -223,6 +234,13 @@ __all__ = [
     "frontier_counts",
     "frontier_policy",
     "mark_frontier_open",
+    # label issues
+    "LABEL_ISSUE_RULE",
+    "CurrentLabel",
+    "FlaggedLabel",
+    "labels_to_verify",
+    "queue_label_issue_reviews",
+    "record_label_issues",
     # gold
     "gold_labels",
     "gold_of_task",

@@ -23,6 +23,7 @@ from catalog.models import (
     Job,
     JobItem,
     Label,
+    LabelIssue,
     PolicyActivation,
     PolicyShadow,
     RejectedRecord,
@@ -45,6 +46,7 @@ T_REJECTED = RejectedRecord.__table__  # type: ignore[attr-defined]
 T_VOTE = Vote.__table__  # type: ignore[attr-defined]
 T_DECISION = Decision.__table__  # type: ignore[attr-defined]
 T_LABEL = Label.__table__  # type: ignore[attr-defined]
+T_LABEL_ISSUE = LabelIssue.__table__  # type: ignore[attr-defined]
 T_SNAPSHOT = Snapshot.__table__  # type: ignore[attr-defined]
 T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 T_REVIEW = Review.__table__  # type: ignore[attr-defined]

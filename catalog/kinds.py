@@ -18,6 +18,7 @@ IMPORT = "import"
 EXPORT = "export"
 POLICY_SHADOW_ATTACHED = "policy_shadow_attached"
 POLICY_SHADOW_DETACHED = "policy_shadow_detached"
+LABEL_ISSUES = "label_issues"
 
 
 def job_finished(status: str) -> str:

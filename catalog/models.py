@@ -132,6 +132,22 @@ class Label(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
 
 
+class LabelIssue(SQLModel, table=True):
+    """A current label confident learning found likely wrong: once per label version."""
+
+    __tablename__ = "label_issue"
+    __table_args__ = (Index("ix_label_issue_item", "dataset", "item_id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    label_id: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    dataset: str
+    item_id: str
+    label: str
+    suggested: str  # the class the out-of-fold model found most likely
+    quality: float  # the out-of-fold probability of the given label
+    verify_id: str  # the VerifyLabels run that flagged it
+    flagged_at: datetime = _ts(nullable=False)
+
+
 class Snapshot(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("dataset", "job_id"),)
     dataset: str = Field(primary_key=True)

@@ -27,6 +27,7 @@ from activities.payloads import DATA_CONVERTER
 from activities.review import ReviewActivities
 from activities.s3 import ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
+from activities.verify import VerifyActivities
 from agents.store import TaskStore
 from catalog import db
 from policy_rules.store import PolicyStore
@@ -37,10 +38,11 @@ from workflows.dataset import Dataset
 from workflows.label_dataset import LabelDataset
 from workflows.review_frontier import ReviewFrontier
 from workflows.review_item import ReviewItem
+from workflows.verify_labels import VerifyLabels
 
 log = logging.getLogger("labelfabric.worker")
 
-WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset, ReviewFrontier)
+WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset, ReviewFrontier, VerifyLabels)
 
 
 async def connect(settings: Settings) -> Client:
@@ -61,6 +63,7 @@ class Runtime:
     labeling: LabelingActivities
     snapshots: SnapshotActivities
     reviews: ReviewActivities
+    verify: VerifyActivities
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -74,6 +77,7 @@ class Runtime:
             self.reviews.top_up_reviews,
             self.reviews.record_review,
             self.reviews.close_review,
+            self.verify.verify_labels,
         ]
 
     async def close(self) -> None:
@@ -125,9 +129,17 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         snapshot_debounce_s=settings.snapshot_debounce_s,
         anchor=anchor,
     )
+    verify = VerifyActivities(
+        engine=engine, client=client, task_queue=settings.task_queue, tasks=tasks
+    )
     await labeling.warm()
     return Runtime(
-        engine=engine, jobs=jobs, labeling=labeling, snapshots=snapshots, reviews=reviews
+        engine=engine,
+        jobs=jobs,
+        labeling=labeling,
+        snapshots=snapshots,
+        reviews=reviews,
+        verify=verify,
     )
 
 

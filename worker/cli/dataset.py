@@ -1,5 +1,5 @@
 """`labelfabric dataset …`: list, versions, show, diff, rollback, export, check, holdout,
-import.
+import, verify.
 
 `NAME@V` resolves through the catalog to the S3 object version ids of that snapshot's data
 and manifest, so a training run can pin exactly what it used. Every export re-hashes the
@@ -18,12 +18,15 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
+
+if TYPE_CHECKING:
+    pass
 
 app = group("Dataset versions (snapshots) and exports.")
 
@@ -357,3 +360,18 @@ def import_(
         return
     new = await_version(settings, dataset, latest, timeout)
     console.print(f"{dataset}@{new.version}: {new.item_count} items")
+
+
+@app.command("verify")
+def dataset_verify(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose current labels are checked.")],
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Out-of-fold model folds.")] = 5,
+) -> None:
+    """Flag likely wrong current labels (confident learning) and send each to review once."""
+
+    import asyncio
+
+    from worker.cli.dataset_io import verify
+    from worker.settings import Settings
+
+    asyncio.run(verify(Settings(), dataset, folds))

@@ -198,3 +198,41 @@ async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, st
 
     async with engine.connect() as conn:
         return dict(await db.votes_by_item(conn, keys))
+
+
+async def verify(settings: Settings, dataset: str, folds: int) -> None:
+    """Run a VerifyLabels workflow and say what it flagged and sent to review."""
+    from rich.markup import escape
+    from temporalio.client import Client, WorkflowFailureError
+
+    from activities import ids
+    from activities.payloads import DATA_CONVERTER, VerifyInput, VerifyResult
+
+    try:
+        client = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=DATA_CONVERTER,
+        )
+    except Exception as err:
+        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    workflow_id = ids.verify_workflow_id(dataset, time.strftime("%Y%m%dT%H%M%S"))
+    with console.status(f"{workflow_id}: fitting out-of-fold models on the current labels…"):
+        try:
+            result = await client.execute_workflow(
+                ids.VERIFY_WORKFLOW,
+                VerifyInput(dataset=dataset, folds=folds),
+                id=workflow_id,
+                task_queue=settings.task_queue,
+                result_type=VerifyResult,
+            )
+        except WorkflowFailureError as err:
+            cause = err.cause
+            raise fail(escape(f"{workflow_id} failed: {getattr(cause, 'message', cause)}")) from err
+    if result.note:
+        console.print(f"{dataset}: {escape(result.note)}")
+        return
+    console.print(
+        f"{dataset}: {result.checked} current labels checked, {result.flagged} likely wrong; "
+        f"{result.new} not flagged before, {result.queued} sent to review (rule label_issue)"
+    )
