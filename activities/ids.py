@@ -27,6 +27,7 @@ REVIEW_ITEM_WORKFLOW = "ReviewItem"  # one item's human review: review:DATASET:I
 DATASET_WORKFLOW = "Dataset"  # the dataset's single writer of reviewed labels: dataset:DATASET
 FRONTIER_WORKFLOW = "ReviewFrontier"  # opens a dataset's waiting reviews: frontier:DATASET
 VERIFY_WORKFLOW = "VerifyLabels"  # flags likely wrong labels for review: verify:DATASET:RUN
+RETRAIN_WORKFLOW = "Retrain"  # retrains a task's agents on reviewers' labels: retrain:TASK
 DEFAULT_TASK_QUEUE = "labeling"
 
 
@@ -44,6 +45,10 @@ def frontier_workflow_id(dataset: str) -> str:
 
 def verify_workflow_id(dataset: str, run: str) -> str:
     return f"verify:{dataset}:{run}"
+
+
+def retrain_workflow_id(task: str) -> str:
+    return f"retrain:{task}"
 
 
 def dataset_workflow_id(dataset: str) -> str:

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import ids
 from activities.anchor import no_anchor
+from activities.artifacts import ArtifactStore
 from activities.errors import policy_changed
 from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import DawidSkene
@@ -61,6 +62,8 @@ class LabelingActivities:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reliabilities: dict[str, DawidSkene] = field(default_factory=dict)  # by model version
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
+    # Promoted agent versions (retrained on reviewers' labels), from S3; None: seed-trained.
+    artifacts: ArtifactStore | None = None
 
     async def warm(self) -> None:
         """Build every known task's agents now, at worker start, not in a job's first chunk.
@@ -95,6 +98,8 @@ class LabelingActivities:
     async def _load(self, inp: ChunkInput) -> tuple[TaskSpec, list[Agent], Policy]:
         async with self._lock:  # a model trains once per process, not once per chunk
             task, agents = await self._build(inp.task, inp.agents)
+            if self.artifacts is not None:
+                agents = await self.artifacts.for_job(self.engine, task, agents, inp.job_id)
         # Compiled once per worker, but the file's bytes are read and checked every chunk.
         try:
             policy = self.policies.resolve(f"{inp.policy.id}@{inp.policy.version}")

@@ -413,6 +413,57 @@ class VerifyResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetrainInput:
+    """The Retrain workflow of one task (`retrain:{task}`)."""
+
+    task: str
+    every: int = 0  # retrain after this many new human labels (0: only when asked)
+    pending: int = 0  # carried across continue-as-new: labels added since the last round
+    requested: bool = False  # carried: a request not yet served
+    rounds: int = 0  # carried: rounds run before this run
+    max_rounds_per_run: int = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainRequest:
+    task: str
+    reason: str  # what started the round: "asked" or "N new human labels"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentOutcome:
+    """One trainable agent after a round: the candidate version and the gate's verdict."""
+
+    agent: str
+    version: str
+    state: str  # promoted | refused | unchanged (the same version as in use)
+    rule: str  # the gate rule that decided ("" when unchanged)
+    candidate_accuracy: float
+    incumbent_accuracy: float
+    items: int  # held-out human labels scored
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainResult:
+    task: str
+    examples: int = 0  # human labels trained on
+    agents: list[AgentOutcome] = field(default_factory=list)
+    note: str = ""  # why nothing was trained, when so
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainStatus:
+    """What the `status` query of a Retrain workflow says."""
+
+    task: str
+    rounds: int  # rounds finished by this workflow (across continue-as-new)
+    pending: int  # human labels added since the last round
+    every: int
+    running: bool = False  # a round is under way
+    last: RetrainResult | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class TopUpInput:
     dataset: str
 

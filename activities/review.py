@@ -40,6 +40,7 @@ from activities.payloads import (
     PolicyRefPayload,
     RecordReviewInput,
     RecordReviewResult,
+    RetrainInput,
     ReviewerGrant,
     ReviewItemInput,
     ReviewRulesPayload,
@@ -252,6 +253,24 @@ class ReviewActivities:
             gold_label=row.gold_label,
         )
 
+    async def _tell_learning(self, dataset: str) -> None:
+        """One more human label for the task's Retrain workflow, if it learns (`learn.every`)."""
+        async with self.engine.connect() as conn:
+            task_name = await db.dataset_task(conn, dataset)
+        try:
+            task = self.tasks.get(task_name or "")
+        except TaskError:
+            return  # the label is recorded; a task gone since cannot learn from it
+        if task.learn_every <= 0:
+            return
+        await self.client.start_workflow(
+            ids.RETRAIN_WORKFLOW,
+            RetrainInput(task=task.name, every=task.learn_every),
+            id=ids.retrain_workflow_id(task.name),
+            task_queue=self.task_queue,
+            start_signal="labels_added",
+        )
+
     async def _wake_frontier(self, dataset: str) -> None:
         """Signal (starting it if need be) the dataset's frontier: there may be room or work."""
         await self.client.start_workflow(
@@ -357,6 +376,7 @@ class ReviewActivities:
         await self.anchor()
         await self._wake_frontier(inp.dataset)  # room for the next waiting item
         if inp.label is not None:
+            await self._tell_learning(inp.dataset)
             await self.client.start_workflow(
                 ids.DATASET_WORKFLOW,
                 DatasetInput(name=inp.dataset, debounce_s=self.snapshot_debounce_s),

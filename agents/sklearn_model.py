@@ -199,6 +199,15 @@ def trained_artifact(
     return fitted, version, artifact
 
 
+def evict_trained(seed_sha256: str) -> None:
+    """Forget the fitted models trained from a seed with this sha256 (every kind's key holds
+    it fourth): retraining makes many one-off seeds, and a long-lived worker must not keep
+    each fitted model and its pickle for ever. Agents built from them keep working."""
+    with _CACHE_LOCK:
+        for key in [k for k in _CACHE if len(k) > 3 and k[3] == seed_sha256]:
+            del _CACHE[key]
+
+
 def read_artifact(path: Path, expected: type[T], what: str) -> tuple[T, str]:
     """(model, version) from a pickle `trained_artifact` wrote; the version is re-derived from
     its bytes. Pickles run code when loaded: only ever pass this module's own artifacts."""

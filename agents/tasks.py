@@ -95,6 +95,7 @@ _TASK_KEYS = (
     "gold_fraction",
     "gate",
     "leakage",
+    "learn",
     "agents",
 )
 # Names end up in file names (model artifacts) and CLI arguments: keep them plain.
@@ -130,6 +131,11 @@ class TaskSpec:
     # held-out set: "quarantine" refuses that record (kept, with the reason), "refuse" fails
     # the whole ingest naming the line.
     leakage: str = "quarantine"
+    # Learning from reviewers (`learn:`): retrain the trainable agents on the seed plus the
+    # accepted human labels after this many new ones (0 = only `labelfabric agent retrain`),
+    # promoting a new version only if the gate policy `learn_gate` passes.
+    learn_every: int = 0
+    learn_gate: str = "promote_default"
 
     @property
     def agent_names(self) -> tuple[str, ...]:
@@ -336,6 +342,7 @@ def parse_task(path: Path, data: bytes) -> TaskSpec:
     if leakage not in ("quarantine", "refuse"):
         raise TaskError(f"{path}: field 'leakage' must be quarantine or refuse")
 
+    learn_every, learn_gate = _parse_learn(path, raw.get("learn"))
     agents = _parse_agents(path, raw.get("agents"), tuple(labels), modality)
     return TaskSpec(
         name=name,
@@ -350,7 +357,22 @@ def parse_task(path: Path, data: bytes) -> TaskSpec:
         aggregator=aggregator,
         gate=gate,
         leakage=leakage,
+        learn_every=learn_every,
+        learn_gate=learn_gate,
     )
+
+
+def _parse_learn(path: Path, raw: object) -> tuple[int, str]:
+    if raw is None:
+        return 0, "promote_default"
+    if not isinstance(raw, dict) or set(raw) - {"every", "gate"}:
+        raise TaskError(f"{path}: field 'learn' must be a mapping with 'every' and 'gate'")
+    every, gate = raw.get("every", 0), raw.get("gate", "promote_default")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise TaskError(f"{path}: field 'learn.every' must be an integer >= 0 (0 = on demand)")
+    if not isinstance(gate, str) or not _NAME_RE.fullmatch(gate):
+        raise TaskError(f"{path}: field 'learn.gate' must be a policy id")
+    return every, gate
 
 
 def _parse_agents(

@@ -15,6 +15,7 @@ statements live by domain:
 - `catalog.reviews`: items routed to people, review tasks, reviews;
 - `catalog.frontier`: the review frontier (queued review tasks, at most `open_limit` open);
 - `catalog.label_issues`: labels confident learning flagged, and the reviews they queue;
+- `catalog.agent_versions`: agents retrained on reviewers' labels, promoted or refused;
 - `catalog.gold`: gold labels;
 - `catalog.reliability`: fitted agent-reliability models and what they are scored on;
 - `catalog.policies`: policy activations and rollbacks (`activate`, `rollback_versions`:
@@ -29,12 +30,24 @@ statements live by domain:
 
 from __future__ import annotations
 
+from catalog.agent_versions import (
+    PROMOTED,
+    REFUSED,
+    AgentVersionRow,
+    agent_versions,
+    human_examples,
+    job_started_at,
+    learned_from,
+    promoted_versions,
+    record_agent_version,
+)
 from catalog.auditlog import AUDIT_LOCK, GENESIS_HASH, append_audit, audit_head, event_hash
 from catalog.datasets import Restored, restore_labels
 from catalog.engine import (
     BATCH_ROWS,
     MIGRATIONS,
     T_ACTIVATION,
+    T_AGENT_VERSION,
     T_AUDIT,
     T_DECISION,
     T_GOLD,
@@ -155,6 +168,7 @@ __all__ = [
     "BATCH_ROWS",
     "MIGRATIONS",
     "T_ACTIVATION",
+    "T_AGENT_VERSION",
     "T_AUDIT",
     "T_DECISION",
     "T_GOLD",
@@ -234,6 +248,16 @@ __all__ = [
     "frontier_counts",
     "frontier_policy",
     "mark_frontier_open",
+    # agent versions
+    "PROMOTED",
+    "REFUSED",
+    "AgentVersionRow",
+    "agent_versions",
+    "human_examples",
+    "job_started_at",
+    "learned_from",
+    "promoted_versions",
+    "record_agent_version",
     # label issues
     "LABEL_ISSUE_RULE",
     "CurrentLabel",

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from catalog.models import (
     AgentReliability,
+    AgentVersion,
     AuditEvent,
     DatasetHeldout,
     Decision,
@@ -47,6 +48,7 @@ T_VOTE = Vote.__table__  # type: ignore[attr-defined]
 T_DECISION = Decision.__table__  # type: ignore[attr-defined]
 T_LABEL = Label.__table__  # type: ignore[attr-defined]
 T_LABEL_ISSUE = LabelIssue.__table__  # type: ignore[attr-defined]
+T_AGENT_VERSION = AgentVersion.__table__  # type: ignore[attr-defined]
 T_SNAPSHOT = Snapshot.__table__  # type: ignore[attr-defined]
 T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 T_REVIEW = Review.__table__  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ EXPORT = "export"
 POLICY_SHADOW_ATTACHED = "policy_shadow_attached"
 POLICY_SHADOW_DETACHED = "policy_shadow_detached"
 LABEL_ISSUES = "label_issues"
+AGENT_PROMOTED = "agent_promoted"
+AGENT_REFUSED = "agent_refused"
 
 
 def job_finished(status: str) -> str:

@@ -148,6 +148,25 @@ class LabelIssue(SQLModel, table=True):
     flagged_at: datetime = _ts(nullable=False)
 
 
+class AgentVersion(SQLModel, table=True):
+    """An agent version retrained on reviewers' labels, and whether the gate promoted it."""
+
+    __tablename__ = "agent_version"
+    __table_args__ = (Index("ix_agent_version_promoted", "task", "agent", "state"),)
+    task: str = Field(primary_key=True)
+    agent: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)  # the artifact's content hash
+    kind: str
+    state: str  # promoted | refused
+    s3_key: str
+    s3_version_id: str
+    # What it learned from: the seed's sha256, the human labels (count, sha256 of their ids).
+    trained_on: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    gate: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # policy, rule, metrics
+    retrain_id: str  # the Retrain run that made it
+    decided_at: datetime = _ts(nullable=False)
+
+
 class Snapshot(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("dataset", "job_id"),)
     dataset: str = Field(primary_key=True)

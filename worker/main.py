@@ -20,9 +20,11 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Worker
 
 from activities.anchor import AuditAnchor
+from activities.artifacts import ArtifactStore
 from activities.errors import ClassifyErrors
 from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
+from activities.learning import LearningActivities
 from activities.payloads import DATA_CONVERTER
 from activities.review import ReviewActivities
 from activities.s3 import ensure_versioned_bucket, make_s3_client
@@ -36,13 +38,21 @@ from worker.stack import prepare_catalog, s3_target
 from worker.telemetry import setup_tracing
 from workflows.dataset import Dataset
 from workflows.label_dataset import LabelDataset
+from workflows.retrain import Retrain
 from workflows.review_frontier import ReviewFrontier
 from workflows.review_item import ReviewItem
 from workflows.verify_labels import VerifyLabels
 
 log = logging.getLogger("labelfabric.worker")
 
-WORKFLOWS: Sequence[type] = (LabelDataset, ReviewItem, Dataset, ReviewFrontier, VerifyLabels)
+WORKFLOWS: Sequence[type] = (
+    LabelDataset,
+    ReviewItem,
+    Dataset,
+    ReviewFrontier,
+    VerifyLabels,
+    Retrain,
+)
 
 
 async def connect(settings: Settings) -> Client:
@@ -64,6 +74,7 @@ class Runtime:
     snapshots: SnapshotActivities
     reviews: ReviewActivities
     verify: VerifyActivities
+    learning: LearningActivities
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -78,6 +89,7 @@ class Runtime:
             self.reviews.record_review,
             self.reviews.close_review,
             self.verify.verify_labels,
+            self.learning.retrain_agents,
         ]
 
     async def close(self) -> None:
@@ -104,11 +116,24 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         source_roots=settings.allowed_source_roots,
         anchor=anchor,
     )
+    # Promoted agent versions (retrained on reviewers' labels), fetched from S3 by version.
+    artifacts = ArtifactStore(s3=s3, bucket=settings.s3_bucket, models_dir=settings.models_dir)
     labeling = LabelingActivities(
         engine=engine,
         tasks=tasks,
         policies=policies,
         models_dir=settings.models_dir,
+        anchor=anchor,
+        artifacts=artifacts,
+    )
+    learning = LearningActivities(
+        engine=engine,
+        s3=s3,
+        bucket=settings.s3_bucket,
+        tasks=tasks,
+        policies=policies,
+        models_dir=settings.models_dir,
+        artifacts=artifacts,
         anchor=anchor,
     )
     snapshots = SnapshotActivities(
@@ -140,6 +165,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         snapshots=snapshots,
         reviews=reviews,
         verify=verify,
+        learning=learning,
     )
 
 

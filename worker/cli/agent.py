@@ -267,3 +267,90 @@ async def _train(settings: Settings, task_name: str) -> None:
             where = f"s3://{settings.s3_bucket}/{key} (S3 version {version_id[:12]})"
         table.add_row(agent.name, agent_spec.kind, agent.version, where)
     console.print(table)
+
+
+@app.command("retrain")
+def agent_retrain(
+    task: Annotated[str, typer.Option(help="Retrain this task's trainable agents.")],
+    wait: Annotated[bool, typer.Option(help="Wait for the round and show the verdicts.")] = True,
+) -> None:
+    """Retrain the task's trainable agents on their seed plus the accepted human labels; each
+    new version is promoted only if the task's gate policy (learn.gate) passes."""
+
+    import asyncio
+
+    from worker.settings import Settings
+
+    asyncio.run(_retrain(Settings(), task, wait))
+
+
+async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
+    import asyncio
+
+    from rich.markup import escape
+    from rich.table import Table
+    from temporalio.client import Client
+    from temporalio.service import RPCError
+
+    from activities import ids
+    from activities.payloads import RetrainInput, RetrainStatus
+    from agents.tasks import TaskError, load_task
+
+    try:
+        spec = load_task(settings.tasks_dir, task_name)
+    except TaskError as err:
+        raise fail(escape(str(err))) from err
+    try:
+        client = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
+    except Exception as err:
+        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    workflow_id = ids.retrain_workflow_id(spec.name)
+    handle = client.get_workflow_handle(workflow_id)
+
+    async def status() -> RetrainStatus | None:
+        try:
+            return await handle.query("status", result_type=RetrainStatus)
+        except RPCError:
+            return None  # not started yet
+
+    before = await status()
+    # A round under way when we ask does not include our request: wait for the one after.
+    target = before.rounds + (1 if before.running else 0) if before else 0
+    await client.start_workflow(
+        ids.RETRAIN_WORKFLOW,
+        RetrainInput(task=spec.name, every=spec.learn_every),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        start_signal="retrain",
+    )
+    if not wait:
+        console.print(f"asked {workflow_id} for a round: `labelfabric agent retrain` shows it")
+        return
+    with console.status(f"{workflow_id}: retraining on the human labels…"):
+        for _ in range(3600):
+            now = await status()
+            if now is not None and now.rounds > target and now.last is not None:
+                break
+            await asyncio.sleep(1)
+        else:
+            raise fail(f"{workflow_id} did not finish a round within an hour; is a worker up?")
+    result = now.last
+    if result.note:
+        console.print(f"{spec.name}: {escape(result.note)}")
+        return
+    table = Table(title=f"retrain {spec.name} on {result.examples} human labels")
+    for col in ("agent", "version", "verdict", "rule", "new", "in use", "held-out"):
+        table.add_column(col, no_wrap=True)
+    for a in result.agents:
+        table.add_row(
+            a.agent,
+            a.version,
+            a.state,
+            a.rule or "-",
+            f"{a.candidate_accuracy:.1%}",
+            f"{a.incumbent_accuracy:.1%}",
+            str(a.items),
+        )
+    console.print(table)

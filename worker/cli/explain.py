@@ -43,7 +43,7 @@ def explain(
 
 
 async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any]:
-    from catalog import datasets
+    from catalog import datasets, db
 
     found = await datasets.item_datasets(conn, prefix)
     if dataset is not None:
@@ -60,12 +60,14 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
     name, item_id = found[0]
     h = await datasets.item_history(conn, name, item_id)
     item = h["item"]
+    learned = await db.learned_from(conn, {(v.agent, v.agent_version) for v in h["votes"]})
     votes_by_job: dict[str, list[dict[str, Any]]] = {}
     for v in h["votes"]:
         votes_by_job.setdefault(v.job_id, []).append(
             {"agent": v.agent, "version": v.agent_version, "label": v.label,
              "confidence": v.confidence, "rationale": v.rationale, "latency_ms": v.latency_ms,
-             "input_sha256": v.input_sha256}
+             "input_sha256": v.input_sha256,
+             "learned": learned.get((v.agent, v.agent_version))}
         )  # fmt: skip
     return {
         "dataset": name,
@@ -178,8 +180,14 @@ def _tree(r: dict[str, Any]) -> Tree:
         node = root.add(f"job {escape(d['job_id'])} at {d['decided_at']:%Y-%m-%d %H:%M:%S}")
         votes = node.add("votes")
         for v in d["votes"]:
-            votes.add(escape(f"{v['agent']}@{v['version'][:12]}: {v['label'] or 'abstained'} "
-                             f"({v['confidence']:.2f}) {v['rationale'][:80]}"))  # fmt: skip
+            vote = votes.add(escape(f"{v['agent']}@{v['version'][:12]}: "
+                                    f"{v['label'] or 'abstained'} ({v['confidence']:.2f}) "
+                                    f"{v['rationale'][:80]}"))  # fmt: skip
+            if v.get("learned"):
+                on, gate = v["learned"]["trained_on"], v["learned"]["gate"]
+                vote.add(escape(f"retrained on {on['seed']} + {on['human_labels']} human "
+                                f"labels; {v['learned']['state']} by {gate['policy']}@"
+                                f"{gate['version']} rule {gate['rule']}"))  # fmt: skip
         node.add(escape(f"{d['aggregator']}: {d['ensemble_label'] or '-'} "
                         f"(confidence {d['ensemble_confidence']:.3f})"))  # fmt: skip
         node.add(escape(f"policy {p['id']}@{p['version']} ({p['sha256'][:12]}), rule "
