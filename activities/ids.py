@@ -77,6 +77,7 @@ SEARCH_ATTRIBUTES = {
 # --- review states (the ReviewState search attribute) -----------------------------------------
 AWAITING = "awaiting"
 ESCALATED = "escalated"
+SUPERSEDED = "superseded"  # a re-score auto-accepted the item while it waited for people
 OPEN_REVIEW_STATES = (AWAITING, ESCALATED)
 OPEN_REVIEWS_QUERY = (
     f'WorkflowType = "{REVIEW_ITEM_WORKFLOW}" AND '

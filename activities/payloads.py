@@ -444,11 +444,30 @@ class AgentOutcome:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RescoreInput:
+    """Re-score a task's backlog with its newest promoted agents and the active policy."""
+
+    task: str
+    key: str  # the round that promoted: re-score job ids are made from it (once per round)
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RescoreResult:
+    task: str
+    datasets: int = 0
+    items: int = 0  # backlog items re-scored
+    accepted: int = 0  # now auto-accepted: labeled by the new agents
+    superseded: int = 0  # of those, open ReviewItem workflows closed as superseded
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetrainResult:
     task: str
     examples: int = 0  # human labels trained on
     agents: list[AgentOutcome] = field(default_factory=list)
     note: str = ""  # why nothing was trained, when so
+    rescore: RescoreResult | None = None  # after a promotion
 
 
 @dataclass(frozen=True, kw_only=True)

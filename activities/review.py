@@ -343,6 +343,13 @@ class ReviewActivities:
         await self.anchor()
         return RecordReviewResult(accepted=inp.accepted, reason=inp.reason)
 
+    @activity.defn(name="review_superseded")
+    async def review_superseded(self, workflow_id: str) -> bool:
+        """Whether a re-score closed this review as superseded: what a ReviewItem checks before
+        it believes a `supersede` signal (anyone who can reach Temporal can send one)."""
+        async with self.engine.connect() as conn:
+            return await db.review_superseded(conn, workflow_id)
+
     @activity.defn(name="close_review")
     async def close_review(self, inp: CloseReviewInput) -> None:
         """Write the agreed label (or the expiry outcome) and tell the Dataset workflow."""

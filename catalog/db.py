@@ -16,6 +16,7 @@ statements live by domain:
 - `catalog.frontier`: the review frontier (queued review tasks, at most `open_limit` open);
 - `catalog.label_issues`: labels confident learning flagged, and the reviews they queue;
 - `catalog.agent_versions`: agents retrained on reviewers' labels, promoted or refused;
+- `catalog.rescore`: the backlog a re-score reads and the reviews it supersedes;
 - `catalog.gold`: gold labels;
 - `catalog.reliability`: fitted agent-reliability models and what they are scored on;
 - `catalog.policies`: policy activations and rollbacks (`activate`, `rollback_versions`:
@@ -121,6 +122,15 @@ from catalog.reliability import (
     record_reliability,
     reliability,
     store_reliability,
+)
+from catalog.rescore import (
+    SUPERSEDED,
+    BacklogItem,
+    backlog,
+    backlog_datasets,
+    create_rescore_job,
+    review_superseded,
+    supersede_reviews,
 )
 from catalog.reviews import (
     close_review_task,
@@ -234,6 +244,14 @@ __all__ = [
     "ImportCheck",
     "import_check",
     "record_import",
+    # re-scoring
+    "SUPERSEDED",
+    "BacklogItem",
+    "backlog",
+    "backlog_datasets",
+    "create_rescore_job",
+    "review_superseded",
+    "supersede_reviews",
     # human review
     "open_review_tasks",
     "record_reviews",

@@ -21,6 +21,7 @@ POLICY_SHADOW_DETACHED = "policy_shadow_detached"
 LABEL_ISSUES = "label_issues"
 AGENT_PROMOTED = "agent_promoted"
 AGENT_REFUSED = "agent_refused"
+REVIEWS_SUPERSEDED = "reviews_superseded"
 
 
 def job_finished(status: str) -> str:

@@ -26,6 +26,7 @@ from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
 from activities.learning import LearningActivities
 from activities.payloads import DATA_CONVERTER
+from activities.rescore import RescoreActivities
 from activities.review import ReviewActivities
 from activities.s3 import ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
@@ -75,6 +76,7 @@ class Runtime:
     reviews: ReviewActivities
     verify: VerifyActivities
     learning: LearningActivities
+    rescore: RescoreActivities
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -88,8 +90,10 @@ class Runtime:
             self.reviews.top_up_reviews,
             self.reviews.record_review,
             self.reviews.close_review,
+            self.reviews.review_superseded,
             self.verify.verify_labels,
             self.learning.retrain_agents,
+            self.rescore.rescore_backlog,
         ]
 
     async def close(self) -> None:
@@ -154,6 +158,14 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         snapshot_debounce_s=settings.snapshot_debounce_s,
         anchor=anchor,
     )
+    rescore = RescoreActivities(
+        engine=engine,
+        client=client,
+        task_queue=settings.task_queue,
+        labeling=labeling,
+        tasks=tasks,
+        policies=policies,
+    )
     verify = VerifyActivities(
         engine=engine, client=client, task_queue=settings.task_queue, tasks=tasks
     )
@@ -166,6 +178,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         reviews=reviews,
         verify=verify,
         learning=learning,
+        rescore=rescore,
     )
 
 

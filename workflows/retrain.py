@@ -4,8 +4,10 @@
 a task with `learn.every`) counts new human labels; after `every` of them, or on `retrain`
 (`labelfabric agent retrain`), it runs one `retrain_agents` round: each trainable agent
 retrained on its seed plus the accepted human labels, promoted only if the task's gate policy
-passes. Requests that arrive during a round coalesce into one more. It continues as new well
-before Temporal's per-run limits, carrying the count and any request not yet served.
+passes. After a promotion it re-scores the task's backlog (`rescore_backlog`): items the
+active policy now auto-accepts are labeled and their reviews superseded. Requests that
+arrive during a round coalesce into one more. It continues as new well before Temporal's
+per-run limits, carrying the count and any request not yet served.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities import ids
     from activities.learning import LearningActivities
-    from activities.payloads import RetrainInput, RetrainRequest, RetrainResult, RetrainStatus
+    from activities.payloads import (
+        RescoreInput,
+        RescoreResult,
+        RetrainInput,
+        RetrainRequest,
+        RetrainResult,
+        RetrainStatus,
+    )
+    from activities.rescore import RescoreActivities
 
 from workflows.retry import TRANSIENT
 
@@ -62,6 +72,20 @@ class Retrain:
     def _due(self) -> bool:
         return self._requested or (self._every > 0 and self._pending >= self._every)
 
+    async def _rescore(self, inp: RetrainInput, reason: str) -> RescoreResult:
+        """After a promotion: the backlog through the new agents, once per round."""
+        return await workflow.execute_activity_method(
+            RescoreActivities.rescore_backlog,
+            RescoreInput(
+                task=inp.task,
+                key=f"{workflow.info().run_id[:8]}-{self._rounds + 1}",
+                reason=f"agents promoted, {reason}",
+            ),
+            start_to_close_timeout=timedelta(hours=2),
+            heartbeat_timeout=timedelta(minutes=5),
+            retry_policy=TRANSIENT,
+        )
+
     @workflow.run
     async def run(self, inp: RetrainInput) -> None:
         self._task, self._every = inp.task, max(0, inp.every)
@@ -83,11 +107,15 @@ class Retrain:
                     heartbeat_timeout=timedelta(minutes=5),
                     retry_policy=TRANSIENT,
                 )
+                if any(a.state == "promoted" for a in self._last.agents):
+                    self._last = replace(self._last, rescore=await self._rescore(inp, reason))
             except ActivityError as err:
-                # Nothing was promoted by the failed round; the next request tries again.
+                # Nothing was promoted by the failed round (or the re-score failed after its
+                # retries; the promotion stands); the next request tries again.
                 message = getattr(err.cause, "message", str(err.cause or err))
                 workflow.logger.error("retrain of %s failed: %s", inp.task, message)
-                self._last = RetrainResult(task=inp.task, note=f"round failed: {message}")
+                last = self._last or RetrainResult(task=inp.task)
+                self._last = replace(last, note=f"round failed: {message}")
             self._running = False
             self._rounds += 1
             if workflow.info().is_continue_as_new_suggested():

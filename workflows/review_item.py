@@ -53,6 +53,8 @@ class ReviewItem:
         self._label: str | None = None
         self._signals = 0
         self._can_refused = False  # replaying a history from before continue-as-new existed
+        self._supersede_asked = False  # a `supersede` signal not yet checked
+        self._superseded = False  # a re-score auto-accepted the item: no review needed
 
     @workflow.run
     async def run(self, inp: ReviewItemInput) -> ReviewStateView:
@@ -60,11 +62,15 @@ class ReviewItem:
             decided = False
             if self._state == "awaiting":
                 decided = await self._wait(inp.rules.timeout_s)
-                if not decided and inp.rules.escalate_to:
+                if not decided and inp.rules.escalate_to and not self._superseded:
                     self._set_state("escalated")
                     self._deadline = None
-            if self._state == "escalated":
+            if self._state == "escalated" and not self._superseded:
                 decided = await self._wait(inp.rules.escalation_timeout_s)
+            if self._superseded:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                self._set_state(ids.SUPERSEDED)
+                return self.state()
             # Let in-flight handlers finish recording before the item closes.
             await workflow.wait_condition(workflow.all_handlers_finished)
             # A review the catalog refused (roster revoked) after waking us reopens the wait.
@@ -107,6 +113,11 @@ class ReviewItem:
         if reason:
             raise ValueError(reason)
 
+    @workflow.signal(name="supersede")
+    def supersede(self) -> None:
+        """A re-score auto-accepted the item; believed only once the catalog says so."""
+        self._supersede_asked = True
+
     @workflow.signal(name="submit_review")
     async def submit_review_signal(self, raw: RawValue) -> None:
         decoded = steps.decode(raw)
@@ -133,7 +144,8 @@ class ReviewItem:
             workflow.logger.warning("refused signal not recorded: %s", steps.cause(err))
 
     def _refusal(self, sub: ReviewSubmission) -> str:
-        closed = self._label is not None or self._state in ("done", "expired", "errored")
+        closed = self._label is not None or self._superseded
+        closed = closed or self._state in ("done", "expired", "errored", ids.SUPERSEDED)
         return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._book.reviews)
 
     async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
@@ -172,11 +184,16 @@ class ReviewItem:
                 return False
             try:
                 await workflow.wait_condition(
-                    lambda: self._label is not None or self._too_long(),
+                    lambda: self._label is not None or self._too_long() or self._supersede_asked,
                     timeout=timedelta(seconds=left),
                 )
             except TimeoutError:
                 return self._label is not None
+            if self._supersede_asked and self._label is None:
+                self._supersede_asked = False
+                if await steps.superseded(self._inp):
+                    self._superseded = True
+                    return False
             if self._label is None and self._too_long():
                 if not workflow.patched(CAN_PATCH):
                     self._can_refused = True

@@ -88,6 +88,16 @@ async def close(
     )
 
 
+async def superseded(inp: ReviewItemInput) -> bool:
+    """Whether the catalog says a re-score superseded this review (see `review_superseded`)."""
+    return await workflow.execute_activity_method(
+        ReviewActivities.review_superseded,
+        workflow.info().workflow_id,
+        start_to_close_timeout=SHORT,
+        retry_policy=TRANSIENT,
+    )
+
+
 def cause(err: ActivityError) -> str:
     """What went wrong in an activity, as its own message."""
     failure = err.cause or err

@@ -22,6 +22,7 @@ from activities.payloads import (
     RetrainInput,
     RetrainResult,
     RetrainStatus,
+    ReviewStateView,
 )
 from catalog import db
 from tests.helpers import ThreadWorker, cli, write_jsonl
@@ -201,3 +202,103 @@ async def test_a_refused_promotion_changes_nothing(
     _, later = await labeled_dataset(env, stack, runtime, task, gold_rows[300:350], tmp_path)
     assert await votes_by_version(runtime, later.job_id) == seed_version
     shutil.rmtree(stack.policies_dir / gate)
+
+
+async def test_a_promotion_rescores_the_backlog_and_supersedes_open_reviews_once(
+    env: WorkflowEnvironment,
+    worker: ThreadWorker,
+    stack: Settings,
+    runtime: Runtime,
+    gold_rows: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    task = learning_task(stack)
+    # A dataset waiting for people (most items routed to review), and one people labeled.
+    waiting = f"wait{uuid.uuid4().hex[:6]}"
+    source = write_jsonl(tmp_path / "w.jsonl", [r["text"] for r in gold_rows[1300:1600]])
+    job = await env.client.execute_workflow(
+        ids.LABEL_DATASET_WORKFLOW,
+        LabelDatasetInput(dataset=waiting, source=str(source), task=task),
+        id=ids.label_workflow_id(waiting, "j1"),
+        task_queue=stack.task_queue,
+        result_type=LabelDatasetResult,
+    )
+    assert job.counts.human_review > 100
+    labeled, _ = await labeled_dataset(env, stack, runtime, task, gold_rows[:1200], tmp_path)
+    # A hostile `supersede` on a review no re-score closes (its item has a human label, which
+    # agents never overwrite) changes nothing: the item checks the catalog and keeps waiting.
+    [(bystander,)] = await rows(
+        runtime,
+        "SELECT workflow_id FROM review_task WHERE dataset = :d AND state = 'awaiting' "
+        "ORDER BY item_id LIMIT 1",
+        d=labeled,
+    )
+    await env.client.get_workflow_handle(str(bystander)).signal("supersede")
+
+    result = await retrain_round(env, stack, task)
+    assert [a.state for a in result.agents] == ["promoted"]
+    rescore = result.rescore
+    assert rescore is not None and rescore.items == job.counts.human_review
+    assert 0 < rescore.accepted <= rescore.items and rescore.superseded > 0
+    [(job_id, source_, status)] = await rows(
+        runtime,
+        "SELECT id, source, status FROM job WHERE dataset = :d AND id LIKE 'rescore:%'",
+        d=waiting,
+    )
+    assert status == "completed" and str(source_).startswith("rescore (agents promoted")
+    closed = await rows(
+        runtime,
+        "SELECT item_id, workflow_id FROM review_task WHERE dataset = :d AND state = 'superseded'",
+        d=waiting,
+    )
+    assert len(closed) == rescore.accepted
+    labels = await rows(
+        runtime,
+        "SELECT count(*) FROM label WHERE dataset = :d AND job_id = :j AND is_current "
+        "AND source = 'agent'",
+        d=waiting,
+        j=job_id,
+    )
+    assert labels == [(rescore.accepted,)]
+    versions = await votes_by_version(runtime, str(job_id))
+    assert versions == {result.agents[0].version}
+    # An open review the re-score closed ends as superseded and refuses a late answer.
+    opened = {str(w) for _, w in closed}
+    running = [
+        w
+        async for w in env.client.list_workflows(
+            f'WorkflowType = "ReviewItem" AND LabelDataset = "{waiting}"'
+        )
+    ]
+    superseded_runs = [w for w in running if w.id in opened]
+    assert len(superseded_runs) >= rescore.superseded
+    final = await asyncio.wait_for(
+        env.client.get_workflow_handle(
+            next(w.id for w in superseded_runs), result_type=ReviewStateView
+        ).result(),
+        60,
+    )
+    assert final.state == "superseded" and final.label is None
+    bystanding = env.client.get_workflow_handle(str(bystander), result_type=ReviewStateView)
+    assert (await bystanding.query("state", result_type=ReviewStateView)).state == "awaiting"
+    history = (await bystanding.fetch_history()).to_json()
+    assert "review_superseded" in history  # it asked the catalog, and was told no
+    # Once: another round on the same labels promotes nothing and re-scores nothing.
+    again = await retrain_round_again(env, task)
+    assert [a.state for a in again.agents] == ["unchanged"] and again.rescore is None
+    count = await rows(
+        runtime, "SELECT count(*) FROM job WHERE dataset = :d AND id LIKE 'rescore:%'", d=waiting
+    )
+    assert count == [(1,)]
+
+
+async def retrain_round_again(env: WorkflowEnvironment, task: str) -> RetrainResult:
+    handle = env.client.get_workflow_handle(ids.retrain_workflow_id(task))
+    before = await handle.query("status", result_type=RetrainStatus)
+    await handle.signal("retrain")
+    for _ in range(600):
+        status = await handle.query("status", result_type=RetrainStatus)
+        if status.rounds > before.rounds and status.last is not None:
+            return status.last
+        await asyncio.sleep(0.2)
+    raise AssertionError("no second round")
