@@ -131,3 +131,50 @@ async def test_a_review_agreed_while_the_history_outgrows_its_limit_closes_the_i
     )
     # The recorded history of this path replays (tests/histories keeps one from a real run).
     await Replayer(workflows=list(WORKFLOWS)).replay_workflow(history)
+
+
+@dataclass
+class FakeCatalog(FakeReviews):
+    """Says an item is superseded only after `superseded` is set."""
+
+    superseded: bool = False
+    asked: int = 0
+
+    @activity.defn(name="review_superseded")
+    async def review_superseded(self, workflow_id: str) -> bool:
+        self.asked += 1
+        return self.superseded
+
+
+async def test_a_supersede_signal_ends_the_item_only_when_the_catalog_agrees(
+    skipping: WorkflowEnvironment,
+) -> None:
+    fakes = FakeCatalog()
+    queue = f"unit-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        skipping.client,
+        task_queue=queue,
+        workflows=list(WORKFLOWS),
+        activities=[fakes.record_review, fakes.close_review, fakes.review_superseded],
+    ):
+        handle = await skipping.client.start_workflow(
+            ids.REVIEW_ITEM_WORKFLOW,
+            review_input(history_limit=2_000),
+            id=ids.review_workflow_id("unit", "cd" * 32),
+            task_queue=queue,
+            result_type=ReviewStateView,
+        )
+        await handle.signal("supersede")  # a hostile one: the catalog says no
+        for _ in range(100):
+            if fakes.asked:
+                break
+            await asyncio.sleep(0.05)
+        assert fakes.asked == 1
+        assert (await handle.query("state", result_type=ReviewStateView)).state == "awaiting"
+        fakes.superseded = True
+        await handle.signal("supersede")
+        final = await handle.result()
+        history = await handle.fetch_history()
+    assert final.state == "superseded" and final.label is None
+    assert fakes.closed == [] and fakes.asked == 2  # the re-score closed it, not the item
+    await Replayer(workflows=list(WORKFLOWS)).replay_workflow(history)
