@@ -78,6 +78,7 @@ class ReviewActivities:
     policies: PolicyStore
     roster_path: Path
     snapshot_debounce_s: float = 0.5
+    simulated_reviewers: bool = False  # the roster's `sim:` reviewers are on duty
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     @activity.defn(name="open_reviews")
@@ -163,7 +164,7 @@ class ReviewActivities:
         if not chosen:
             return 0
         try:
-            roster = load_roster(self.roster_path)
+            roster = load_roster(self.roster_path, simulated=self.simulated_reviewers)
         except TaskError as err:
             raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
         votes: dict[tuple[str, str], list[tuple[str, str, str | None, float, str]]] = {}
@@ -286,7 +287,7 @@ class ReviewActivities:
         if not inp.accepted or not inp.task:
             return ""
         try:
-            roster = load_roster(self.roster_path)
+            roster = load_roster(self.roster_path, simulated=self.simulated_reviewers)
         except TaskError as err:
             raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
         who = inp.submission.reviewer

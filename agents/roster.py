@@ -2,6 +2,11 @@
 
 A ReviewItem workflow receives the roster entries of its task when it starts, so its update
 validator decides deterministically, without I/O; a roster edit applies to items routed after.
+
+Simulated reviewers (`simulated: true`, ids starting `sim:`) answer from a gold file
+(`labelfabric review bot`) to drive the learning loop in benchmarks and tests. They are on the
+roster only where `LABELFABRIC_SIMULATED_REVIEWERS=1` is set (never by `make demo`), and their
+id marks every record they leave: reviews, labels' reviewers, audit events.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class Reviewer:
     tasks: tuple[str, ...]
     clearance: str
     groups: tuple[str, ...]
+    simulated: bool = False
 
 
 def cleared(clearance: str, sensitivity: str) -> bool:
@@ -31,7 +37,11 @@ def cleared(clearance: str, sensitivity: str) -> bool:
     return CLEARANCE.index(clearance) >= CLEARANCE.index(sensitivity)
 
 
-def load_roster(path: Path) -> list[Reviewer]:
+SIMULATED_PREFIX = "sim:"
+
+
+def load_roster(path: Path, *, simulated: bool = False) -> list[Reviewer]:
+    """The roster; simulated reviewers only when `simulated` (the setting) allows them."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as err:
@@ -48,15 +58,22 @@ def load_roster(path: Path) -> list[Reviewer]:
             raise TaskError(f"{where}: each reviewer needs a string 'id'")
         if entry.get("clearance", "normal") not in CLEARANCE:
             raise TaskError(f"{where} ({entry['id']}): clearance must be one of {CLEARANCE}")
+        is_sim = entry.get("simulated", False)
+        if not isinstance(is_sim, bool) or is_sim != entry["id"].startswith(SIMULATED_PREFIX):
+            raise TaskError(
+                f"{where} ({entry['id']}): a simulated reviewer (simulated: true) has an id "
+                f"starting {SIMULATED_PREFIX!r}, and only a simulated one does"
+            )
         roster.append(
             Reviewer(
                 id=entry["id"],
                 tasks=tuple(entry.get("tasks") or ()),
                 clearance=entry.get("clearance", "normal"),
                 groups=tuple(entry.get("groups") or ("primary",)),
+                simulated=is_sim,
             )
         )
     ids = [r.id for r in roster]
     if len(ids) != len(set(ids)):
         raise TaskError(f"{path}: reviewer ids must be unique")
-    return roster
+    return [r for r in roster if simulated or not r.simulated]

@@ -156,6 +156,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         policies=policies,
         roster_path=settings.roster_path,
         snapshot_debounce_s=settings.snapshot_debounce_s,
+        simulated_reviewers=settings.simulated_reviewers,
         anchor=anchor,
     )
     rescore = RescoreActivities(

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     tasks_dir: Path = Field(default=PROJECT_ROOT / "tasks")
     roster_path: Path = Field(default=PROJECT_ROOT / "config" / "roster.yaml")
+    # Put the roster's simulated reviewers (`sim:` ids, `labelfabric review bot`) on duty:
+    # for benchmarks and tests of the learning loop only.
+    simulated_reviewers: bool = False
     # `labelfabric review serve`: the review page.
     review_port: int = 7245
     # Dataset workflow: wait this long after a label change for more before snapshotting.

@@ -77,7 +77,10 @@ async def _reviewers(settings: Settings) -> None:
     from catalog import db
 
     try:
-        roster = {r.id: r for r in load_roster(settings.roster_path)}
+        roster = {
+            r.id: r
+            for r in load_roster(settings.roster_path, simulated=settings.simulated_reviewers)
+        }
     except TaskError as err:
         raise fail(escape(str(err))) from err
     engine = db.make_engine(settings.catalog_url, pool_size=1)
@@ -317,3 +320,49 @@ def review_serve(
     port = port or settings.review_port
     console.print(f"review page: http://{settings.host}:{port}/  (Ctrl-C stops it)")
     serve(settings, port=port, reviewer=reviewer)
+
+
+@app.command("bot")
+def review_bot(
+    gold: Annotated[Path, typer.Option(help="JSONL/CSV with the text and its true label.")],
+    task: Annotated[str, typer.Option(help="The task the gold file is labeled for.")],
+    dataset: Annotated[str, typer.Option(help="Answer this dataset's open reviews.")],
+    reviewer: Annotated[str, typer.Option(help="A simulated roster entry (id sim:…).")] = (
+        "sim:gold"
+    ),
+    rate: Annotated[float, typer.Option(min=0.1, max=1000, help="Answers per second.")] = 10.0,
+    accuracy: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share answered right (by item hash).")
+    ] = 1.0,
+    max_reviews: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after this many answers.")
+    ] = None,
+    idle: Annotated[float, typer.Option(min=0.5, help="Stop after this long idle (s).")] = 10.0,
+    label_field: Annotated[str, typer.Option(help="The gold file's label field.")] = "label",
+) -> None:
+    """A simulated reviewer answering open reviews from a gold file (benchmarks, tests).
+
+    Only where the worker runs with LABELFABRIC_SIMULATED_REVIEWERS=1; never in make demo."""
+
+    import asyncio
+
+    from worker.settings import Settings
+
+    if not reviewer.startswith("sim:"):
+        raise fail(f"--reviewer {reviewer!r}: a simulated reviewer's id starts with 'sim:'")
+    from worker.cli.review_bot import answer_reviews
+
+    asyncio.run(
+        answer_reviews(
+            Settings(),
+            gold,
+            task,
+            dataset,
+            reviewer,
+            rate,
+            accuracy,
+            max_reviews,
+            idle,
+            label_field,
+        )
+    )
