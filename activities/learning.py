@@ -71,7 +71,9 @@ class LearningActivities:
         async with self.engine.connect() as conn:
             rows = await db.human_examples(conn, task.name)
             promoted = await db.promoted_versions(conn, task.name)
-        human = [Example(item_id=r[0], text=r[1], label=r[2]) for r in rows if r[2] in task.labels]
+        rows = [r for r in rows if r[2] in task.labels]
+        human = [Example(item_id=r[0], text=r[1], label=r[2]) for r in rows]
+        label_ids = sorted(r[3] for r in rows if r[3])  # 0: a gold label, not a label row
         if len(human) < MIN_EXAMPLES:
             note = f"{len(human)} human labels: at least {MIN_EXAMPLES} are needed to learn"
             return RetrainResult(task=task.name, examples=len(human), note=note)
@@ -88,8 +90,9 @@ class LearningActivities:
                 continue
             verdict = gate.evaluate(cmp.gate_inputs())
             state = db.PROMOTED if verdict.outcome == GATE_PASS else db.REFUSED
+            learned = _trained_on(task, spec, human, label_ids)
             await self._record(
-                task, spec, candidate, human, cmp, gate.ref, verdict, state, retrain_id
+                task, spec, candidate, learned, cmp, gate.ref, verdict, state, retrain_id
             )
             outcomes.append(_outcome(spec, candidate, state, verdict.rule_id, cmp))
         await self.anchor()
@@ -117,7 +120,7 @@ class LearningActivities:
         task: TaskSpec,
         spec: AgentSpec,
         candidate: Agent,
-        human: list[Example],
+        trained_on: dict[str, Any],
         cmp: Comparison,
         gate_ref: Any,
         verdict: Any,
@@ -132,13 +135,6 @@ class LearningActivities:
             put_once, self.s3, self.bucket, key, blob, writer=f"retrain:{task.name}", sha=sha
         )
         s3_version = existing or resp["VersionId"]
-        ids_sha = hashlib.sha256("\n".join(sorted(ex.item_id for ex in human)).encode())
-        trained_on = {
-            "seed": str(seed_of(task, spec).name),
-            "seed_sha256": hashlib.sha256(seed_of(task, spec).read_bytes()).hexdigest(),
-            "human_labels": len(human),
-            "human_item_ids_sha256": ids_sha.hexdigest(),
-        }
         gate = {
             "policy": gate_ref.id,
             "version": gate_ref.version,
@@ -173,6 +169,24 @@ class LearningActivities:
                     subject=f"agent:{task.name}/{spec.name}@{candidate.version}",
                     payload={"trained_on": trained_on, "gate": gate},
                 )
+
+
+def _trained_on(
+    task: TaskSpec, spec: AgentSpec, human: list[Example], label_ids: list[int]
+) -> dict[str, Any]:
+    """What a version learned from: the seed (by sha256), and the human labels by their label
+    row ids (each names the review or import that made it), the gold labels by count."""
+    seed = seed_of(task, spec)
+    return {
+        "seed": seed.name,
+        "seed_sha256": hashlib.sha256(seed.read_bytes()).hexdigest(),
+        "human_labels": len(human),
+        "label_ids": label_ids,
+        "gold_labels": len(human) - len(label_ids),
+        "item_ids_sha256": hashlib.sha256(
+            "\n".join(sorted(ex.item_id for ex in human)).encode()
+        ).hexdigest(),
+    }
 
 
 def _outcome(

@@ -139,6 +139,7 @@ async def test_a_promoted_version_is_served_to_later_jobs_without_a_restart(
     trained_on, gate = cast(dict[str, Any], row[3]), cast(dict[str, Any], row[4])
     assert state == "promoted" and key == f"models/{task}/tfidf_logreg/{outcome.version}.pkl"
     assert trained_on["human_labels"] == 1200 and trained_on["seed"] == "sentiment_seed.jsonl"
+    assert len(trained_on["label_ids"]) == 1200 and trained_on["gold_labels"] == 0
     assert gate["policy"] == "promote_default" and gate["metrics"]["heldout.items"] == 1200
     body = runtime.labeling.artifacts.s3.get_object(  # type: ignore[union-attr]
         Bucket=stack.s3_bucket, Key=key, VersionId=s3_version
