@@ -66,7 +66,9 @@ async def test_update_labels_the_item_and_a_new_snapshot_version_appears(
     assert labels == [(gold[item], "human", ["alice"], True)]
     reviews = await rows(
         runtime,
-        "SELECT reviewer, label, note, via, accepted FROM review WHERE item_id = :i",
+        "SELECT reviewer, label, note, via, accepted FROM review "
+        "WHERE dataset = :d AND item_id = :i",
+        d=dataset,
         i=item,
     )
     assert reviews == [("alice", gold[item], "clear case", "update", True)]
@@ -136,7 +138,9 @@ async def test_refused_signal_is_recorded_and_the_item_keeps_waiting(
     async def refused() -> list[tuple[object, ...]]:
         return await rows(
             runtime,
-            "SELECT reviewer, accepted, reason FROM review WHERE item_id = :i AND via = 'signal'",
+            "SELECT reviewer, accepted, reason FROM review "
+            "WHERE dataset = :d AND item_id = :i AND via = 'signal'",
+            d=dataset,
             i=item,
         )
 
