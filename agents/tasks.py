@@ -23,7 +23,6 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -199,76 +198,18 @@ def build_agents(task: TaskSpec, names: Sequence[str] | None, *, models_dir: Pat
             if by_name[agent_name] in selected:
                 raise TaskError(f"task '{task.name}': agent '{agent_name}' selected twice")
             selected.append(by_name[agent_name])
+    from agents.building import build_one  # the kinds' modules import this one
+
     built = []
     for spec in selected:
         try:
-            built.append(_build(task, spec, Path(models_dir)))
+            built.append(build_one(task, spec, Path(models_dir)))
         except TaskError:
             raise
         except (ValueError, TypeError, KeyError) as err:
             # A setting of the wrong type or value: the task file's fault, said as such.
             raise TaskError(f"{task.path}: agent '{spec.name}' ({spec.kind}): {err}") from err
     return built
-
-
-def _build(task: TaskSpec, spec: AgentSpec, models_dir: Path) -> Agent:
-    # Model kinds are imported here: scikit-learn is slow to import and only needed to build
-    # such an agent, not to read or validate tasks.
-    cfg = spec.settings
-    seed = task.path.parent / str(cfg.get("seed", ""))
-    if spec.kind == "rules":
-        return RulesAgent(spec.name, task.labels, cfg["rules"], source=task.path)
-    if spec.kind == "sklearn":
-        from agents.sklearn_model import SklearnAgent
-
-        return SklearnAgent.from_seed(spec.name, seed, task.labels, models_dir)
-    if spec.kind == "centroid":
-        from agents.centroid import CentroidAgent
-
-        return CentroidAgent.from_seed(
-            spec.name,
-            seed,
-            task.labels,
-            models_dir,
-            embedding=str(cfg.get("embedding", "tfidf")),
-            k=cfg.get("k", 0),  # validated by the agent (an int, not a bool)
-        )
-    if spec.kind == "tabular":
-        from agents.tabular import TabularAgent
-
-        return TabularAgent.from_seed(
-            spec.name,
-            seed,
-            task.labels,
-            models_dir,
-            model=str(cfg["model"]),
-            features=cfg.get("features"),
-            params=cfg.get("params"),
-        )
-    if spec.kind == "llm":
-        from agents.llm import LLMAgent
-
-        base_url = cfg.get("base_url") or os.environ.get(LLM_BASE_URL_ENV)
-        if not base_url:
-            raise TaskError(
-                f"{task.path}: agent '{spec.name}' (llm) has no endpoint: set "
-                f"{LLM_BASE_URL_ENV} (an OpenAI-compatible base URL such as "
-                "http://127.0.0.1:8000/v1) or the agent's base_url"
-            )
-        try:
-            return LLMAgent(
-                spec.name,
-                task.labels,
-                base_url=str(base_url),
-                model=str(cfg["model"]),
-                instructions=str(cfg.get("instructions", "")),
-                api_key=os.environ.get(LLM_API_KEY_ENV),
-                # Per request; the agent's `timeout_s` bounds the whole batch.
-                timeout_s=float(cfg.get("request_timeout_s", 30.0)),
-            )
-        except ValueError as err:
-            raise TaskError(f"{task.path}: agent '{spec.name}': {err}") from err
-    raise TaskError(f"{task.path}: agent '{spec.name}': unknown kind '{spec.kind}'")
 
 
 def _task_names(tasks_dir: Path) -> list[str]:
