@@ -6,21 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import text
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from activities import ids
 from activities.ids import review_workflow_id
 from activities.payloads import (
+    LabelDatasetInput,
+    LabelDatasetResult,
     ReviewerGrant,
     ReviewReceipt,
     ReviewStateView,
     ReviewSubmission,
 )
+from tests.helpers import write_jsonl
 from worker.main import Runtime
+from worker.settings import Settings
 
 T = TypeVar("T")
 
@@ -61,3 +68,26 @@ async def submit(
         ReviewSubmission(reviewer=reviewer, label=label, note=note),
         result_type=ReviewReceipt,
     )
+
+
+async def label_texts(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    texts: list[str],
+    tmp: Path,
+    *,
+    prefix: str,
+    task: str = "sentiment",
+    policy: str = "route_default",
+) -> tuple[str, LabelDatasetResult]:
+    """A real job over `texts` in a fresh dataset named from `prefix`, on `settings`' queue."""
+    dataset = f"{prefix}{uuid.uuid4().hex[:6]}"
+    source = write_jsonl(tmp / f"{dataset}.jsonl", texts)
+    result = await env.client.execute_workflow(
+        ids.LABEL_DATASET_WORKFLOW,
+        LabelDatasetInput(dataset=dataset, source=str(source), task=task, policy=policy),
+        id=ids.label_workflow_id(dataset, "j1"),
+        task_queue=settings.task_queue,
+        result_type=LabelDatasetResult,
+    )
+    return dataset, result

@@ -10,9 +10,9 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from activities import ids
-from activities.payloads import FrontierStatus, LabelDatasetInput, LabelDatasetResult
-from tests.helpers import ThreadWorker, write_jsonl
-from tests.integration.reviewing import eventually, handle_for, rows, submit
+from activities.payloads import FrontierStatus
+from tests.helpers import ThreadWorker
+from tests.integration.reviewing import eventually, handle_for, label_texts, rows, submit
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -62,16 +62,9 @@ async def test_the_frontier_keeps_its_limit_and_opens_the_next_by_priority(
     gold_rows: list[dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    dataset = f"front{uuid.uuid4().hex[:6]}"
     policy = frontier_policy(stack, f"route_frontier_{uuid.uuid4().hex[:6]}")
-    source = write_jsonl(tmp_path / "f.jsonl", [r["text"] for r in gold_rows[:40]])
-    job = await env.client.execute_workflow(
-        ids.LABEL_DATASET_WORKFLOW,
-        LabelDatasetInput(dataset=dataset, source=str(source), task="sentiment", policy=policy),
-        id=ids.label_workflow_id(dataset, "j1"),
-        task_queue=stack.task_queue,
-        result_type=LabelDatasetResult,
-    )
+    texts = [r["text"] for r in gold_rows[:40]]
+    dataset, job = await label_texts(env, stack, texts, tmp_path, prefix="front", policy=policy)
     routed = job.counts.human_review
     assert routed > LIMIT + 2
     # The job finished with its routed items queued, only LIMIT of them open: the highest.

@@ -12,15 +12,10 @@ from pathlib import Path
 from temporalio.testing import WorkflowEnvironment
 
 from activities import ids
-from activities.payloads import (
-    LabelDatasetInput,
-    LabelDatasetResult,
-    VerifyInput,
-    VerifyResult,
-)
+from activities.payloads import VerifyInput, VerifyResult
 from catalog import db
-from tests.helpers import ThreadWorker, write_jsonl
-from tests.integration.reviewing import eventually, handle_for, rows, submit
+from tests.helpers import ThreadWorker
+from tests.integration.reviewing import eventually, handle_for, label_texts, rows, submit
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -43,16 +38,8 @@ async def test_label_issues_round_trip_through_review(
     gold_rows: list[dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    dataset = f"issues{uuid.uuid4().hex[:6]}"
     chosen = gold_rows[:400]
-    source = write_jsonl(tmp_path / "i.jsonl", [r["text"] for r in chosen])
-    await env.client.execute_workflow(
-        ids.LABEL_DATASET_WORKFLOW,
-        LabelDatasetInput(dataset=dataset, source=str(source), task="sentiment"),
-        id=ids.label_workflow_id(dataset, "j1"),
-        task_queue=stack.task_queue,
-        result_type=LabelDatasetResult,
-    )
+    dataset, _ = await label_texts(env, stack, [r["text"] for r in chosen], tmp_path, prefix="li")
     # The team's own labels, imported: right but for one in twelve, flipped.
     truth = {hashlib.sha256(r["text"].encode()).hexdigest(): r["label"] for r in chosen}
     flipped = set(sorted(truth)[::12])

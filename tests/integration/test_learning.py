@@ -17,7 +17,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import ids
 from activities.payloads import (
-    LabelDatasetInput,
     LabelDatasetResult,
     RetrainInput,
     RetrainResult,
@@ -25,8 +24,8 @@ from activities.payloads import (
     ReviewStateView,
 )
 from catalog import db
-from tests.helpers import ThreadWorker, cli, write_jsonl
-from tests.integration.reviewing import rows
+from tests.helpers import ThreadWorker, cli
+from tests.integration.reviewing import label_texts, rows
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -67,15 +66,8 @@ async def labeled_dataset(
     tmp: Path,
 ) -> tuple[str, LabelDatasetResult]:
     """A job of `task` over `rows_`, then every item labeled by people (the rows' labels)."""
-    dataset = f"learn{uuid.uuid4().hex[:6]}"
-    source = write_jsonl(tmp / f"{dataset}.jsonl", [r["text"] for r in rows_])
-    job = await env.client.execute_workflow(
-        ids.LABEL_DATASET_WORKFLOW,
-        LabelDatasetInput(dataset=dataset, source=str(source), task=task),
-        id=ids.label_workflow_id(dataset, uuid.uuid4().hex[:6]),
-        task_queue=stack.task_queue,
-        result_type=LabelDatasetResult,
-    )
+    texts = [r["text"] for r in rows_]
+    dataset, job = await label_texts(env, stack, texts, tmp, prefix="learn", task=task)
     human = {hashlib.sha256(r["text"].encode()).hexdigest(): r["label"] for r in rows_}
     async with runtime.engine.begin() as conn:
         await db.set_labels(
@@ -215,15 +207,8 @@ async def test_a_promotion_rescores_the_backlog_and_supersedes_open_reviews_once
 ) -> None:
     task = learning_task(stack)
     # A dataset waiting for people (most items routed to review), and one people labeled.
-    waiting = f"wait{uuid.uuid4().hex[:6]}"
-    source = write_jsonl(tmp_path / "w.jsonl", [r["text"] for r in gold_rows[1300:1600]])
-    job = await env.client.execute_workflow(
-        ids.LABEL_DATASET_WORKFLOW,
-        LabelDatasetInput(dataset=waiting, source=str(source), task=task),
-        id=ids.label_workflow_id(waiting, "j1"),
-        task_queue=stack.task_queue,
-        result_type=LabelDatasetResult,
-    )
+    texts = [r["text"] for r in gold_rows[1300:1600]]
+    waiting, job = await label_texts(env, stack, texts, tmp_path, prefix="wait", task=task)
     assert job.counts.human_review > 100
     labeled, _ = await labeled_dataset(env, stack, runtime, task, gold_rows[:1200], tmp_path)
     # A hostile `supersede` on a review no re-score closes (its item has a human label, which

@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities import ids
-from activities.payloads import LabelDatasetInput, LabelDatasetResult
-from tests.helpers import ThreadWorker, cli, write_jsonl
-from tests.integration.reviewing import eventually, rows
+from tests.helpers import ThreadWorker, cli
+from tests.integration.reviewing import eventually, label_texts, rows
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -30,24 +28,6 @@ def on_duty(stack: Settings) -> Iterator[Settings]:
         yield local
 
 
-async def job(
-    env: WorkflowEnvironment, settings: Settings, texts: list[str], tmp: Path
-) -> tuple[str, LabelDatasetResult]:
-    dataset = f"bot{uuid.uuid4().hex[:6]}"
-    result = await env.client.execute_workflow(
-        ids.LABEL_DATASET_WORKFLOW,
-        LabelDatasetInput(
-            dataset=dataset,
-            source=str(write_jsonl(tmp / f"{dataset}.jsonl", texts)),
-            task="sentiment",
-        ),
-        id=ids.label_workflow_id(dataset, "j1"),
-        task_queue=settings.task_queue,
-        result_type=LabelDatasetResult,
-    )
-    return dataset, result
-
-
 async def test_the_bot_answers_from_gold_and_marks_every_record(
     env: WorkflowEnvironment,
     on_duty: Settings,
@@ -56,7 +36,9 @@ async def test_the_bot_answers_from_gold_and_marks_every_record(
     tmp_path: Path,
 ) -> None:
     chosen = gold_rows[2300:2360]
-    dataset, result = await job(env, on_duty, [r["text"] for r in chosen], tmp_path)
+    dataset, result = await label_texts(
+        env, on_duty, [r["text"] for r in chosen], tmp_path, prefix="bot"
+    )
     routed = result.counts.human_review
     assert routed > 5
     gold = tmp_path / "gold.jsonl"
@@ -105,7 +87,8 @@ async def test_the_bot_is_off_duty_unless_the_worker_allows_it(
     tmp_path: Path,
 ) -> None:
     chosen = gold_rows[2360:2400]
-    dataset, _ = await job(env, stack, [r["text"] for r in chosen], tmp_path)
+    texts = [r["text"] for r in chosen]
+    dataset, _ = await label_texts(env, stack, texts, tmp_path, prefix="bot")
     gold = tmp_path / "gold.jsonl"
     gold.write_text("".join(json.dumps(r) + "\n" for r in chosen))
     out = cli(
