@@ -61,7 +61,9 @@ def text_auc(reference: Sequence[str], recent: Sequence[str], *, folds: int = 5)
     return float(roc_auc_score(y, scores))
 
 
-def psi(reference: Sequence[float], recent: Sequence[float], *, bins: int = 10) -> float:
+def psi(
+    reference: Sequence[float] | np.ndarray, recent: Sequence[float] | np.ndarray, *, bins: int = 10
+) -> float:
     """Population stability index of `recent` against `reference`, over the reference's
     quantile bins: sum (r - a) * ln(r / a) over bins, with empty bins counted as a tiny
     share (PSI_EPSILON). NaN when either side has fewer than MIN_PER_WINDOW values."""
