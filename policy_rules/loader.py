@@ -195,8 +195,8 @@ def parse_policy(path: Path, data: bytes, ref: PolicyRef) -> Policy:
             f"{path}:{pos(raw, 'kind')}: kind {kind!r} is not one of {', '.join(KINDS)}"
         )
     outcomes = KINDS[kind]
-    if kind == "gate" and "review" in raw:
-        raise PolicyError(f"{path}:{pos(raw, 'review', of_key=True)}: a gate has no review")
+    if kind != "route" and "review" in raw:
+        raise PolicyError(f"{path}:{pos(raw, 'review', of_key=True)}: a {kind} has no review")
 
     inputs = _parse_inputs(path, raw)
     params = _parse_params(path, raw)

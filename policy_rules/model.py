@@ -1,7 +1,8 @@
 """What a loaded policy is: its ref, rules, review rules, and how it decides.
 
 Outcomes: a route policy's are OUTCOMES; a gate policy's are GATE_OUTCOMES (`pass` marks a
-snapshot training-ready).
+snapshot training-ready); a drift policy's are DRIFT_OUTCOMES (what a drift check does: none,
+alert, sample_review, relabel, retrain).
 
 Invariants:
 - `evaluate` never raises. A rule that errors at run time (division by zero, a missing or
@@ -32,11 +33,17 @@ OUTCOMES = (AUTO_ACCEPT, HUMAN_REVIEW, QUARANTINE, REJECT)
 GATE_PASS = "pass"
 GATE_FAIL = "fail"
 GATE_OUTCOMES = (GATE_PASS, GATE_FAIL)
-KINDS = {"route": OUTCOMES, "gate": GATE_OUTCOMES}
+# A drift policy's outcomes: what a drift check does about what it measured.
+DRIFT_NONE = "none"
+DRIFT_ALERT = "alert"
+DRIFT_OUTCOMES = (DRIFT_NONE, DRIFT_ALERT, "sample_review", "relabel", "retrain")
+KINDS = {"route": OUTCOMES, "gate": GATE_OUTCOMES, "drift": DRIFT_OUTCOMES}
 # Where an item goes when a rule cannot be evaluated: a person looks at it.
 ERROR_OUTCOME = HUMAN_REVIEW
 # What a gate says when it cannot be evaluated: not training-ready.
 GATE_ERROR_OUTCOME = GATE_FAIL
+# What a drift check does when its policy cannot be evaluated: say so, change nothing.
+DRIFT_ERROR_OUTCOME = "alert"
 MAX_RULE_COST = 10_000
 MAX_POLICY_COST = 50_000
 MAX_WHEN_CHARS = 4_000
@@ -139,7 +146,9 @@ class Policy:
         self.rules = rules
         self.default_outcome = default_outcome
         self.review = review or ReviewRules()
-        self.error_outcome = GATE_ERROR_OUTCOME if kind == "gate" else ERROR_OUTCOME
+        self.error_outcome = {"gate": GATE_ERROR_OUTCOME, "drift": DRIFT_ERROR_OUTCOME}.get(
+            kind, ERROR_OUTCOME
+        )
         self._programs = programs
         self._priority_program = priority_program
         # Bound once: every evaluation merges these into the caller's inputs.

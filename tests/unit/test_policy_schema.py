@@ -185,7 +185,7 @@ def test_gate_and_route_outcomes_do_not_mix(tmp_path: Path) -> None:
     assert "outcome 'auto_accept' is not one of pass, fail" in message
     message = refused(tmp_path, gate_rule.replace("auto_accept", "fail"))
     assert "outcome 'fail' is not one of auto_accept" in message
-    assert "kind 'audit' is not one of route, gate" in refused(
+    assert "kind 'audit' is not one of route, gate, drift" in refused(
         tmp_path, gate_rule, kind="kind: audit\n"
     )
     message = refused(
@@ -195,6 +195,25 @@ def test_gate_and_route_outcomes_do_not_mix(tmp_path: Path) -> None:
         tail="default:\n  outcome: pass\nreview:\n  reviewers_needed: 1\n",
     )
     assert "a gate has no review" in message
+
+
+def test_drift_policies_choose_an_action_and_alert_when_a_rule_errors(tmp_path: Path) -> None:
+    rule = (
+        "  - id: moved\n    when: ensemble.confidence < params.min_confidence\n    outcome: {o}\n"
+    )
+    drift = {"kind": "kind: drift\n", "tail": "default:\n  outcome: none\n"}
+    write(tmp_path, rule.format(o="relabel"), **drift)
+    policy = Policy.load(tmp_path, "demo")
+    assert policy.kind == "drift" and policy.error_outcome == "alert"
+    assert policy.evaluate(INPUTS) == Decision(outcome="relabel", rule_id="moved")
+    assert policy.evaluate({**INPUTS, "ensemble.confidence": 0.9}).outcome == "none"
+    assert policy.evaluate({}).outcome == "alert"  # unusable inputs: say so, change nothing
+    message = refused(tmp_path, rule.format(o="auto_accept"), **drift)
+    assert "outcome 'auto_accept' is not one of none, alert, sample_review, relabel, retrain" in (
+        message
+    )
+    review = {**drift, "tail": drift["tail"] + "review:\n  reviewers_needed: 1\n"}
+    assert "a drift has no review" in refused(tmp_path, rule.format(o="alert"), **review)
 
 
 def test_cases_can_be_about_some_versions_only(tmp_path: Path) -> None:
