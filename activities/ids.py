@@ -28,6 +28,7 @@ DATASET_WORKFLOW = "Dataset"  # the dataset's single writer of reviewed labels: 
 FRONTIER_WORKFLOW = "ReviewFrontier"  # opens a dataset's waiting reviews: frontier:DATASET
 VERIFY_WORKFLOW = "VerifyLabels"  # flags likely wrong labels for review: verify:DATASET:RUN
 RETRAIN_WORKFLOW = "Retrain"  # retrains a task's agents on reviewers' labels: retrain:TASK
+DRIFT_CHECK_WORKFLOW = "DriftCheck"  # one drift check: drift-check:DATASET…
 DEFAULT_TASK_QUEUE = "labeling"
 
 
@@ -49,6 +50,16 @@ def verify_workflow_id(dataset: str, run: str) -> str:
 
 def retrain_workflow_id(task: str) -> str:
     return f"retrain:{task}"
+
+
+def drift_schedule_id(dataset: str) -> str:
+    """The Temporal Schedule that runs a dataset's drift checks."""
+    return f"drift:{dataset}"
+
+
+def drift_check_id(dataset: str) -> str:
+    """A drift check's workflow id (a schedule appends the time it ran)."""
+    return f"drift-check:{dataset}"
 
 
 def dataset_workflow_id(dataset: str) -> str:

@@ -483,6 +483,34 @@ class RetrainStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DriftCheckInput:
+    """One drift check of a dataset: its recent window against the reference."""
+
+    dataset: str
+    policy: str = "drift_default"  # a kind: drift policy, "id" or "id@version"
+    reference_version: int | None = None  # None: the last training-ready one before the window
+    window: int = 1000  # at most this many items of the newest job are compared
+    sample: int = 20  # items a `sample_review` action sends to people
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= 100_000 or not 1 <= self.sample <= 1_000:
+            raise ValueError("window must be 1..100000 and sample 1..1000")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftCheckResult:
+    check_id: str
+    dataset: str
+    reference: str
+    window_items: int
+    metrics: dict[str, float | None]
+    policy: str  # id@version
+    rule: str
+    action: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TopUpInput:
     dataset: str
 

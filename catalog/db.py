@@ -17,6 +17,7 @@ statements live by domain:
 - `catalog.label_issues`: labels confident learning flagged, and the reviews they queue;
 - `catalog.agent_versions`: agents retrained on reviewers' labels, promoted or refused;
 - `catalog.rescore`: the backlog a re-score reads and the reviews it supersedes;
+- `catalog.drift`: the windows a drift check compares, and the checks;
 - `catalog.gold`: gold labels;
 - `catalog.reliability`: fitted agent-reliability models and what they are scored on;
 - `catalog.policies`: policy activations and rollbacks (`activate`, `rollback_versions`:
@@ -44,6 +45,16 @@ from catalog.agent_versions import (
 )
 from catalog.auditlog import AUDIT_LOCK, GENESIS_HASH, append_audit, audit_head, event_hash
 from catalog.datasets import Restored, restore_labels
+from catalog.drift import (
+    Decided,
+    Reference,
+    decided,
+    drift_checks,
+    newest_job_items,
+    record_drift_check,
+    reviews_of,
+)
+from catalog.drift import reference as drift_reference
 from catalog.engine import (
     BATCH_ROWS,
     MIGRATIONS,
@@ -51,6 +62,7 @@ from catalog.engine import (
     T_AGENT_VERSION,
     T_AUDIT,
     T_DECISION,
+    T_DRIFT_CHECK,
     T_GOLD,
     T_HELDOUT,
     T_ITEM,
@@ -78,6 +90,7 @@ from catalog.frontier import (
     frontier_counts,
     frontier_policy,
     mark_frontier_open,
+    queue_item_reviews,
 )
 from catalog.gold import gold_labels, gold_of_task, record_gold, upsert_gold
 from catalog.imports import ImportCheck, import_check, record_import
@@ -181,6 +194,7 @@ __all__ = [
     "T_AGENT_VERSION",
     "T_AUDIT",
     "T_DECISION",
+    "T_DRIFT_CHECK",
     "T_GOLD",
     "T_HELDOUT",
     "T_ITEM",
@@ -258,6 +272,15 @@ __all__ = [
     "reviewer_stats",
     "routed_items",
     "votes_of",
+    # drift checks
+    "Decided",
+    "Reference",
+    "decided",
+    "drift_checks",
+    "drift_reference",
+    "newest_job_items",
+    "record_drift_check",
+    "reviews_of",
     # the review frontier
     "FrontierCounts",
     "FrontierRow",
@@ -266,6 +289,7 @@ __all__ = [
     "frontier_counts",
     "frontier_policy",
     "mark_frontier_open",
+    "queue_item_reviews",
     # agent versions
     "PROMOTED",
     "REFUSED",

@@ -19,6 +19,7 @@ from catalog.models import (
     AuditEvent,
     DatasetHeldout,
     Decision,
+    DriftCheck,
     GoldLabel,
     Item,
     Job,
@@ -49,6 +50,7 @@ T_DECISION = Decision.__table__  # type: ignore[attr-defined]
 T_LABEL = Label.__table__  # type: ignore[attr-defined]
 T_LABEL_ISSUE = LabelIssue.__table__  # type: ignore[attr-defined]
 T_AGENT_VERSION = AgentVersion.__table__  # type: ignore[attr-defined]
+T_DRIFT_CHECK = DriftCheck.__table__  # type: ignore[attr-defined]
 T_SNAPSHOT = Snapshot.__table__  # type: ignore[attr-defined]
 T_AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
 T_REVIEW = Review.__table__  # type: ignore[attr-defined]

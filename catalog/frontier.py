@@ -9,7 +9,7 @@ once (a job's chunks, the frontier workflow) never open more than the limit betw
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from sqlalchemy import func, select, text, update
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog import kinds
 from catalog.auditlog import append_audit
-from catalog.engine import T_ITEM, T_REVIEW_TASK
+from catalog.engine import T_DECISION, T_ITEM, T_REVIEW_TASK, _insert_ignore
 from catalog.models import utcnow
 
 QUEUED = "queued"
@@ -193,3 +193,48 @@ async def fail_frontier_rows(
             subject=f"review:{dataset}:{item_id}",
             payload={"job_id": job_id, "reason": reason[:500]},
         )
+
+
+async def queue_item_reviews(
+    conn: AsyncConnection,
+    dataset: str,
+    job_id: str,
+    task: str,
+    items: Sequence[tuple[str, float]],
+    rule_id: str,
+) -> int:
+    """Queue a review of each (item id, priority) in the dataset's frontier, under `job_id`
+    and `rule_id` (why people should look); the review rules come from each item's newest
+    decision's policy. Items with no decision are left out; returns how many were queued."""
+    d = T_DECISION.c
+    pins = {
+        r[0]: (r[1], r[2], r[3])
+        for r in await conn.execute(
+            select(d.item_id, d.policy_id, d.policy_version, d.policy_sha256)
+            .where(d.dataset == dataset, d.item_id.in_([i for i, _ in items]))
+            .order_by(d.item_id, d.decided_at.desc())
+            .ext(distinct_on(d.item_id))
+        )
+    }
+    now = utcnow()
+    rows = [
+        {
+            "dataset": dataset,
+            "item_id": item_id,
+            "job_id": job_id,
+            "workflow_id": f"review:{dataset}:{item_id}",
+            "state": QUEUED,
+            "task": task,
+            "priority": priority,
+            "rule_id": rule_id,
+            "policy_id": pins[item_id][0],
+            "policy_version": pins[item_id][1],
+            "policy_sha256": pins[item_id][2],
+            "gold_label": None,
+            "opened_at": now,
+        }
+        for item_id, priority in items
+        if item_id in pins
+    ]
+    await _insert_ignore(conn, T_REVIEW_TASK, rows)
+    return len(rows)

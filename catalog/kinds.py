@@ -22,6 +22,7 @@ LABEL_ISSUES = "label_issues"
 AGENT_PROMOTED = "agent_promoted"
 AGENT_REFUSED = "agent_refused"
 REVIEWS_SUPERSEDED = "reviews_superseded"
+DRIFT_CHECKED = "drift_checked"
 
 
 def job_finished(status: str) -> str:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import distinct_on, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from catalog.engine import T_DECISION, T_ITEM, T_LABEL, T_LABEL_ISSUE, T_REVIEW_TASK, _insert_ignore
+from catalog.engine import T_ITEM, T_LABEL, T_LABEL_ISSUE
+from catalog.frontier import queue_item_reviews
 from catalog.models import utcnow
 
 LABEL_ISSUE_RULE = "label_issue"
@@ -75,21 +76,6 @@ async def record_label_issues(
     return [f for f in flagged if f.label_id in fresh]
 
 
-async def latest_policies(
-    conn: AsyncConnection, dataset: str, item_ids: Sequence[str]
-) -> dict[str, tuple[str, str, int, str]]:
-    """Per item, the newest decision's (job id, policy id, version, sha256): the review rules a
-    label-issue review is held to."""
-    d = T_DECISION.c
-    rows = await conn.execute(
-        select(d.item_id, d.job_id, d.policy_id, d.policy_version, d.policy_sha256)
-        .where(d.dataset == dataset, d.item_id.in_(list(item_ids)))
-        .order_by(d.item_id, d.decided_at.desc())
-        .ext(distinct_on(d.item_id))
-    )
-    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
-
-
 async def queue_label_issue_reviews(
     conn: AsyncConnection,
     dataset: str,
@@ -100,26 +86,5 @@ async def queue_label_issue_reviews(
     """Queue a review of each flagged label (most suspect first: priority 1 - quality) in the
     dataset's review frontier; returns how many were queued (items with no decision to take
     review rules from are left out)."""
-    pins = await latest_policies(conn, dataset, [f.item_id for f in flagged])
-    now = utcnow()
-    rows = [
-        {
-            "dataset": dataset,
-            "item_id": f.item_id,
-            "job_id": verify_id,
-            "workflow_id": f"review:{dataset}:{f.item_id}",
-            "state": "queued",
-            "task": task,
-            "priority": 1.0 - f.quality,
-            "rule_id": LABEL_ISSUE_RULE,
-            "policy_id": pins[f.item_id][1],
-            "policy_version": pins[f.item_id][2],
-            "policy_sha256": pins[f.item_id][3],
-            "gold_label": None,
-            "opened_at": now,
-        }
-        for f in flagged
-        if f.item_id in pins
-    ]
-    await _insert_ignore(conn, T_REVIEW_TASK, rows)
-    return len(rows)
+    items = [(f.item_id, 1.0 - f.quality) for f in flagged]
+    return await queue_item_reviews(conn, dataset, verify_id, task, items, LABEL_ISSUE_RULE)

@@ -167,6 +167,25 @@ class AgentVersion(SQLModel, table=True):
     decided_at: datetime = _ts(nullable=False)
 
 
+class DriftCheck(SQLModel, table=True):
+    """One drift check: its windows, metrics, the drift policy's verdict and the action."""
+
+    __tablename__ = "drift_check"
+    __table_args__ = (Index("ix_drift_check_dataset", "dataset", "checked_at"),)
+    id: str = Field(primary_key=True)  # the DriftCheck workflow id
+    dataset: str
+    reference: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    window_items: int
+    metrics: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    policy_id: str
+    policy_version: int
+    policy_sha256: str
+    rule_id: str
+    action: str  # none | alert | sample_review | relabel | retrain
+    detail: str | None = None  # what was done about it
+    checked_at: datetime = _ts(nullable=False)
+
+
 class Snapshot(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("dataset", "job_id"),)
     dataset: str = Field(primary_key=True)

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from activities.anchor import AuditAnchor
 from activities.artifacts import ArtifactStore
+from activities.drift import DriftActivities
 from activities.errors import ClassifyErrors
 from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
@@ -38,6 +39,7 @@ from worker.settings import Settings
 from worker.stack import prepare_catalog, s3_target
 from worker.telemetry import setup_tracing
 from workflows.dataset import Dataset
+from workflows.drift_check import DriftCheck
 from workflows.label_dataset import LabelDataset
 from workflows.retrain import Retrain
 from workflows.review_frontier import ReviewFrontier
@@ -53,6 +55,7 @@ WORKFLOWS: Sequence[type] = (
     ReviewFrontier,
     VerifyLabels,
     Retrain,
+    DriftCheck,
 )
 
 
@@ -77,6 +80,7 @@ class Runtime:
     verify: VerifyActivities
     learning: LearningActivities
     rescore: RescoreActivities
+    drift: DriftActivities
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -94,6 +98,7 @@ class Runtime:
             self.verify.verify_labels,
             self.learning.retrain_agents,
             self.rescore.rescore_backlog,
+            self.drift.check_drift,
         ]
 
     async def close(self) -> None:
@@ -167,6 +172,13 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         tasks=tasks,
         policies=policies,
     )
+    drift = DriftActivities(
+        engine=engine,
+        client=client,
+        task_queue=settings.task_queue,
+        tasks=tasks,
+        policies=policies,
+    )
     verify = VerifyActivities(
         engine=engine, client=client, task_queue=settings.task_queue, tasks=tasks
     )
@@ -180,6 +192,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         verify=verify,
         learning=learning,
         rescore=rescore,
+        drift=drift,
     )
 
 

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("explain", "commands"),
     "policy": ("policy", "app"),
     "dataset": ("dataset", "app"),
+    "drift": ("drift", "app"),
     "audit": ("audit", "app"),
     "db": ("db", "app"),
 }

@@ -1,0 +1,241 @@
+"""`labelfabric drift …`: drift checks on a schedule.
+
+`schedule` creates (or updates) the Temporal Schedule `drift:{dataset}`, whose every run is a
+`DriftCheck` workflow; `list`, `pause`, `resume` and `run` (trigger now) operate it, as
+`temporal schedule list/toggle/trigger` do; `checks` reads the recorded checks.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from worker.cli import group
+from worker.cli.console import console, fail
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from worker.settings import Settings
+
+app = group("Drift checks of a dataset, on a Temporal Schedule.")
+_EVERY = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_every(text: str) -> timedelta:
+    m = _EVERY.fullmatch(text.strip())
+    if m is None or int(m[1]) < 1:
+        raise fail(f"--every {text!r}: give a number and a unit, e.g. 30s, 15m, 6h or 1d")
+    every = timedelta(**{_UNITS[m[2]]: int(m[1])})
+    if every < timedelta(seconds=10):
+        raise fail(f"--every {text!r}: at least 10s between checks")
+    return every
+
+
+async def _client(settings: Settings) -> Client:
+    from temporalio.client import Client
+
+    from activities.payloads import DATA_CONVERTER
+
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=DATA_CONVERTER,
+        )
+    except Exception as err:
+        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+
+
+@app.command("schedule")
+def drift_schedule(
+    dataset: Annotated[str, typer.Argument(help="The dataset to watch for drift.")],
+    every: Annotated[str, typer.Option(help="How often: 30s, 15m, 6h, 1d.")] = "6h",
+    policy: Annotated[str, typer.Option(help="The drift policy (kind: drift).")] = (
+        "drift_default"
+    ),
+    window: Annotated[int, typer.Option(min=1, max=100_000, help="Recent items compared.")] = 1000,
+) -> None:
+    """Check DATASET for drift every EVERY (a Temporal Schedule, drift:DATASET)."""
+    import asyncio
+
+    from worker.settings import Settings
+
+    asyncio.run(_schedule(Settings(), dataset, parse_every(every), policy, window))
+
+
+async def _schedule(
+    settings: Settings, dataset: str, every: timedelta, policy: str, window: int
+) -> None:
+    from rich.markup import escape
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleIntervalSpec,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+        ScheduleUpdate,
+        ScheduleUpdateInput,
+    )
+    from temporalio.service import RPCError
+
+    from activities import ids
+    from activities.payloads import DriftCheckInput
+    from policy_rules.engine import Policy, PolicyError
+
+    try:
+        found = Policy.load(settings.policies_dir, policy)
+    except PolicyError as err:
+        raise fail(escape(str(err))) from err
+    if found.kind != "drift":
+        raise fail(f"{found.ref} is a {found.kind} policy; a drift check needs kind: drift")
+    client = await _client(settings)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ids.DRIFT_CHECK_WORKFLOW,
+            DriftCheckInput(dataset=dataset, policy=str(found.ref.id), window=window),
+            id=ids.drift_check_id(dataset),
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        # A run asked for while one is under way waits for it, rather than being dropped.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
+    )
+    schedule_id = ids.drift_schedule_id(dataset)
+    try:
+        await client.create_schedule(schedule_id, schedule)
+        verb = "created"
+    except Exception as err:  # already there: the new settings replace the old
+        if "already" not in str(err).lower():
+            raise fail(escape(f"cannot create {schedule_id}: {err}")) from err
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        try:
+            await client.get_schedule_handle(schedule_id).update(replace)
+        except RPCError as inner:
+            raise fail(escape(f"cannot update {schedule_id}: {inner}")) from inner
+        verb = "updated"
+    console.print(
+        f"{verb} schedule {schedule_id}: a drift check of {dataset} every {every} "
+        f"({found.ref}, window {window}); `temporal schedule describe --schedule-id "
+        f"{schedule_id}` shows it"
+    )
+
+
+@app.command("list")
+def drift_list() -> None:
+    """The drift schedules: dataset, interval, paused, last and next run."""
+    import asyncio
+
+    from worker.settings import Settings
+
+    asyncio.run(_list(Settings()))
+
+
+async def _list(settings: Settings) -> None:
+    client = await _client(settings)
+    found = 0
+    async for entry in await client.list_schedules():
+        if not entry.id.startswith("drift:"):
+            continue
+        found += 1
+        handle = client.get_schedule_handle(entry.id)
+        desc = await handle.describe()
+        every = ", ".join(str(i.every) for i in desc.schedule.spec.intervals) or "-"
+        paused = "paused" if desc.schedule.state.paused else "active"
+        last = desc.info.recent_actions[-1].started_at if desc.info.recent_actions else None
+        nxt = desc.info.next_action_times[0] if desc.info.next_action_times else None
+        console.print(
+            f"{entry.id}  every {every}  {paused}  last {last:%Y-%m-%d %H:%M:%S}"
+            if last
+            else f"{entry.id}  every {every}  {paused}  last -",
+            end="",
+        )
+        console.print(f"  next {nxt:%Y-%m-%d %H:%M:%S}" if nxt else "  next -")
+    if not found:
+        console.print("no drift schedules: labelfabric drift schedule DATASET --every 6h")
+
+
+def _operate(dataset: str, what: str) -> None:
+    import asyncio
+
+    from worker.settings import Settings
+
+    async def go(settings: Settings) -> None:
+        from temporalio.service import RPCError
+
+        from activities import ids
+
+        client = await _client(settings)
+        handle = client.get_schedule_handle(ids.drift_schedule_id(dataset))
+        try:
+            if what == "pause":
+                await handle.pause(note="labelfabric drift pause")
+            elif what == "resume":
+                await handle.unpause(note="labelfabric drift resume")
+            else:
+                await handle.trigger()
+        except RPCError as err:
+            raise fail(
+                f"no drift schedule for {dataset} ({err.message}): "
+                f"labelfabric drift schedule {dataset} --every 6h"
+            ) from err
+        done = {"pause": "paused", "resume": "resumed", "run": "triggered (a check runs now)"}
+        console.print(f"{ids.drift_schedule_id(dataset)} {done[what]}")
+
+    asyncio.run(go(Settings()))
+
+
+@app.command("pause")
+def drift_pause(dataset: Annotated[str, typer.Argument()]) -> None:
+    """Pause DATASET's drift checks."""
+    _operate(dataset, "pause")
+
+
+@app.command("resume")
+def drift_resume(dataset: Annotated[str, typer.Argument()]) -> None:
+    """Resume DATASET's drift checks."""
+    _operate(dataset, "resume")
+
+
+@app.command("run")
+def drift_run(dataset: Annotated[str, typer.Argument()]) -> None:
+    """Run a drift check of DATASET now (triggers its schedule)."""
+    _operate(dataset, "run")
+
+
+@app.command("checks")
+def drift_checks(
+    dataset: Annotated[str, typer.Argument()],
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
+) -> None:
+    """DATASET's recorded drift checks, newest first: metrics, rule and action."""
+    import asyncio
+
+    from worker.cli.console import in_catalog
+    from worker.settings import Settings
+
+    async def read(conn: Any, dataset: str, limit: int) -> list[Any]:
+        from catalog import db
+
+        return await db.drift_checks(conn, dataset, limit)
+
+    rows = asyncio.run(in_catalog(Settings(), read, dataset, limit))
+    if not rows:
+        console.print(f"no drift checks of {dataset} yet")
+        return
+    for r in rows:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in r.metrics.items() if isinstance(v, float))
+        console.print(
+            f"{r.checked_at:%Y-%m-%d %H:%M:%S} {r.id}: {r.action} by {r.policy_id}@"
+            f"{r.policy_version} rule {r.rule_id}; {r.window_items} items; {shown}"
+        )
+        if r.detail:
+            console.print(f"    {r.detail}")
