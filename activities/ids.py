@@ -10,6 +10,8 @@ stack, the CLI and the workflows import this module without loading the Temporal
 
 from __future__ import annotations
 
+import hashlib
+
 # Outcomes: a route policy's decisions and a gate's verdicts, defined with the policy language
 # (policy_rules/model.py, no Temporal) and re-exported here.
 from policy_rules.model import AUTO_ACCEPT as AUTO_ACCEPT
@@ -29,6 +31,7 @@ FRONTIER_WORKFLOW = "ReviewFrontier"  # opens a dataset's waiting reviews: front
 VERIFY_WORKFLOW = "VerifyLabels"  # flags likely wrong labels for review: verify:DATASET:RUN
 RETRAIN_WORKFLOW = "Retrain"  # retrains a task's agents on reviewers' labels: retrain:TASK
 DRIFT_CHECK_WORKFLOW = "DriftCheck"  # one drift check: drift-check:DATASET…
+WATCH_WORKFLOW = "WatchPrefix"  # one look at an S3 prefix for new object versions
 DEFAULT_TASK_QUEUE = "labeling"
 
 
@@ -60,6 +63,17 @@ def drift_schedule_id(dataset: str) -> str:
 def drift_check_id(dataset: str) -> str:
     """A drift check's workflow id (a schedule appends the time it ran)."""
     return f"drift-check:{dataset}"
+
+
+def watch_schedule_id(dataset: str) -> str:
+    """The Temporal Schedule that watches an S3 prefix for a dataset's new data."""
+    return f"watch:{dataset}"
+
+
+def watch_job_id(dataset: str, bucket: str, key: str, version_id: str) -> str:
+    """The one LabelDataset job of an object version: the same on every watcher and run."""
+    digest = hashlib.sha256(f"{bucket}/{key}@{version_id}".encode()).hexdigest()[:16]
+    return label_workflow_id(dataset, f"w{digest}")
 
 
 def dataset_workflow_id(dataset: str) -> str:

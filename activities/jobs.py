@@ -45,6 +45,7 @@ from formats.sources import (
     clean,
     parse_s3_uri,
     read_records,
+    s3_version,
     source_format,
 )
 from policy_rules.engine import PolicyError
@@ -171,11 +172,15 @@ class JobActivities:
                 raise bad_input(err.kind, str(err)) from err
             return
         bucket, key = parse_s3_uri(source)
+        version = s3_version(source)[1]
         try:
-            self.s3.head_object(Bucket=bucket, Key=key)
+            if version:
+                self.s3.head_object(Bucket=bucket, Key=key, VersionId=version)
+            else:
+                self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion"):
                 raise bad_input(ids.SOURCE_NOT_FOUND, f"source not found: {source}") from err
             raise
         except (EndpointConnectionError, BotoCoreError) as err:
@@ -374,7 +379,9 @@ class JobActivities:
         # Spooled to a local temp file so a large object streams from disk, not memory.
         with tempfile.TemporaryFile() as tmp:
             try:
-                await asyncio.to_thread(self.s3.download_fileobj, bucket, key, tmp)
+                version = s3_version(source)[1]
+                extra = {"VersionId": version} if version else None
+                await asyncio.to_thread(self.s3.download_fileobj, bucket, key, tmp, ExtraArgs=extra)
             except (EndpointConnectionError, BotoCoreError) as err:
                 raise ApplicationError(
                     f"S3 endpoint {self.s3_endpoint} is unreachable while reading {source}: {err}",

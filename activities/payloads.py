@@ -511,6 +511,34 @@ class DriftCheckResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WatchInput:
+    """Look at s3://bucket/prefix for object versions no job has labeled yet."""
+
+    bucket: str
+    prefix: str
+    dataset: str
+    task: str
+    policy: str = "route_default"
+    drift_policy: str = "drift_default"  # the check that follows each new job
+    max_per_run: int = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewObject:
+    key: str
+    version_id: str
+    job_id: str  # ids.watch_job_id: the same on every watcher and run
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchResult:
+    seen: int = 0  # new object versions found
+    labeled: int = 0  # jobs this run started and saw complete
+    skipped: int = 0  # already started elsewhere (another watcher, an earlier run)
+    failed: int = 0  # jobs that failed (each says why in its own workflow and job row)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TopUpInput:
     dataset: str
 

@@ -195,3 +195,10 @@ async def record_chunk(
     await _insert_ignore(conn, T_SHADOW_DECISION, shadow)
     if accepted:
         await set_labels(conn, dataset=dataset, job_id=job_id, labels=accepted, source="agent")
+
+
+async def existing_jobs(conn: AsyncConnection, job_ids: Sequence[str]) -> set[str]:
+    """Which of these job ids the catalog has (running, completed or failed)."""
+    if not job_ids:
+        return set()
+    return set(await conn.scalars(select(T_JOB.c.id).where(T_JOB.c.id.in_(list(job_ids)))))

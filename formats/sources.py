@@ -53,8 +53,23 @@ def source_format(source: str) -> str:
     return FORMATS[suffix]
 
 
+VERSION_MARK = "?versionId="
+
+
+def s3_version(uri: str) -> tuple[str, str | None]:
+    """`s3://bucket/key?versionId=V` -> (`s3://bucket/key`, V); a uri without one -> (uri,
+    None). A watcher's jobs name the exact object version they label this way."""
+    base, mark, version = uri.rpartition(VERSION_MARK)
+    if not mark:
+        return uri, None
+    if not version or not base.startswith("s3://"):
+        raise SourceError(f"malformed S3 uri {uri!r}: expected s3://bucket/key?versionId=V")
+    return base, version
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    rest = uri.removeprefix("s3://")
+    """(bucket, key) of `s3://bucket/key` (a `?versionId=` is not part of the key)."""
+    rest = s3_version(uri)[0].removeprefix("s3://")
     bucket, _, key = rest.partition("/")
     if not bucket or not key:
         raise SourceError(f"malformed S3 uri {uri!r}: expected s3://bucket/key")

@@ -32,6 +32,7 @@ from activities.review import ReviewActivities
 from activities.s3 import ensure_versioned_bucket, make_s3_client
 from activities.snapshot import SnapshotActivities
 from activities.verify import VerifyActivities
+from activities.watch import WatchActivities
 from agents.store import TaskStore
 from catalog import db
 from policy_rules.store import PolicyStore
@@ -45,6 +46,7 @@ from workflows.retrain import Retrain
 from workflows.review_frontier import ReviewFrontier
 from workflows.review_item import ReviewItem
 from workflows.verify_labels import VerifyLabels
+from workflows.watch import WatchPrefix
 
 log = logging.getLogger("labelfabric.worker")
 
@@ -56,6 +58,7 @@ WORKFLOWS: Sequence[type] = (
     VerifyLabels,
     Retrain,
     DriftCheck,
+    WatchPrefix,
 )
 
 
@@ -81,6 +84,7 @@ class Runtime:
     learning: LearningActivities
     rescore: RescoreActivities
     drift: DriftActivities
+    watch: WatchActivities
 
     @property
     def activities(self) -> list[Callable[..., Any]]:
@@ -99,6 +103,7 @@ class Runtime:
             self.learning.retrain_agents,
             self.rescore.rescore_backlog,
             self.drift.check_drift,
+            self.watch.new_objects,
         ]
 
     async def close(self) -> None:
@@ -193,6 +198,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         learning=learning,
         rescore=rescore,
         drift=drift,
+        watch=WatchActivities(engine=engine, s3=s3),
     )
 
 

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("policy", "app"),
     "dataset": ("dataset", "app"),
     "drift": ("drift", "app"),
+    "watch": ("watch", "app"),
     "audit": ("audit", "app"),
     "db": ("db", "app"),
 }
