@@ -4,25 +4,37 @@ the check and an audit event together.
 
 Actions: `none`; `alert` (the audit event is the alert); `retrain` (asks the task's Retrain
 workflow for a round); `sample_review` (queues `sample` recent items in the review frontier,
-rule `drift_sample`); `relabel` is recorded as decided but not carried out yet (relabel jobs
-are a later step of the drift work), and the check says so.
+rule `drift_sample`); `relabel` (one LabelDataset job, reason `drift:<check id>`, over the
+window's items whose current label an agent gave; people's labels are never relabelled).
 Idempotent: a check is recorded once by its workflow id, and its queued reviews are keyed by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities import ids
-from activities.payloads import DriftCheckInput, DriftCheckResult, FrontierInput, RetrainInput
+from activities.payloads import (
+    DriftCheckInput,
+    DriftCheckResult,
+    FrontierInput,
+    LabelDatasetInput,
+    RetrainInput,
+)
+from activities.s3 import put_once
 from agents.drift import label_shift, mean_confidence, override_rate, tabular_drift, text_auc
 from agents.store import TaskStore
 from agents.tasks import TaskError, TaskSpec
@@ -41,6 +53,8 @@ class DriftActivities:
     task_queue: str
     tasks: TaskStore
     policies: PolicyStore
+    s3: Any = None  # relabel jobs' sources go here, by object version
+    bucket: str = ""
 
     @activity.defn(name="check_drift")
     async def check_drift(self, inp: DriftCheckInput) -> DriftCheckResult:
@@ -162,8 +176,51 @@ class DriftActivities:
             )
             return f"{queued} recent item(s) queued for review (rule {SAMPLE_RULE})"
         if action == "relabel":
-            return "relabel decided; relabel jobs are not built yet: nothing was relabelled"
+            return await self._relabel(inp, task, recent, check_id)
         return ""
+
+    async def _relabel(
+        self, inp: DriftCheckInput, task: TaskSpec, recent: list[db.Decided], check_id: str
+    ) -> str:
+        """Start one relabel job (a LabelDataset job, reason `drift:<check>`) over the window's
+        items whose current label an agent gave: their texts go to S3 as the job's source,
+        pinned by object version. Its id comes from the check, so a retry starts nothing new."""
+        async with self.engine.connect() as conn:
+            affected = await db.agent_labeled(conn, inp.dataset, [r.item_id for r in recent])
+            policy = await db.newest_job_policy(conn, inp.dataset) or "route_default"
+        if not affected:
+            return "relabel decided; no item in the window has an agent's label"
+        digest = hashlib.sha256(check_id.encode()).hexdigest()[:16]
+        key = f"relabel/{inp.dataset}/{digest}.jsonl"
+        body = "".join(json.dumps({task.text_field: text}) + "\n" for _, text in affected)
+        data = body.encode()
+        existing, put = await asyncio.to_thread(
+            put_once,
+            self.s3,
+            self.bucket,
+            key,
+            data,
+            writer=check_id,
+            sha=hashlib.sha256(data).hexdigest(),
+            content_type="application/x-ndjson",
+        )
+        version = existing or put["VersionId"]
+        job_id = ids.label_workflow_id(inp.dataset, f"r{digest}")
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self.client.start_workflow(
+                ids.LABEL_DATASET_WORKFLOW,
+                LabelDatasetInput(
+                    dataset=inp.dataset,
+                    source=f"s3://{self.bucket}/{key}?versionId={version}",
+                    task=task.name,
+                    policy=policy,
+                    reason=f"drift:{check_id}",
+                ),
+                id=job_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        return f"relabel job {job_id} started over {len(affected)} agent-labeled item(s)"
 
 
 def _metrics(

@@ -119,6 +119,7 @@ class JobActivities:
                     "policy_version": ref.version,
                     "policy_sha256": ref.sha256,
                     "agents": agents,
+                    "reason": inp.reason or None,
                     "status": "running",
                     "items": 0,
                     "duplicates": 0,

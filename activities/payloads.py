@@ -53,6 +53,8 @@ class LabelDatasetInput:
     chunk_heartbeat_timeout_s: int = 30
     # A run continues as new after this many chunks, so no history grows with the dataset.
     max_chunks_per_run: int = 400
+    # Why this job runs, when not new data: e.g. "drift:<check id>" for a relabel job.
+    reason: str = ""
     # Carried across continue-as-new; never set by callers.
     resume: ResumeState | None = None
 
@@ -73,6 +75,8 @@ class LabelDatasetInput:
                 raise ValueError(f"field {name!r} must be an integer from 1 to {most}")
         if not 1 <= self.chunk_heartbeat_timeout_s <= 3600:
             raise ValueError("field 'chunk_heartbeat_timeout_s' must be from 1 to 3600")
+        if len(self.reason) > 300 or any(ord(c) < 32 for c in self.reason):
+            raise ValueError("field 'reason' must be at most 300 printable characters")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +114,7 @@ class PrepareJobInput:
     task: str
     policy: str
     agents: list[str] | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,9 +48,12 @@ from catalog.datasets import Restored, restore_labels
 from catalog.drift import (
     Decided,
     Reference,
+    agent_labeled,
+    check_of,
     decided,
     drift_checks,
     newest_job_items,
+    newest_job_policy,
     record_drift_check,
     reviews_of,
 )
@@ -277,6 +280,9 @@ __all__ = [
     # drift checks
     "Decided",
     "Reference",
+    "agent_labeled",
+    "check_of",
+    "newest_job_policy",
     "decided",
     "drift_checks",
     "drift_reference",

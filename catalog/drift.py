@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from catalog.engine import T_DECISION, T_DRIFT_CHECK, T_ITEM, T_JOB, T_REVIEW, T_SNAPSHOT
+from catalog.engine import T_DECISION, T_DRIFT_CHECK, T_ITEM, T_JOB, T_LABEL, T_REVIEW, T_SNAPSHOT
 
 
 class Decided(NamedTuple):
@@ -120,3 +120,36 @@ async def drift_checks(conn: AsyncConnection, dataset: str, limit: int = 50) -> 
         select(T_DRIFT_CHECK).where(c.dataset == dataset).order_by(c.checked_at.desc()).limit(limit)
     )
     return list(rows)
+
+
+async def agent_labeled(
+    conn: AsyncConnection, dataset: str, item_ids: list[str]
+) -> list[tuple[str, str]]:
+    """(item id, text) of these items whose current label an agent gave: what a relabel may
+    redo (a person's label is never relabelled)."""
+    lbl, item = T_LABEL.c, T_ITEM.c
+    rows = await conn.execute(
+        select(lbl.item_id, item.text)
+        .join(T_ITEM, (item.dataset == lbl.dataset) & (item.id == lbl.item_id))
+        .where(
+            lbl.dataset == dataset,
+            lbl.is_current.is_(True),
+            lbl.source == "agent",
+            lbl.item_id.in_(item_ids),
+        )
+        .order_by(lbl.item_id)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def newest_job_policy(conn: AsyncConnection, dataset: str) -> str | None:
+    """The routing policy id of the dataset's newest job."""
+    j = T_JOB.c
+    return await conn.scalar(
+        select(j.policy_id).where(j.dataset == dataset).order_by(j.started_at.desc()).limit(1)
+    )
+
+
+async def check_of(conn: AsyncConnection, check_id: str) -> Any:
+    """A recorded drift check by id (None if there is none)."""
+    return (await conn.execute(select(T_DRIFT_CHECK).where(T_DRIFT_CHECK.c.id == check_id))).first()

@@ -33,15 +33,23 @@ async def set_labels(
     await lock_labels(conn, dataset)
     ids = sorted(labels)
     current: dict[str, tuple[int, str]] = {}
+    human: set[str] = set()
     for i in range(0, len(ids), BATCH_ROWS):
         rows = await conn.execute(
-            select(T_LABEL.c.item_id, T_LABEL.c.id, T_LABEL.c.job_id).where(
+            select(T_LABEL.c.item_id, T_LABEL.c.id, T_LABEL.c.job_id, T_LABEL.c.source).where(
                 T_LABEL.c.dataset == dataset,
                 T_LABEL.c.is_current.is_(True),
                 T_LABEL.c.item_id.in_(ids[i : i + BATCH_ROWS]),
             )
         )
-        current.update({r[0]: (r[1], r[2]) for r in rows})
+        for r in rows:
+            current[r[0]] = (r[1], r[2])
+            if r[3] == "human":
+                human.add(r[0])
+    if source == "agent":
+        # A person's label is never overwritten by agents (a later job, a re-score, a
+        # relabel): it stays current, and the agents' decision stays on record.
+        ids = [i for i in ids if i not in human]
     # Items this job already labeled from this source, current or since superseded: the
     # unique key would refuse a second row, so nothing of theirs may be superseded either
     # (a retry, or the same file imported again after someone relabeled an item).

@@ -33,6 +33,7 @@ class Job(SQLModel, table=True):
     policy_version: int
     policy_sha256: str
     agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reason: str | None = None  # why, when not new data: "drift:<check id>" (a relabel job)
     status: str = "running"  # running | completed | failed
     items: int = 0
     duplicates: int = 0

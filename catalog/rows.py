@@ -30,6 +30,7 @@ class JobRow(NamedTuple):
     quarantined: int
     started_at: datetime
     finished_at: datetime | None
+    reason: str | None = None  # "drift:<check id>" for a relabel job
 
 
 class SnapshotRow(NamedTuple):

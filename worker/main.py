@@ -183,6 +183,8 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         task_queue=settings.task_queue,
         tasks=tasks,
         policies=policies,
+        s3=s3,
+        bucket=settings.s3_bucket,
     )
     verify = VerifyActivities(
         engine=engine, client=client, task_queue=settings.task_queue, tasks=tasks

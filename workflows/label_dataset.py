@@ -142,6 +142,7 @@ class LabelDataset:
                 task=inp.task,
                 policy=inp.policy,
                 agents=inp.agents,
+                reason=inp.reason,
             ),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=TRANSIENT,

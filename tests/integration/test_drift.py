@@ -199,3 +199,87 @@ async def test_the_drift_schedule_through_both_clis(
     assert bad.returncode == 1 and "--every 'soon'" in bad.stdout
     wrong = cli(stack, "drift", "schedule", dataset, "--policy", "route_default")
     assert wrong.returncode == 1 and "needs kind: drift" in wrong.stdout
+
+
+RELABEL_ALWAYS = """\
+id: {name}
+version: 1
+kind: drift
+inputs:
+  window.items: int
+params:
+  min_items: 5
+rules:
+  - id: too_small
+    when: window.items < params.min_items
+    outcome: none
+  - id: relabel_window
+    when: window.items >= params.min_items
+    outcome: relabel
+default:
+  outcome: none
+"""
+
+
+async def test_a_relabel_redoes_agent_labels_and_never_a_persons(
+    env: WorkflowEnvironment,
+    worker: ThreadWorker,
+    stack: Settings,
+    runtime: Runtime,
+    gold_rows: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    from catalog import db
+
+    name = f"drift_relabel_{uuid.uuid4().hex[:6]}"
+    (stack.policies_dir / name).mkdir()
+    (stack.policies_dir / name / "v1.yaml").write_text(RELABEL_ALWAYS.format(name=name))
+    texts = shuffled(gold_rows)[600:900]
+    dataset, _ = await label_texts(env, stack, texts[:200], tmp_path, prefix="relab")
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[200:]))
+    out = cli(stack, "job", "start", str(more), "--dataset", dataset, "--task", "sentiment",
+              "--wait")  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    window = {hashlib.sha256(t.encode()).hexdigest() for t in texts[200:]}
+    agent = [
+        str(r[0])
+        for r in await rows(
+            runtime,
+            "SELECT item_id, label FROM label WHERE dataset = :d AND is_current "
+            "AND source = 'agent' ORDER BY item_id",
+            d=dataset,
+        )
+        if str(r[0]) in window
+    ]
+    assert len(agent) >= 3
+    person = agent[0]
+    async with runtime.engine.begin() as conn:  # a person's label on one of them, then
+        await db.set_labels(conn, dataset=dataset, job_id="review:x", labels={person: "negative"},
+                            source="human", reviewers=["alice"])  # fmt: skip
+        # agents writing over it are refused by the catalog itself
+        await db.set_labels(conn, dataset=dataset, job_id="label:x", labels={person: "positive"},
+                            source="agent")  # fmt: skip
+
+    result = await check(env, stack, dataset=dataset, policy=name)
+    assert result.action == "relabel" and result.rule == "relabel_window"
+    relabel_id = result.detail.split()[2]
+    assert result.detail.endswith(f"over {len(agent) - 1} agent-labeled item(s)")
+    done = await env.client.get_workflow_handle(relabel_id).result()
+    assert done["items"] == len(agent) - 1  # type: ignore[index]
+    [(reason, source)] = await rows(
+        runtime, "SELECT reason, source FROM job WHERE id = :j", j=relabel_id
+    )
+    assert reason == f"drift:{result.check_id}" and "?versionId=" in str(source)
+    still = await rows(
+        runtime,
+        "SELECT label, source FROM label WHERE dataset = :d AND item_id = :i AND is_current",
+        d=dataset,
+        i=person,
+    )
+    assert still == [("negative", "human")]
+    shown = cli(stack, "explain", agent[1], "--dataset", dataset, "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    reasons = [d["reason"] for d in json.loads(shown.stdout)["decisions"] if d["reason"]]
+    assert reasons and reasons[0].startswith(f"relabelled after drift check {result.check_id}")
+    assert "rule relabel_window" in reasons[0]

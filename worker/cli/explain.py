@@ -42,6 +42,27 @@ def explain(
     console.print(_tree(report))
 
 
+async def _reason(conn: Any, reason: str) -> str:
+    """A job's reason in words: a relabel names its drift check, metrics and rule."""
+    from catalog import db
+
+    if not reason.startswith("drift:"):
+        return reason
+    check_id = reason.removeprefix("drift:")
+    check = await db.check_of(conn, check_id)
+    if check is None:
+        return f"relabelled after drift check {check_id} (no longer recorded)"
+    shown = ", ".join(
+        f"{k} = {v:.3f}"
+        for k, v in check.metrics.items()
+        if isinstance(v, float) and k != "window.items"
+    )
+    return (
+        f"relabelled after drift check {check_id} ({shown}; {check.policy_id}@"
+        f"{check.policy_version} rule {check.rule_id})"
+    )
+
+
 async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any]:
     from catalog import datasets, db
 
@@ -61,6 +82,11 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
     h = await datasets.item_history(conn, name, item_id)
     item = h["item"]
     learned = await db.learned_from(conn, {(v.agent, v.agent_version) for v in h["votes"]})
+    why: dict[str, str] = {}
+    for d in h["decisions"]:
+        job = await db.job(conn, d.job_id)
+        if job is not None and job.reason:
+            why[d.job_id] = await _reason(conn, job.reason)
     votes_by_job: dict[str, list[dict[str, Any]]] = {}
     for v in h["votes"]:
         votes_by_job.setdefault(v.job_id, []).append(
@@ -83,6 +109,7 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
             {
                 "job_id": d.job_id,
                 "workflow_id": d.job_id,
+                "reason": why.get(d.job_id),
                 "decided_at": d.decided_at,
                 "votes": votes_by_job.get(d.job_id, []),
                 "aggregator": d.aggregator,
@@ -178,6 +205,8 @@ def _tree(r: dict[str, Any]) -> Tree:
     for d in r["decisions"]:
         p = d["policy"]
         node = root.add(f"job {escape(d['job_id'])} at {d['decided_at']:%Y-%m-%d %H:%M:%S}")
+        if d.get("reason"):
+            node.add(escape(d["reason"]))
         votes = node.add("votes")
         for v in d["votes"]:
             vote = votes.add(escape(f"{v['agent']}@{v['version'][:12]}: "
