@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.engine import T_AGENT_VERSION, T_GOLD, T_ITEM, T_JOB, T_LABEL
+from catalog.labels import PEOPLE
 
 PROMOTED = "promoted"
 REFUSED = "refused"
@@ -31,15 +32,15 @@ class AgentVersionRow(NamedTuple):
 
 
 async def human_examples(conn: AsyncConnection, task: str) -> list[tuple[str, str, str, int]]:
-    """(item id, text, label, label id) of every current human label on the task's datasets,
-    and of its gold labels whose items are in the catalog; one per text (a human label wins
-    over gold), by item id."""
+    """(item id, text, label, label id) of every current label people gave (reviewed or
+    imported) on the task's datasets, and of its gold labels whose items are in the catalog;
+    one per text (a person's label wins over gold), by item id."""
     datasets = select(T_JOB.c.dataset).where(T_JOB.c.task == task).distinct()
     lbl, item = T_LABEL.c, T_ITEM.c
     rows = await conn.execute(
         select(lbl.item_id, item.text, lbl.label, lbl.id)
         .join(T_ITEM, (item.dataset == lbl.dataset) & (item.id == lbl.item_id))
-        .where(lbl.dataset.in_(datasets), lbl.is_current.is_(True), lbl.source == "human")
+        .where(lbl.dataset.in_(datasets), lbl.is_current.is_(True), lbl.source.in_(PEOPLE))
         .order_by(lbl.item_id, lbl.id.desc())
     )
     out: dict[str, tuple[str, str, str, int]] = {}

@@ -19,6 +19,10 @@ async def lock_labels(conn: AsyncConnection, dataset: str) -> None:
     )
 
 
+# Label sources that are people's answers: agents never supersede them.
+PEOPLE = ("human", "import")
+
+
 async def set_labels(
     conn: AsyncConnection,
     *,
@@ -44,11 +48,12 @@ async def set_labels(
         )
         for r in rows:
             current[r[0]] = (r[1], r[2])
-            if r[3] == "human":
+            if r[3] in PEOPLE:
                 human.add(r[0])
     if source == "agent":
-        # A person's label is never overwritten by agents (a later job, a re-score, a
-        # relabel): it stays current, and the agents' decision stays on record.
+        # A person's label (a review's, or one imported from another tool) is never
+        # overwritten by agents (a later job, a re-score, a relabel): it stays current, and
+        # the agents' decision stays on record.
         ids = [i for i in ids if i not in human]
     # Items this job already labeled from this source, current or since superseded: the
     # unique key would refuse a second row, so nothing of theirs may be superseded either

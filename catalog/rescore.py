@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog.engine import T_ITEM, T_JOB, T_JOB_ITEM, T_LABEL, T_REVIEW_TASK, _insert_ignore
 from catalog.jobs import create_job, set_job_counts
+from catalog.labels import PEOPLE
 from catalog.models import utcnow
 
 SUPERSEDED = "superseded"
@@ -40,14 +41,14 @@ async def backlog_datasets(conn: AsyncConnection, task: str) -> list[str]:
 
 async def backlog(conn: AsyncConnection, dataset: str) -> list[BacklogItem]:
     """Items of the dataset whose review is waiting or open and whose current label is not a
-    person's (a human label is never overwritten by agents), one per item, by id."""
+    person's (reviewed or imported: never overwritten by agents), one per item, by id."""
     t, lbl, item = T_REVIEW_TASK.c, T_LABEL.c, T_ITEM.c
     human = exists().where(
         and_(
             lbl.dataset == t.dataset,
             lbl.item_id == t.item_id,
             lbl.is_current.is_(True),
-            lbl.source == "human",
+            lbl.source.in_(PEOPLE),
         )
     )
     rows = await conn.execute(

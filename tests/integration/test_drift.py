@@ -254,9 +254,9 @@ async def test_a_relabel_redoes_agent_labels_and_never_a_persons(
     ]
     assert len(agent) >= 3
     person = agent[0]
-    async with runtime.engine.begin() as conn:  # a person's label on one of them, then
-        await db.set_labels(conn, dataset=dataset, job_id="review:x", labels={person: "negative"},
-                            source="human", reviewers=["alice"])  # fmt: skip
+    async with runtime.engine.begin() as conn:  # a person's (imported) label on one, then
+        await db.set_labels(conn, dataset=dataset, job_id="import:x", labels={person: "negative"},
+                            source="import", reviewers=["alice"])  # fmt: skip
         # agents writing over it are refused by the catalog itself
         await db.set_labels(conn, dataset=dataset, job_id="label:x", labels={person: "positive"},
                             source="agent")  # fmt: skip
@@ -277,7 +277,7 @@ async def test_a_relabel_redoes_agent_labels_and_never_a_persons(
         d=dataset,
         i=person,
     )
-    assert still == [("negative", "human")]
+    assert still == [("negative", "import")]
     shown = cli(stack, "explain", agent[1], "--dataset", dataset, "--json")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     reasons = [d["reason"] for d in json.loads(shown.stdout)["decisions"] if d["reason"]]

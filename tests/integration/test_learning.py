@@ -65,13 +65,14 @@ async def labeled_dataset(
     rows_: list[dict[str, str]],
     tmp: Path,
 ) -> tuple[str, LabelDatasetResult]:
-    """A job of `task` over `rows_`, then every item labeled by people (the rows' labels)."""
+    """A job of `task` over `rows_`, then every item labeled by people (the rows' labels,
+    imported as another tool's annotations would be)."""
     texts = [r["text"] for r in rows_]
     dataset, job = await label_texts(env, stack, texts, tmp, prefix="learn", task=task)
     human = {hashlib.sha256(r["text"].encode()).hexdigest(): r["label"] for r in rows_}
     async with runtime.engine.begin() as conn:
         await db.set_labels(
-            conn, dataset=dataset, job_id="review:test", labels=human, source="human"
+            conn, dataset=dataset, job_id="import:test", labels=human, source="import"
         )
     return dataset, job
 
@@ -211,7 +212,7 @@ async def test_a_promotion_rescores_the_backlog_and_supersedes_open_reviews_once
     waiting, job = await label_texts(env, stack, texts, tmp_path, prefix="wait", task=task)
     assert job.counts.human_review > 100
     labeled, _ = await labeled_dataset(env, stack, runtime, task, gold_rows[:1200], tmp_path)
-    # A hostile `supersede` on a review no re-score closes (its item has a human label, which
+    # A hostile `supersede` on a review no re-score closes (its item has a person's label, which
     # agents never overwrite) changes nothing: the item checks the catalog and keeps waiting.
     [(bystander,)] = await rows(
         runtime,
