@@ -45,8 +45,15 @@ async def datasets(conn: AsyncConnection) -> list[Any]:
 
 
 async def versions(conn: AsyncConnection, dataset: str) -> list[Any]:
+    """Every snapshot row of the dataset, with `reason`: why the job that made it ran (e.g.
+    "drift:<check id>" for a relabel), when it was not new data."""
     s = T_SNAPSHOT.c
-    rows = await conn.execute(select(T_SNAPSHOT).where(s.dataset == dataset).order_by(s.version))
+    rows = await conn.execute(
+        select(T_SNAPSHOT, T_JOB.c.reason)
+        .outerjoin(T_JOB, T_JOB.c.id == s.job_id)
+        .where(s.dataset == dataset)
+        .order_by(s.version)
+    )
     return list(rows.all())
 
 

@@ -136,6 +136,11 @@ async def test_new_kinds_of_text_are_sampled_for_review_and_a_calm_window_is_not
     assert {r[2] for r in recorded} == {policy} and {r[3] for r in recorded} == {"drift_checked"}
     shown = cli(stack, "drift", "checks", dataset)
     assert shown.returncode == 0 and "sample_review" in shown.stdout
+    png = tmp_path / "drift.png"
+    report = cli(stack, "drift", "report", dataset, "--out", str(png))
+    assert report.returncode == 0 and report.stdout.count("\n") >= 4, report.stdout
+    assert "sample_review" in report.stdout and "input.auc" in report.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 async def listed(stack: Settings, line: str) -> bool:
@@ -278,6 +283,18 @@ async def test_a_relabel_redoes_agent_labels_and_never_a_persons(
         i=person,
     )
     assert still == [("negative", "import")]
+    # The version the relabel job made says so in `dataset versions` (a folded table).
+    made = await rows(
+        runtime,
+        "SELECT s.version FROM snapshot s JOIN job j ON j.id = s.job_id "
+        "WHERE s.dataset = :d AND j.reason = :r",
+        d=dataset,
+        r=f"drift:{result.check_id}",
+    )
+    assert len(made) == 1
+    table = cli(stack, "dataset", "versions", dataset).stdout
+    flat = "".join(ch for ch in table if not ch.isspace() and ch not in "│┃")
+    assert "(relabelafterdrift:drift-check:" in flat
     shown = cli(stack, "explain", agent[1], "--dataset", dataset, "--json")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     reasons = [d["reason"] for d in json.loads(shown.stdout)["decisions"] if d["reason"]]

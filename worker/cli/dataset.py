@@ -105,8 +105,10 @@ def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None
         table.add_column(col, overflow="fold")
     for r in rows:
         dist = ", ".join(f"{k} {v}" for k, v in (r.label_distribution or {}).items())
+        by = r.job_id + (f" (relabel after {r.reason})" if (r.reason or "").startswith(
+            "drift:") else "")  # fmt: skip
         table.add_row(str(r.version), f"{r.created_at:%Y-%m-%d %H:%M:%S}", str(r.item_count),
-                      dist, _verdict(r), r.s3_version_id, r.job_id)  # fmt: skip
+                      dist, _verdict(r), r.s3_version_id, by)  # fmt: skip
     console.print(table)
 
 

@@ -2,13 +2,15 @@
 
 `schedule` creates (or updates) the Temporal Schedule `drift:{dataset}`, whose every run is a
 `DriftCheck` workflow; `list`, `pause`, `resume` and `run` (trigger now) operate it, as
-`temporal schedule list/toggle/trigger` do; `checks` reads the recorded checks.
+`temporal schedule list/toggle/trigger` do; `checks` reads the recorded checks and `report`
+draws them over time.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -239,3 +241,82 @@ def drift_checks(
         )
         if r.detail:
             console.print(f"    {r.detail}")
+
+
+@app.command("report")
+def drift_report(
+    dataset: Annotated[str, typer.Argument()],
+    out: Annotated[
+        Path | None, typer.Option(help="Where the PNG goes (default: the state dir).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="The newest checks shown.")] = 200,
+) -> None:
+    """DATASET's drift checks over time: a table of metrics and actions, and a PNG of each
+    metric with its policy threshold (params.max_<metric>) and the actions taken."""
+    import asyncio
+
+    from worker.cli.console import in_catalog
+    from worker.settings import Settings
+
+    async def read(conn: Any, dataset: str, limit: int) -> list[Any]:
+        from catalog import db
+
+        return await db.drift_checks(conn, dataset, limit)
+
+    settings = Settings()
+    rows = list(reversed(asyncio.run(in_catalog(settings, read, dataset, limit))))
+    if not rows:
+        raise fail(f"no drift checks of {dataset} yet: labelfabric drift run {dataset}")
+    metrics = sorted({k for r in rows for k, v in r.metrics.items() if isinstance(v, float)})
+    shown = [m for m in metrics if m not in ("window.items", "reference.items")]
+    for r in rows:
+        values = ", ".join(
+            f"{m} {r.metrics[m]:.3f}" for m in shown if isinstance(r.metrics.get(m), float)
+        )
+        console.print(
+            f"{r.checked_at:%Y-%m-%d %H:%M:%S}  {r.action:<13} {r.rule_id:<28} "
+            f"{r.window_items:>6} items  {values}"
+        )
+    path = out or settings.home_dir / "drift" / f"{dataset}.png"
+    _plot(dataset, rows, shown, path, settings)
+    console.print(f"plot: {path}")
+
+
+def _plot(dataset: str, rows: list[Any], metrics: list[str], path: Path, settings: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from policy_rules.engine import Policy, PolicyError
+
+    thresholds: dict[str, float] = {}
+    try:  # the newest check's policy version draws the lines
+        last = rows[-1]
+        policy = Policy.load(settings.policies_dir, f"{last.policy_id}@{last.policy_version}")
+        for m in metrics:
+            value = policy.params.get(f"max_{m.split('.', 1)[-1]}")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                thresholds[m] = float(value)
+    except PolicyError:
+        pass
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 2.2 * len(metrics)), dpi=100,
+                             sharex=True, squeeze=False)  # fmt: skip
+    times = [r.checked_at for r in rows]
+    for ax, m in zip(axes[:, 0], metrics, strict=True):
+        ys = [r.metrics.get(m) if isinstance(r.metrics.get(m), float) else None for r in rows]
+        ax.plot(times, [y if y is not None else float("nan") for y in ys], marker="o")
+        if m in thresholds:
+            ax.axhline(thresholds[m], linestyle="--", color="grey", label="threshold")
+        for t, y, r in zip(times, ys, rows, strict=True):
+            if r.action != "none" and y is not None:
+                ax.annotate(r.action, (t, y), textcoords="offset points", xytext=(0, 6),
+                            fontsize=7, ha="center", color="red")  # fmt: skip
+        ax.set_ylabel(m, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_title(f"{dataset}: drift checks")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
