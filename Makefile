@@ -8,7 +8,7 @@ SAMPLE := .labelfabric/samples/items.jsonl
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test unit fuzz lint bench bench-loop eval down clean
+.PHONY: demo test unit fuzz lint bench bench-loop bench-drift eval down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench: $(STAMP)
 bench-loop: $(STAMP)
 	$(BIN)/python benchmarks/bench_loop.py --out .labelfabric
 	$(BIN)/python benchmarks/bench_label_issues.py
+
+# Drift detectors on streams with known change points (river's generators, the wheel's text).
+bench-drift: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_drift.py
 
 # The fabric measured through real workflows on labeled data shipped in PyPI wheels.
 eval: $(STAMP)
