@@ -101,7 +101,9 @@ def predicted(model: Callable[[list[str]], list[tuple[str | None, float]]],
     return [model(w) for w in windows]
 
 
-def prediction_alarms(preds: list[list[tuple[str | None, float]]]) -> tuple[list[bool], list[bool]]:
+def prediction_alarms(
+    preds: Sequence[Sequence[tuple[str | None, float]]],
+) -> tuple[list[bool], list[bool]]:
     ref = preds[0]
     ref_counts = Counter(lbl or "" for lbl, _ in ref)
     ref_conf = float(np.mean([c for _, c in ref]))
@@ -170,9 +172,8 @@ def main() -> None:
     results += [("reviews-to-synopses", *evaluate("confidence drop", drop_t))]
     stationary_auc = aucs[1 : STATIONARY + 1]
 
-    print(
-        f"windows of {args.window} items ({len(texts[0])} for text); change after window {STATIONARY}"
-    )
+    print(f"windows of {args.window} items ({len(texts[0])} for text)", end="; ")
+    print(f"change after window {STATIONARY}")
     print(f"{'stream':<22} {'detector':<28} {'false alarms / 50':>18} {'delay (windows)':>16}")
     for stream, detector, false, delay in results:
         print(f"{stream:<22} {detector:<28} {false:>18} {delay:>16}")
