@@ -67,12 +67,11 @@ class ReviewItem:
                     self._deadline = None
             if self._state == "escalated" and not self._superseded:
                 decided = await self._wait(inp.rules.escalation_timeout_s)
-            if self._superseded:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                self._set_state(ids.SUPERSEDED)
-                return self.state()
             # Let in-flight handlers finish recording before the item closes.
             await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._superseded:  # a re-score auto-accepted it: nothing to close here
+                self._set_state(ids.SUPERSEDED)
+                return self.state()
             # A review the catalog refused (roster revoked) after waking us reopens the wait.
             if not decided or self._label is not None:
                 break
@@ -133,15 +132,7 @@ class ReviewItem:
             except ApplicationError as err:
                 workflow.logger.warning("signal review not taken: %s", err.message)
             return
-        kept = self._book.keep_refusal(sub, reason)
-        if kept is None:
-            return
-        try:
-            await steps.record(
-                self._inp, kept, via="signal", key=key, accepted=False, reason=reason
-            )
-        except ActivityError as err:
-            workflow.logger.warning("refused signal not recorded: %s", steps.cause(err))
+        await steps.record_refusal(self._inp, self._book, sub, reason, key)
 
     def _refusal(self, sub: ReviewSubmission) -> str:
         closed = self._label is not None or self._superseded
@@ -191,8 +182,8 @@ class ReviewItem:
                 return self._label is not None
             if self._supersede_asked and self._label is None:
                 self._supersede_asked = False
-                if await steps.superseded(self._inp):
-                    self._superseded = True
+                self._superseded = await steps.superseded(self._inp)
+                if self._superseded:
                     return False
             if self._label is None and self._too_long():
                 if not workflow.patched(CAN_PATCH):

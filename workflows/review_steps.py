@@ -88,6 +88,19 @@ async def close(
     )
 
 
+async def record_refusal(
+    inp: ReviewItemInput, book: ReviewBook, sub: ReviewSubmission, reason: str, key: str
+) -> None:
+    """Record a refused signal's submission, if the book keeps it (bounded, cut to size)."""
+    kept = book.keep_refusal(sub, reason)
+    if kept is None:
+        return
+    try:
+        await record(inp, kept, via="signal", key=key, accepted=False, reason=reason)
+    except ActivityError as err:
+        workflow.logger.warning("refused signal not recorded: %s", cause(err))
+
+
 async def superseded(inp: ReviewItemInput) -> bool:
     """Whether the catalog says a re-score superseded this review (see `review_superseded`)."""
     return await workflow.execute_activity_method(
