@@ -27,12 +27,11 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities import ids
+from activities.handoff import tell_retrain, wake_frontier
 from activities.payloads import (
     DriftCheckInput,
     DriftCheckResult,
-    FrontierInput,
     LabelDatasetInput,
-    RetrainInput,
 )
 from activities.s3 import put_once
 from agents.drift import label_shift, mean_confidence, override_rate, tabular_drift, text_auc
@@ -152,14 +151,8 @@ class DriftActivities:
         check_id: str,
     ) -> str:
         if action == "retrain":
-            await self.client.start_workflow(
-                ids.RETRAIN_WORKFLOW,
-                RetrainInput(task=task.name, every=task.learn_every),
-                id=ids.retrain_workflow_id(task.name),
-                task_queue=self.task_queue,
-                start_signal="retrain",
-            )
-            return f"asked {ids.retrain_workflow_id(task.name)} for a round"
+            asked = await tell_retrain(self.client, self.task_queue, task, "retrain")
+            return f"asked {asked} for a round"
         if action == "sample_review":
             chosen = sorted(recent, key=lambda r: -random_rank(f"{check_id}:{r.item_id}"))
             items = [(r.item_id, random_rank(r.item_id)) for r in chosen[: inp.sample]]
@@ -167,13 +160,7 @@ class DriftActivities:
                 queued = await db.queue_item_reviews(
                     conn, inp.dataset, check_id, task.name, items, SAMPLE_RULE
                 )
-            await self.client.start_workflow(
-                ids.FRONTIER_WORKFLOW,
-                FrontierInput(dataset=inp.dataset),
-                id=ids.frontier_workflow_id(inp.dataset),
-                task_queue=self.task_queue,
-                start_signal="wake",
-            )
+            await wake_frontier(self.client, self.task_queue, inp.dataset)
             return f"{queued} recent item(s) queued for review (rule {SAMPLE_RULE})"
         if action == "relabel":
             return await self._relabel(inp, task, recent, check_id)

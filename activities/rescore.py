@@ -23,10 +23,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities import ids
+from activities.handoff import wake_frontier
 from activities.labeling import LabelingActivities
 from activities.payloads import (
     ChunkInput,
-    FrontierInput,
     PolicyRefPayload,
     RescoreInput,
     RescoreResult,
@@ -127,13 +127,7 @@ class RescoreActivities:
             with contextlib.suppress(RPCError):  # already closed: nothing left to tell
                 await self.client.get_workflow_handle(workflow_id).signal("supersede")
         if now_accepted:
-            await self.client.start_workflow(
-                ids.FRONTIER_WORKFLOW,
-                FrontierInput(dataset=dataset),
-                id=ids.frontier_workflow_id(dataset),
-                task_queue=self.task_queue,
-                start_signal="wake",
-            )
+            await wake_frontier(self.client, self.task_queue, dataset)
         return len(backlog), len(now_accepted), len(workflows)
 
 

@@ -28,19 +28,18 @@ from temporalio.exceptions import ApplicationError
 from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import policy_changed
+from activities.handoff import tell_retrain, wake_frontier
 from activities.payloads import (
     LABEL_DATASET,
     REVIEW_STATE,
     CloseReviewInput,
     DatasetInput,
-    FrontierInput,
     FrontierStatus,
     LabelsChanged,
     OpenReviewsInput,
     PolicyRefPayload,
     RecordReviewInput,
     RecordReviewResult,
-    RetrainInput,
     ReviewerGrant,
     ReviewItemInput,
     ReviewRulesPayload,
@@ -125,7 +124,7 @@ class ReviewActivities:
                 ],
             )
         await self._top_up(inp.dataset, policy.review.open_limit)
-        await self._wake_frontier(inp.dataset)
+        await wake_frontier(self.client, self.task_queue, inp.dataset)
         return len(routed)
 
     @activity.defn(name="top_up_reviews")
@@ -262,25 +261,8 @@ class ReviewActivities:
             task = self.tasks.get(task_name or "")
         except TaskError:
             return  # the label is recorded; a task gone since cannot learn from it
-        if task.learn_every <= 0:
-            return
-        await self.client.start_workflow(
-            ids.RETRAIN_WORKFLOW,
-            RetrainInput(task=task.name, every=task.learn_every),
-            id=ids.retrain_workflow_id(task.name),
-            task_queue=self.task_queue,
-            start_signal="labels_added",
-        )
-
-    async def _wake_frontier(self, dataset: str) -> None:
-        """Signal (starting it if need be) the dataset's frontier: there may be room or work."""
-        await self.client.start_workflow(
-            ids.FRONTIER_WORKFLOW,
-            FrontierInput(dataset=dataset),
-            id=ids.frontier_workflow_id(dataset),
-            task_queue=self.task_queue,
-            start_signal="wake",
-        )
+        if task.learn_every > 0:
+            await tell_retrain(self.client, self.task_queue, task, "labels_added")
 
     def _revoked(self, inp: RecordReviewInput) -> str:
         """Why the roster as it is now refuses this reviewer, or ""."""
@@ -382,7 +364,9 @@ class ReviewActivities:
                 payload={"label": inp.label, "outcome": inp.outcome, "reviewers": inp.reviewers},
             )
         await self.anchor()
-        await self._wake_frontier(inp.dataset)  # room for the next waiting item
+        await wake_frontier(
+            self.client, self.task_queue, inp.dataset
+        )  # room for the next waiting item
         if inp.label is not None:
             await self._tell_learning(inp.dataset)
             await self.client.start_workflow(

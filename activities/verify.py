@@ -17,7 +17,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities import ids
-from activities.payloads import FrontierInput, VerifyInput, VerifyResult
+from activities.handoff import wake_frontier
+from activities.payloads import VerifyInput, VerifyResult
 from agents.label_issues import MIN_ITEMS, find_issues
 from agents.store import TaskStore
 from agents.tasks import TaskError
@@ -96,13 +97,7 @@ class VerifyActivities:
                 },
             )
         if queued:
-            await self.client.start_workflow(
-                ids.FRONTIER_WORKFLOW,
-                FrontierInput(dataset=inp.dataset),
-                id=ids.frontier_workflow_id(inp.dataset),
-                task_queue=self.task_queue,
-                start_signal="wake",
-            )
+            await wake_frontier(self.client, self.task_queue, inp.dataset)
         return VerifyResult(
             dataset=inp.dataset,
             checked=len(labels),

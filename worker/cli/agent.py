@@ -293,7 +293,8 @@ async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
     from temporalio.service import RPCError
 
     from activities import ids
-    from activities.payloads import RetrainInput, RetrainStatus
+    from activities.handoff import tell_retrain
+    from activities.payloads import RetrainStatus
     from agents.tasks import TaskError, load_task
 
     try:
@@ -318,13 +319,7 @@ async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
     before = await status()
     # A round under way when we ask does not include our request: wait for the one after.
     target = before.rounds + (1 if before.running else 0) if before else 0
-    await client.start_workflow(
-        ids.RETRAIN_WORKFLOW,
-        RetrainInput(task=spec.name, every=spec.learn_every),
-        id=workflow_id,
-        task_queue=settings.task_queue,
-        start_signal="retrain",
-    )
+    await tell_retrain(client, settings.task_queue, spec, "retrain")
     if not wait:
         console.print(f"asked {workflow_id} for a round: `labelfabric agent retrain` shows it")
         return
