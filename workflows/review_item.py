@@ -12,7 +12,6 @@ and a long history continues as new with the reviews so far (`review_steps.py`).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -75,21 +74,8 @@ class ReviewItem:
             # A review the catalog refused (roster revoked) after waking us reopens the wait.
             if not decided or self._label is not None:
                 break
-        try:
-            if decided:
-                winners = self._book.winners(self._label)
-                await self._close("done", label=self._label, reviewers=winners)
-            else:
-                await self._close("expired", outcome=inp.rules.on_timeout)
-        except ActivityError as err:
-            # Terminal: the close could not be recorded after every retry. Say so in the
-            # queue (ReviewState=errored) and fail, rather than stay awaiting forever.
-            self._set_state("errored")
-            raise ApplicationError(
-                f"review of item {inp.item_id[:12]} could not be closed: {steps.cause(err)}",
-                type=ids.REVIEW_ERRORED,
-                non_retryable=True,
-            ) from err
+        reviewers = self._book.winners(self._label) if decided else []
+        await steps.finish(inp, self._label if decided else None, reviewers, self._set_state)
         return self.state()
 
     @workflow.query
@@ -199,10 +185,6 @@ class ReviewItem:
 
     def _too_long(self) -> bool:
         return not self._can_refused and steps.history_too_long(self._inp.history_limit)
-
-    async def _close(self, state: str, **result: Any) -> None:
-        await steps.close(self._inp, state, **result)
-        self._set_state(state)
 
     def _set_state(self, state: str) -> None:
         self._state = state

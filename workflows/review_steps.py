@@ -4,18 +4,20 @@ submission, close the item), decoding a signal, its query view, and continuing a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.retry import BOOKKEEPING, TRANSIENT
 from workflows.review_book import ReviewBook
 
 with workflow.unsafe.imports_passed_through():
+    from activities import ids
     from activities.payloads import (
         CloseReviewInput,
         RecordReviewInput,
@@ -109,6 +111,31 @@ async def superseded(inp: ReviewItemInput) -> bool:
         start_to_close_timeout=SHORT,
         retry_policy=TRANSIENT,
     )
+
+
+async def finish(
+    inp: ReviewItemInput,
+    label: str | None,
+    reviewers: list[str],
+    set_state: Callable[[str], None],
+) -> None:
+    """Close the item: `done` with the agreed label, or `expired` with the policy's outcome.
+    Terminal: if the close cannot be recorded after every retry, the item says so in the
+    queue (ReviewState=errored) and fails, rather than stay awaiting forever."""
+    state = "done" if label is not None else "expired"
+    try:
+        if label is not None:
+            await close(inp, state, label=label, reviewers=reviewers)
+        else:
+            await close(inp, state, outcome=inp.rules.on_timeout)
+    except ActivityError as err:
+        set_state("errored")
+        raise ApplicationError(
+            f"review of item {inp.item_id[:12]} could not be closed: {cause(err)}",
+            type=ids.REVIEW_ERRORED,
+            non_retryable=True,
+        ) from err
+    set_state(state)
 
 
 def cause(err: ActivityError) -> str:
