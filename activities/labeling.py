@@ -11,6 +11,7 @@ adapter: it reads the chunk from the catalog, heartbeats, and writes the rows an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,8 +31,10 @@ from activities.payloads import ChunkInput, ChunkResult, OutcomeCounts
 from agents.aggregate import DawidSkene
 from agents.base import Agent, Vote
 from agents.pipeline import (
+    BEAT_S,
     Combined,
     ItemOutcome,
+    agent_inputs,
     agent_keys,
     aggregator_of,
     chunk_rows,
@@ -131,10 +134,12 @@ class LabelingActivities:
         todo = [(item_id, text) for item_id, text in rows if item_id not in done]
         outcomes: list[ItemOutcome] = []
         latency: dict[str, float] = {}
+        seen: dict[tuple[str, str], str] = {}
         if todo:
             texts = [text for _, text in todo]
+            found, inputs = await _read_as(task, agents, texts)
             per_agent: list[list[Vote]] = []
-            for agent in agents:
+            for agent, read in zip(agents, inputs, strict=True):
                 with tracer.start_as_current_span(
                     "agent.predict",
                     attributes={
@@ -144,19 +149,28 @@ class LabelingActivities:
                     },
                 ):
                     started = time.perf_counter()
-                    per_agent.append(await timed_predict(agent, task, texts, activity.heartbeat))
+                    per_agent.append(await timed_predict(agent, task, read, activity.heartbeat))
                     latency[agent.name] = (time.perf_counter() - started) * 1000 / len(texts)
                 activity.heartbeat(f"{agent.name} voted")
+                seen.update(
+                    {
+                        (agent.name, item_id): hashlib.sha256(
+                            text.encode(errors="surrogatepass")
+                        ).hexdigest()
+                        for (item_id, raw), text in zip(todo, read, strict=True)
+                        if text != raw
+                    }
+                )
             stored = await self._reliability(task, agent_keys(agents), policy)
             with tracer.start_as_current_span("route", attributes={"policy": policy.ref.id}):
                 combined, outcomes = await asyncio.to_thread(
-                    decide, task, agents, per_agent, todo, policy, shadows, reference, stored
+                    decide, task, agents, per_agent, todo, policy, shadows, reference, stored, found
                 )
 
         counts = _count(list(done.values()) + [o.decision.outcome for o in outcomes])
         if outcomes:
             await self._record(
-                inp, task, agents, policy, shadows, outcomes, combined, latency, counts
+                inp, task, agents, policy, shadows, outcomes, combined, latency, counts, seen
             )
             await self.anchor()
         return ChunkResult(chunk=inp.chunk, counts=counts)
@@ -227,6 +241,7 @@ class LabelingActivities:
         combined: Combined,
         latency: dict[str, float],
         counts: OutcomeCounts,
+        seen: dict[tuple[str, str], str],
     ) -> None:
         rows = chunk_rows(
             job_id=inp.job_id,
@@ -240,6 +255,7 @@ class LabelingActivities:
             combined=combined,
             latency=latency,
             now=db.utcnow(),
+            seen=seen,
         )
         async with self.engine.begin() as conn:
             if rows.reliability is not None:
@@ -274,6 +290,20 @@ class LabelingActivities:
                     "votes_rationale_sha256": rows_digest(rows.votes, VOTE_FIELDS_WITH_RATIONALE),
                 },
             )
+
+
+async def _read_as(
+    task: TaskSpec, agents: Sequence[Agent], texts: list[str]
+) -> tuple[list[dict[str, int]], list[list[str]]]:
+    """`agent_inputs` (each agent's text under the task's `pii:`, each item's PII counts) on a
+    thread, heartbeating while detection runs; the texts as they are without `pii:`."""
+    if task.pii is None:
+        return [{} for _ in texts], [texts for _ in agents]
+    work = asyncio.ensure_future(asyncio.to_thread(agent_inputs, task, agents, texts))
+    while not work.done():
+        await asyncio.wait({work}, timeout=BEAT_S)
+        activity.heartbeat("pii")
+    return work.result()
 
 
 def _count(outcomes: list[str]) -> OutcomeCounts:

@@ -265,6 +265,9 @@ class ReviewItemInput:
     history_limit: int = 2_000
     # Carried across continue-as-new; never set by callers.
     carry: ReviewCarry | None = None
+    # Key id -> Ed25519 public key (base64) a submission's claim must be signed with. None
+    # (items opened before signed identity): no claim is asked for, as released.
+    identity: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +285,9 @@ class ReviewSubmission:
     reviewer: str
     label: str
     note: str = ""
+    # A signed reviewer claim (worker/identity.py): required when the item was opened with
+    # `identity` keys. Never written to the catalog.
+    token: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,6 +351,9 @@ class RecordReviewInput:
     # For the roster check when the review arrives; empty in inputs from before it existed.
     task: str = ""
     sensitivity: str = ""
+    # The item asks for signed claims: the claim is checked again against the ring as it is
+    # now (a rotated-out key no longer counts). Claims are never written to the catalog.
+    signed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

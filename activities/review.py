@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,6 +54,7 @@ from catalog import db, kinds
 from catalog.frontier import QUEUED
 from policy_rules.engine import PolicyError
 from policy_rules.store import PinnedPolicyChanged, PolicyStore
+from worker.identity import IdentityRing, IdentityRingError, claim_problem
 
 STARTS_IN_FLIGHT = 16  # concurrent workflow starts: the dev server's SQLite is the limit
 
@@ -78,6 +80,9 @@ class ReviewActivities:
     roster_path: Path
     snapshot_debounce_s: float = 0.5
     simulated_reviewers: bool = False  # the roster's `sim:` reviewers are on duty
+    # The reviewer-identity ring: items opened with its public keys ask for signed claims.
+    # None: signed reviews are off (`LABELFABRIC_SIGNED_REVIEWS=0`).
+    identity_path: Path | None = None
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
 
     @activity.defn(name="open_reviews")
@@ -251,7 +256,24 @@ class ReviewActivities:
                 for a, v, lbl, c, why in votes
             ],
             gold_label=row.gold_label,
+            identity=self._public_keys() if self.identity_path else None,
         )
+
+    def _public_keys(self) -> dict[str, str]:
+        assert self.identity_path is not None
+        try:
+            return IdentityRing.load(self.identity_path).public_keys()
+        except IdentityRingError as err:
+            raise ApplicationError(str(err), type=ids.BAD_CONFIG, non_retryable=True) from err
+
+    @activity.defn(name="identity_keys")
+    async def identity_keys(self) -> dict[str, str]:
+        """The identity ring's public keys now: what an open item takes after a rotation."""
+        if self.identity_path is None:
+            raise ApplicationError(
+                "signed reviews are off on this worker", type=ids.BAD_CONFIG, non_retryable=True
+            )
+        return self._public_keys()
 
     async def _tell_learning(self, dataset: str) -> None:
         """One more human label for the task's Retrain workflow, if it learns (`learn.every`)."""
@@ -278,6 +300,14 @@ class ReviewActivities:
             return f"reviewer {who!r} is no longer on the roster for task {inp.task!r}"
         if inp.sensitivity and not cleared(entry.clearance, inp.sensitivity):
             return f"reviewer {who!r} no longer has clearance for a {inp.sensitivity!r} item"
+        if inp.signed:  # the claim against the ring as it is now: a rotated-out key fails
+            keys = self._public_keys() if self.identity_path else {}
+            now = datetime.now(UTC)
+            problem = claim_problem(
+                inp.submission.token, keys, reviewer=who, task=inp.task, now=now
+            )
+            if problem:
+                return problem
         return ""
 
     @activity.defn(name="record_review")

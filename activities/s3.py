@@ -1,18 +1,23 @@
-"""S3 client construction and the versioned snapshot bucket.
+"""S3 client construction, the versioned snapshot bucket, and reading objects in clear.
 
 Temporal owns retries, so the client's own retries are kept small: an unreachable endpoint
 surfaces within seconds as an error that names the endpoint, and the activity's retry policy
-decides what happens next.
+decides what happens next. An ``https://`` endpoint is verified against the system's roots,
+or the CA bundle the target names (``LABELFABRIC_S3_CA_BUNDLE``; boto3's ``AWS_CA_BUNDLE``
+works too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from formats import sealed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -27,6 +32,7 @@ class S3Target:
     region: str = "us-east-1"
     access_key: str | None = None  # None: boto3's own chain (AWS_* variables, files)
     secret_key: str | None = None
+    ca_bundle: str | None = None  # PEM file of the CAs an https endpoint is checked against
 
 
 def make_s3_client(target: S3Target) -> S3Client:
@@ -36,6 +42,7 @@ def make_s3_client(target: S3Target) -> S3Client:
         region_name=target.region,
         aws_access_key_id=target.access_key,
         aws_secret_access_key=target.secret_key,
+        verify=target.ca_bundle,  # None: verified against the default roots
         config=Config(
             retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=3,
@@ -67,11 +74,13 @@ def put_once(
     writer: str,
     sha: str,
     content_type: str = "application/octet-stream",
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[str | None, Any]:
     """Put a new object version unless `writer` already put this content (`sha`) at `key`.
 
     Returns (the existing version id, None) or (None, the put response). Idempotent for
-    retries: the metadata names the writer and the content's sha256.
+    retries: the metadata names the writer and the content's sha256 (of the plaintext, for a
+    sealed body), plus any `metadata` given.
     """
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -89,6 +98,23 @@ def put_once(
         Key=key,
         Body=body,
         ContentType=content_type,
-        Metadata={"labelfabric-job": writer, "content-sha256": sha},
+        Metadata={**(metadata or {}), "labelfabric-job": writer, "content-sha256": sha},
     )
     return None, resp
+
+
+def read_plain(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    version_id: str,
+    dst: sealed.Sink,
+    keys: Mapping[str, bytes],
+) -> str | None:
+    """Stream an object version into `dst` in clear: a sealed one (formats/sealed.py) opened
+    with `keys`, one stored in clear as is. Returns the key id it was sealed with, or None."""
+    body = s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"]
+    try:
+        return sealed.unseal(cast(IO[bytes], body), dst, keys)
+    finally:
+        body.close()

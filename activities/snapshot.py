@@ -4,6 +4,12 @@ A dataset's labels live at one key; every snapshot is a new object version, and 
 row maps `dataset@N` to the S3 version ids. Idempotent: a job gets one snapshot row, and a
 retry after the upload but before the row reuses the object version this job already wrote
 (found by its metadata), so no orphan versions pile up.
+
+Sealed at rest (`encrypt`): the labels object is stored sealed with a fresh data key wrapped
+by the payload key ring's active key (formats/sealed.py); the manifest, which holds no item
+text, stays readable and names the scheme, the key id and the sealed bytes' sha256. The
+content sha256 the catalog and the manifest record is always the plaintext's, so audit
+verify, exports and provenance mean the same with sealing on or off.
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from activities.anchor import no_anchor
 from activities.errors import classify
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
 from activities.payloads import SnapshotInput, SnapshotRef
-from activities.s3 import S3Client, put_once
+from activities.s3 import S3Client, put_once, read_plain
 from agents.store import TaskStore
 from agents.tasks import TaskError
 from catalog import db, kinds
-from formats import snapshot_files
+from formats import sealed, snapshot_files
 from policy_rules.engine import Policy
 from policy_rules.store import PolicyStore
 
@@ -51,6 +57,14 @@ class SnapshotActivities:
     tasks: TaskStore | None = None  # where the task files name their gates; None = no gates
     policies: PolicyStore | None = None
     anchor: Callable[[], Awaitable[None]] = no_anchor  # the audit head into S3
+    # The payload key ring, read at each snapshot (a rotation needs no restart): seals new
+    # labels objects when `encrypt`, and opens sealed parents either way. None: no ring.
+    ring: Callable[[], sealed.Ring] | None = None
+    encrypt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.encrypt and self.ring is None:
+            raise ValueError("sealing snapshots needs the key ring")
 
     @activity.defn(name="snapshot")
     async def snapshot(self, inp: SnapshotInput) -> SnapshotRef:
@@ -68,13 +82,8 @@ class SnapshotActivities:
                 async for votes in db.current_label_votes(self.engine, inp.dataset):
                     metrics.agreement.add(votes)
             try:
-                data_version = await asyncio.to_thread(
-                    self._put_once,
-                    data_key(inp.dataset),
-                    body,
-                    inp.job_id,
-                    content_sha,
-                    "application/x-ndjson",
+                data_version, sealing = await asyncio.to_thread(
+                    self._put_data, inp.dataset, body, inp.job_id, content_sha
                 )
                 async with self.engine.begin() as conn:
                     # One snapshot writer per dataset at a time keeps version numbers dense.
@@ -105,6 +114,7 @@ class SnapshotActivities:
                             "key": data_key(inp.dataset),
                             "s3_version_id": data_version,
                             "format": "jsonl",
+                            "encryption": sealing,  # None: stored in clear
                         },
                         "content_sha256": content_sha,
                         "item_count": count,
@@ -229,13 +239,17 @@ class SnapshotActivities:
         files (the parent's read back from its S3 version), in constant memory."""
         with tempfile.TemporaryFile() as old:
             if parent is not None:
-                await asyncio.to_thread(
-                    self.s3.download_fileobj,
-                    self.bucket,
-                    parent.s3_key,
-                    old,
-                    ExtraArgs={"VersionId": parent.s3_version_id},
-                )
+                try:
+                    await asyncio.to_thread(
+                        self._read_plain, parent.s3_key, parent.s3_version_id, old
+                    )
+                except sealed.SealError as err:
+                    where = f"{dataset}@{parent.version} (s3://{self.bucket}/{parent.s3_key})"
+                    raise ApplicationError(
+                        f"{where} cannot be opened: {err}",
+                        type=ids.BAD_CONFIG if isinstance(err, sealed.MissingKey) else ids.BAD_DATA,
+                        non_retryable=True,
+                    ) from None
                 old.seek(0)
             body.seek(0)
             batches = snapshot_files.change_batches(
@@ -273,6 +287,33 @@ class SnapshotActivities:
                 activity.heartbeat(count)
         out.seek(0)
         return digest.hexdigest(), job_ids
+
+    def _read_plain(self, key: str, version_id: str, dst: IO[bytes]) -> None:
+        keys = self.ring().keys if self.ring is not None else {}
+        read_plain(self.s3, self.bucket, key, version_id, dst, keys)
+
+    def _put_data(
+        self, dataset: str, body: IO[bytes], job_id: str, sha: str
+    ) -> tuple[str, dict[str, str] | None]:
+        """The labels' new object version (sealed when `encrypt`) and how it was sealed."""
+        key = data_key(dataset)
+        if not self.encrypt or self.ring is None:
+            return self._put_once(key, body, job_id, sha, "application/x-ndjson"), None
+        ring = self.ring()
+        with tempfile.TemporaryFile() as out:
+            done = sealed.seal(body, out, key_id=ring.active, kek=ring.keys[ring.active])
+            out.seek(0)
+            found, resp = put_once(
+                self.s3, self.bucket, key, out, writer=job_id, sha=sha,
+                content_type="application/octet-stream", metadata=done.metadata(),
+            )  # fmt: skip
+        body.seek(0)
+        if found is None:
+            return _version_id(resp, key), done.manifest()
+        # A retry: the version this job put before, sealed under a data key of its own.
+        head = self.s3.head_object(Bucket=self.bucket, Key=key, VersionId=found)
+        before = sealed.Sealed.from_metadata(head.get("Metadata", {}))
+        return found, before.manifest() if before is not None else None
 
     def _put_once(
         self, key: str, body: IO[bytes] | bytes, job_id: str, sha: str, content_type: str

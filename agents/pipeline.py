@@ -15,11 +15,12 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agents import pii
 from agents.aggregate import DawidSkene, Ensemble, krippendorff_alpha, majority_vote, weighted_vote
 from agents.base import Agent, Vote, abstain
 from agents.tasks import AGGREGATORS, TaskSpec
@@ -170,9 +171,25 @@ def combine(
     return Combined([majority_vote(v) for v in by_item], "majority_vote", None, alpha)
 
 
-def policy_inputs(text: str, ensemble: Ensemble) -> dict[str, Any]:
+def agent_inputs(
+    task: TaskSpec, agents: Sequence[Agent], texts: Sequence[str]
+) -> tuple[list[dict[str, int]], list[list[str]]]:
+    """What each agent reads of `texts` under the task's `pii:` (`agents/pii.py`): an LLM
+    agent the `llm` mode's rewrite, any other the `agents` mode's; without `pii:`, the texts.
+    Also each text's PII count per type (the routing input `item.pii`). Detection runs once
+    per text, and fails closed (a text it cannot finish is withheld whole)."""
+    kinds = {spec.name: spec.kind for spec in task.agents}
+    consumers = [pii.consumer_of(kinds.get(a.name, getattr(a, "kind", ""))) for a in agents]
+    spans, by_consumer = pii.views(task.pii, texts, consumers)
+    return [pii.counts(found) for found in spans], [by_consumer[c] for c in consumers]
+
+
+def policy_inputs(
+    text: str, ensemble: Ensemble, found: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     return {
         "item.chars": len(text),
+        "item.pii": dict(found or {}),  # PII spans per type (empty without the task's `pii:`)
         "votes.count": ensemble.votes,
         "votes.abstained": ensemble.abstained,
         "ensemble.label": ensemble.label or "",
@@ -217,9 +234,11 @@ def route(
     per_agent: Sequence[Sequence[Vote]],
     combined: Combined,
     context: dict[str, Any],
+    found: Sequence[Mapping[str, int]] | None = None,
 ) -> list[ItemOutcome]:
     """Each (item id, text) of `todo` decided by `policy` (and by each shadow candidate) on
-    its own inputs plus the chunk-wide `context`, with `ensemble.support` added."""
+    its own inputs plus the chunk-wide `context`, with `ensemble.support` added; `found`:
+    each item's PII counts (`agent_inputs`)."""
     # By position: the map is keyed by name, the votes come in the job's agent order.
     reliability = list(context["agents.reliability"].values())
     out = []
@@ -231,7 +250,7 @@ def route(
             for r, vote in zip(reliability, votes, strict=True)
             if vote.label is not None and vote.label == ensemble.label
         ]
-        inputs = policy_inputs(text, ensemble) | context
+        inputs = policy_inputs(text, ensemble, found[i] if found else None) | context
         inputs["ensemble.support"] = sum(support) / len(support) if support else 0.0
         decision = policy.evaluate(inputs)
         shadow = tuple(candidate.evaluate(inputs) for candidate in shadows)
@@ -249,11 +268,13 @@ def decide(
     shadows: Sequence[Policy] = (),
     reference: dict[str, int] | None = None,
     stored: DawidSkene | None = None,
+    found: Sequence[Mapping[str, int]] | None = None,
 ) -> tuple[Combined, list[ItemOutcome]]:
     """The agents' votes on `todo` combined (`combine`) and each item routed (`route`), with
     the chunk-wide inputs: Krippendorff's alpha, each agent's reliability and the label shift
     against `reference` (the dataset's latest snapshot's label distribution). `stored`: the
-    calibrated Dawid–Skene model to aggregate with, as in `combine`."""
+    calibrated Dawid–Skene model to aggregate with, as in `combine`; `found`: each item's PII
+    counts, the input `item.pii`."""
     combined = combine(task, agent_keys(agents), per_agent, stored, aggregator_of(task, policy))
     context = {
         "chunk.alpha": combined.alpha_or(-1.0),
@@ -261,7 +282,7 @@ def decide(
         "drift.label_shift": label_shift(combined.ensembles, reference),
         "drift.reference_items": sum((reference or {}).values()),
     }
-    return combined, route(policy, shadows, todo, per_agent, combined, context)
+    return combined, route(policy, shadows, todo, per_agent, combined, context, found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +310,12 @@ def chunk_rows(
     combined: Combined,
     latency: dict[str, float],
     now: datetime,
+    seen: Mapping[tuple[str, str], str] | None = None,
 ) -> ChunkRows:
-    """The rows of a decided chunk; `latency` is each agent's milliseconds per item."""
+    """The rows of a decided chunk; `latency` is each agent's milliseconds per item; `seen`:
+    (agent, item id) -> sha256 of the text the agent read when it was not the item's own
+    (a PII rewrite)."""
+    seen = seen or {}
     votes = [
         {
             "job_id": job_id,
@@ -301,8 +326,8 @@ def chunk_rows(
             "label": vote.label,
             "confidence": vote.confidence,
             "rationale": vote.rationale[:500],
-            # No redaction yet, so the agent saw exactly the item's content.
-            "input_sha256": o.item_id,
+            # What the agent read: the item's content unless PII was rewritten for it.
+            "input_sha256": seen.get((agent.name, o.item_id), o.item_id),
             "chunk": chunk,
             "latency_ms": latency.get(agent.name, 0.0),
         }

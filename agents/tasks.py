@@ -8,6 +8,7 @@ text, the longest text accepted at ingest, and the agents that label it:
     labels: [positive, negative]
     text_field: text             # default "text"
     max_chars: 20000             # default 20000; longer records are refused at ingest
+    pii: {entities: [EMAIL_ADDRESS], modes: {llm: redact}}   # optional: agents/pii_section.py
     agents:
       - {name: keywords, kind: rules, rules: [{label: positive, patterns: [...]}, ...]}
       - {name: tfidf_logreg, kind: sklearn, seed: sentiment_seed.jsonl}
@@ -32,6 +33,8 @@ from typing import Any
 import yaml
 
 from agents.base import Agent, TaskError
+from agents.pii import MAX_TEXT_CHARS, PiiSpec
+from agents.pii_section import parse_pii
 from agents.rules import RulesAgent
 
 __all__ = [
@@ -95,6 +98,7 @@ _TASK_KEYS = (
     "gate",
     "leakage",
     "learn",
+    "pii",
     "agents",
 )
 # Names end up in file names (model artifacts) and CLI arguments: keep them plain.
@@ -135,6 +139,10 @@ class TaskSpec:
     # promoting a new version only if the gate policy `learn_gate` passes.
     learn_every: int = 0
     learn_gate: str = "promote_default"
+    # PII detection (`pii:`, `agents/pii.py`): entities found at ingest are recorded in
+    # `item.redactions` and rewritten per consumer (agents, llm, reviewers, exports).
+    # None: nothing is detected and every consumer reads the text as it is.
+    pii: PiiSpec | None = None
 
     @property
     def agent_names(self) -> tuple[str, ...]:
@@ -284,6 +292,12 @@ def parse_task(path: Path, data: bytes) -> TaskSpec:
         raise TaskError(f"{path}: field 'leakage' must be quarantine or refuse")
 
     learn_every, learn_gate = _parse_learn(path, raw.get("learn"))
+    pii = parse_pii(path, raw.get("pii"), name)
+    if pii is not None and max_chars > MAX_TEXT_CHARS:
+        raise TaskError(
+            f"{path}: field 'max_chars' must be at most {MAX_TEXT_CHARS} when 'pii' is set "
+            "(the longest text PII detection reads)"
+        )
     agents = _parse_agents(path, raw.get("agents"), tuple(labels), modality)
     return TaskSpec(
         name=name,
@@ -300,6 +314,7 @@ def parse_task(path: Path, data: bytes) -> TaskSpec:
         leakage=leakage,
         learn_every=learn_every,
         learn_gate=learn_gate,
+        pii=pii,
     )
 
 

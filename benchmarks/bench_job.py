@@ -23,7 +23,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from temporalio.client import Client  # noqa: E402
 
 from activities import ids  # noqa: E402
 from activities.payloads import LabelDatasetInput, LabelDatasetResult  # noqa: E402
@@ -34,7 +33,7 @@ from agents.tasks import build_agents, load_task  # noqa: E402
 from catalog import db  # noqa: E402
 from policy_rules.engine import Policy  # noqa: E402
 from worker import stack  # noqa: E402
-from worker.main import build_runtime, make_worker  # noqa: E402
+from worker.main import build_runtime, connect, make_worker  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 BENCH_PORTS = {
@@ -69,7 +68,7 @@ def plain_loop(settings: Settings, texts: list[str]) -> float:
 async def durable_job(
     settings: Settings, source: Path, parallelism: int, chunk_size: int
 ) -> tuple[float, LabelDatasetResult, int]:
-    client = await Client.connect(settings.temporal_address)
+    client = await connect(settings)  # as a worker connects: payloads encrypted
     runtime = await build_runtime(settings, client)
     try:
         async with make_worker(client, settings, runtime):

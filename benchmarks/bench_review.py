@@ -21,7 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text  # noqa: E402
-from temporalio.client import Client  # noqa: E402
 
 from activities import ids  # noqa: E402
 from activities.payloads import (  # noqa: E402
@@ -33,12 +32,13 @@ from activities.payloads import (  # noqa: E402
 from agents.samples import write_sample  # noqa: E402
 from benchmarks.bench_job import BENCH_PORTS  # noqa: E402
 from worker import stack  # noqa: E402
-from worker.main import build_runtime, make_worker  # noqa: E402
+from worker.identity import IdentityRing
+from worker.main import build_runtime, connect, make_worker  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 
 async def run(settings: Settings, source: Path, reviews: int) -> None:
-    client = await Client.connect(settings.temporal_address)
+    client = await connect(settings)  # as a worker connects: payloads encrypted
     runtime = await build_runtime(settings, client)
     try:
         async with make_worker(client, settings, runtime):
@@ -78,7 +78,11 @@ async def run(settings: Settings, source: Path, reviews: int) -> None:
                     ids.review_workflow_id("benchrev", item)
                 ).execute_update(
                     "submit_review",
-                    ReviewSubmission(reviewer="alice", label="positive"),
+                    ReviewSubmission(
+                        reviewer="alice",
+                        label="positive",
+                        token=IdentityRing.load(settings.identity_keys_path).mint("alice"),
+                    ),
                     result_type=ReviewReceipt,
                 )
                 while True:

@@ -152,6 +152,7 @@ from catalog.rescore import (
 from catalog.reviews import (
     close_review_task,
     insert_review,
+    item_redactions,
     item_text,
     open_review_tasks,
     record_reviews,
@@ -250,6 +251,7 @@ __all__ = [
     "all_versions",
     "newest_manifests",
     "item_text",
+    "item_redactions",
     "insert_review",
     "close_review_task",
     "votes_by_item",

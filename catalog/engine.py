@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from catalog.models import (
@@ -64,10 +66,40 @@ T_SNAPSHOT_CHANGE = SnapshotChange.__table__  # type: ignore[attr-defined]
 T_HELDOUT = DatasetHeldout.__table__  # type: ignore[attr-defined]
 
 
+# libpq's TLS parameters. SQLAlchemy hands a URL's query to asyncpg as keyword arguments,
+# and asyncpg reads these only from a DSN, so they travel in one: `?sslmode=verify-full&
+# sslrootcert=/etc/ssl/db-ca.pem` then means what it means to psql (PGSSLMODE and
+# PGSSLROOTCERT are honoured as well).
+LIBPQ_TLS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+    }
+)
+
+
+def async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """`create_async_engine` for a catalog URL, libpq's TLS parameters honoured."""
+    parsed = make_url(url)
+    tls = {k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items() if k in LIBPQ_TLS}
+    if tls:
+        parsed = parsed.difference_update_query(tls)
+        connect_args = {**kwargs.pop("connect_args", {}), "dsn": "postgresql://?" + urlencode(tls)}
+        kwargs["connect_args"] = connect_args
+    return create_async_engine(parsed, **kwargs)
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     # hide_parameters: an error names the statement, never the values (item texts, notes),
     # so failures in Temporal history and worker logs carry no labeled data.
-    return create_async_engine(
+    return async_engine(
         url, pool_size=pool_size, max_overflow=5, pool_pre_ping=True, hide_parameters=True
     )
 

@@ -23,6 +23,8 @@ AGENT_PROMOTED = "agent_promoted"
 AGENT_REFUSED = "agent_refused"
 REVIEWS_SUPERSEDED = "reviews_superseded"
 DRIFT_CHECKED = "drift_checked"
+LABEL_CORRECTED = "label_corrected"  # a lead's new human label over a closed review's
+REVIEWER_ACCOUNT = "reviewer_account"  # a login link issued or used, a password or role set
 
 
 def job_finished(status: str) -> str:

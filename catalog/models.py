@@ -51,7 +51,10 @@ class Item(SQLModel, table=True):
     source_line: int
     split: str | None = None
     sensitivity: str = "normal"
-    redactions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # PII found at ingest (`agents/pii.py`): [{"type", "start", "end"}], never the value.
+    redactions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     created_at: datetime = _ts(nullable=False)
 
 
@@ -379,3 +382,26 @@ class DatasetHeldout(SQLModel, table=True):
     actor: str
     reason: str
     declared_at: datetime = _ts(nullable=False)
+
+
+class ReviewerAccount(SQLModel, table=True):
+    """How a person signs in to the review page (worker/web/): credentials, never authority.
+    Who may review what, and with which role, is the roster's (`config/roster.yaml`); a row
+    whose reviewer left the roster signs nobody in. Secrets are stored only as hashes."""
+
+    __tablename__ = "reviewer_account"
+    reviewer: str = Field(primary_key=True)
+    password_hash: str | None = None  # argon2id, PHC string
+    password_set_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    # The pending one-time login link: sha256 of its token, until used or expired.
+    link_hash: str | None = Field(default=None, unique=True)
+    link_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    link_issued_by: str | None = None
+    # Sessions carry the generation they were signed at; a new password or a sign-out bumps
+    # it, so every older session of this reviewer stops working at once.
+    generation: int = 0
+    updated_at: datetime = _ts(nullable=False)

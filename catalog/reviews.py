@@ -103,6 +103,14 @@ async def item_text(conn: AsyncConnection, dataset: str, item_id: str) -> str | 
     )
 
 
+async def item_redactions(conn: AsyncConnection, dataset: str, item_id: str) -> list[Any]:
+    """The PII spans recorded for an item at ingest ({"type", "start", "end"}; no values)."""
+    found = await conn.scalar(
+        select(T_ITEM.c.redactions).where(T_ITEM.c.dataset == dataset, T_ITEM.c.id == item_id)
+    )
+    return list(found) if isinstance(found, list) else []
+
+
 async def votes_by_item(
     conn: AsyncConnection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[tuple[str, str, str | None, float | None]]]:

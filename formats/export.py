@@ -6,7 +6,8 @@ rows are converted in batches (BATCH rows per parquet row group, 1000 tasks per 
 vote lookup), and the output goes to a temporary file beside the destination. The content
 sha256 is computed over every byte read and compared with the manifest's before the output
 is moved into place (or uploaded): a mismatch, or a line that does not parse, leaves nothing
-behind and says which hashes.
+behind and says which hashes. With `rewrite` (the task's `exports` PII mode), each row's text
+goes through it before any format is written; the hash still covers the stored bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from formats.snapshot_files import encode
 
 FORMATS = ("jsonl", "parquet", "label-studio")
 BATCH = 10_000
@@ -53,6 +56,25 @@ class _Hashing:
             yield line
 
 
+class _Rewritten(_Hashing):
+    """The lines of `inner` (hashed there, as stored) with each row's text through `rewrite`;
+    a line whose text it leaves alone is passed on byte for byte."""
+
+    def __init__(self, inner: _Hashing, rewrite: Callable[[str], str]) -> None:
+        self.raw, self.sha, self.inner, self.rewrite = inner.raw, inner.sha, inner, rewrite
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.inner:
+            row = json.loads(line) if line.strip() else None
+            text = row.get("text") if isinstance(row, dict) else None
+            new = self.rewrite(text) if isinstance(text, str) else text
+            if isinstance(row, dict) and new != text:
+                row["text"] = new
+                yield encode(row)
+            else:
+                yield line
+
+
 def export(
     source: IO[bytes],
     *,
@@ -63,8 +85,10 @@ def export(
     votes: VoteLookup | None = None,
     label_name: str = "label",
     progress: Callable[[int], None] = lambda n: None,
+    rewrite: Callable[[str], str] | None = None,
 ) -> ExportResult:
-    """Convert a snapshot's JSONL (`source`) into `out` in `fmt`; verify before publishing."""
+    """Convert a snapshot's JSONL (`source`) into `out` in `fmt`; verify before publishing.
+    `rewrite`: what becomes of each text (the task's `exports` PII mode); None keeps it."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +98,8 @@ def export(
     try:
         with os.fdopen(fd, "wb") as fh:
             try:
-                counts = _WRITERS[fmt](hashing, fh, split, votes, label_name, progress)
+                lines = hashing if rewrite is None else _Rewritten(hashing, rewrite)
+                counts = _WRITERS[fmt](lines, fh, split, votes, label_name, progress)
             except (ValueError, KeyError, AttributeError, TypeError) as err:
                 # A line that does not parse: say whether the stored bytes were altered.
                 for _ in hashing:

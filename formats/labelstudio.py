@@ -7,13 +7,15 @@ is `[{"type": "choices", "value": {"choices": [LABEL]}}]`. The label is the newe
 non-cancelled annotation's; without one, the prediction `labelfabric` (what `dataset export
 --format label-studio` writes for an agent-accepted label). Each refused task is named by
 index with the reason; nothing else of it is stored. Importing the same file again changes
-nothing (the job id is derived from the file's sha256).
+nothing (the job id is derived from the file's sha256). `mark` gives each item its PII
+redactions and sensitivity, as ingest does (the task's `pii:`; `agents.pii.mark`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,8 @@ from formats.leakage import leak
 from formats.sources import Record
 
 AGENT_PREFIX = "label_studio"
+# text -> (redactions, sensitivity) an item is stored with
+Marker = Callable[[str], tuple[list[dict[str, Any]], str]]
 
 
 @dataclass
@@ -66,7 +70,13 @@ def _when(raw: Any) -> datetime:
 
 
 def parse(
-    path: Path, *, dataset: str, job_id: str, labels: tuple[str, ...], text_field: str
+    path: Path,
+    *,
+    dataset: str,
+    job_id: str,
+    labels: tuple[str, ...],
+    text_field: str,
+    mark: Marker | None = None,
 ) -> Parsed:
     """Read and check every task; refusals carry the task's index (1-based) and reason."""
     try:
@@ -79,7 +89,7 @@ def parse(
     seen: set[str] = set()
     for n, task in enumerate(tasks, start=1):
         try:
-            _parse_task(out, task, n, seen, dataset, job_id, labels, text_field, str(path))
+            _parse_task(out, task, n, seen, dataset, job_id, labels, text_field, str(path), mark)
         except (ValueError, TypeError, AttributeError) as err:
             out.refused.append(
                 {"job_id": job_id, "line": n, "reason": f"task {n}: {err}",
@@ -98,6 +108,7 @@ def _parse_task(
     labels: tuple[str, ...],
     text_field: str,
     uri: str,
+    mark: Marker | None = None,
 ) -> None:
     if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
         raise ValueError("expected an object with a 'data' object")
@@ -136,9 +147,10 @@ def _parse_task(
                         "note": "imported from Label Studio", "via": "label_studio",
                         "accepted": True, "submitted_at": _when(a.get("created_at"))})  # fmt: skip
     seen.add(item_id)
+    redactions, sensitivity = mark(text) if mark is not None else ([], "normal")
     out.items.append({"dataset": dataset, "id": item_id, "text": text, "source_uri": uri,
-                      "source_line": n, "split": split, "sensitivity": "normal",
-                      "redactions": [], "created_at": datetime.now(UTC)})  # fmt: skip
+                      "source_line": n, "split": split, "sensitivity": sensitivity,
+                      "redactions": redactions, "created_at": datetime.now(UTC)})  # fmt: skip
     out.votes += votes
     out.reviews += reviews
     out.agents.update(v["agent"] for v in votes)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from tests import helpers
 from tests.helpers import ThreadWorker
 from worker.main import Runtime, build_runtime
 from worker.settings import PROJECT_ROOT, Settings
@@ -29,6 +30,7 @@ TEST_PORTS = {
     "temporal_http_port": 17243,
     "temporal_metrics_port": 17244,
     "review_port": 17245,
+    "codec_port": 17246,
     "postgres_port": 25432,
     # SeaweedFS also binds each port + 10000 (gRPC): keep clear of the default stack's
     # 18333/19333/19340/18888/33646 so the suite runs beside `make demo`.
@@ -100,6 +102,7 @@ def stack(settings: Settings) -> Iterator[Settings]:
     from worker import stack as stack_mod
 
     stack_mod.up(settings)
+    helpers.IDENTITY_RING[:] = [settings.identity_keys_path]
     try:
         yield settings
     finally:

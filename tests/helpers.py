@@ -23,6 +23,7 @@ from activities.payloads import (
     ReviewItemInput,
     ReviewRulesPayload,
     ReviewStateView,
+    ReviewSubmission,
 )
 from worker.settings import PROJECT_ROOT, Settings
 
@@ -173,6 +174,30 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+# The session stack's reviewer-identity ring (set by the `stack` fixture): what `signed`
+# mints claims with, as the review page or `labelfabric reviewer token` would.
+IDENTITY_RING: list[Path] = []
+
+
+def claim(reviewer: str, *, task: str = "*", ttl_s: int = 3600) -> str:
+    from worker.identity import IdentityRing
+
+    return IdentityRing.load(IDENTITY_RING[0]).mint(reviewer, task=task, ttl_s=ttl_s)
+
+
+def signed(reviewer: str, label: str, note: str = "", **claim_args: Any) -> ReviewSubmission:
+    """A submission carrying a valid signed claim for `reviewer`."""
+    return ReviewSubmission(
+        reviewer=reviewer, label=label, note=note, token=claim(reviewer, **claim_args)
+    )
+
+
+def public_keys() -> dict[str, str]:
+    from worker.identity import IdentityRing
+
+    return IdentityRing.load(IDENTITY_RING[0]).public_keys()
+
+
 async def start_review(
     client: Client,
     settings: Settings,
@@ -194,7 +219,7 @@ async def start_review(
         rule_id="test",
         rules=ReviewRulesPayload(timeout_s=600),
         reviewers=[ReviewerGrant(id=r, cleared=True, groups=["primary"]) for r in reviewers],
-        **extra,
+        **({"identity": public_keys()} | extra),
     )
     return await client.start_workflow(
         "ReviewItem",

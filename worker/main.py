@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +27,6 @@ from activities.errors import ClassifyErrors
 from activities.jobs import JobActivities
 from activities.labeling import LabelingActivities
 from activities.learning import LearningActivities
-from activities.payloads import DATA_CONVERTER
 from activities.rescore import RescoreActivities
 from activities.review import ReviewActivities
 from activities.s3 import ensure_versioned_bucket, make_s3_client
@@ -36,6 +36,8 @@ from activities.watch import WatchActivities
 from agents.store import TaskStore
 from catalog import db
 from policy_rules.store import PolicyStore
+from worker import temporal_client
+from worker.codec import KeyRing, KeyRingError
 from worker.settings import Settings
 from worker.stack import prepare_catalog, s3_target
 from worker.telemetry import setup_tracing
@@ -63,12 +65,8 @@ WORKFLOWS: Sequence[type] = (
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        interceptors=[TracingInterceptor()],
-        data_converter=DATA_CONVERTER,
-    )
+    """A worker's client: the product's converter and transport, traced."""
+    return await temporal_client.connect(settings, interceptors=[TracingInterceptor()])
 
 
 @dataclass
@@ -99,6 +97,7 @@ class Runtime:
             self.reviews.record_review,
             self.reviews.close_review,
             self.reviews.review_superseded,
+            self.reviews.identity_keys,
             self.verify.verify_labels,
             self.learning.retrain_agents,
             self.rescore.rescore_backlog,
@@ -157,6 +156,8 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         tasks=tasks,
         policies=policies,
         anchor=anchor,
+        ring=_snapshot_ring(settings),
+        encrypt=settings.snapshot_encryption,
     )
     reviews = ReviewActivities(
         engine=engine,
@@ -167,6 +168,7 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         roster_path=settings.roster_path,
         snapshot_debounce_s=settings.snapshot_debounce_s,
         simulated_reviewers=settings.simulated_reviewers,
+        identity_path=settings.identity_keys_path if settings.signed_reviews else None,
         anchor=anchor,
     )
     rescore = RescoreActivities(
@@ -202,6 +204,22 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
         drift=drift,
         watch=WatchActivities(engine=engine, s3=s3),
     )
+
+
+def _snapshot_ring(settings: Settings) -> Callable[[], KeyRing] | None:
+    """The payload key ring snapshots are sealed with (and sealed ones opened): loaded now,
+    so a missing or malformed ring stops the worker at start, then read at each snapshot."""
+    path = settings.codec_keys_path
+    if not settings.snapshot_encryption and not path.exists():
+        return None
+    try:
+        KeyRing.load(path)
+    except KeyRingError as err:
+        raise KeyRingError(
+            f"snapshots are sealed with the payload key ring ({err}); "
+            "LABELFABRIC_SNAPSHOT_ENCRYPTION=0 writes them in clear"
+        ) from None
+    return partial(KeyRing.load, path)
 
 
 def make_worker(client: Client, settings: Settings, runtime: Runtime) -> Worker:

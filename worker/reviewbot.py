@@ -23,6 +23,8 @@ from activities.ids import OPEN_REVIEW_STATES
 from activities.payloads import ReviewSubmission
 from catalog import db
 from worker import reviews
+from worker.identity import IdentityRing
+from worker.settings import Settings
 
 NOTE = "simulated reviewer: answered from a gold file"
 
@@ -73,9 +75,11 @@ async def run_bot(
     max_reviews: int | None = None,
     idle_s: float = 10.0,
     progress: Callable[[BotStats], None] = lambda _: None,
+    token: Callable[[], str] = lambda: "",
 ) -> BotStats:
     """Answer open reviews of `dataset` whose item is in `gold` until `max_reviews`, or until
-    nothing answerable has been open for `idle_s` seconds."""
+    nothing answerable has been open for `idle_s` seconds. `token()` gives the signed claim
+    each submission carries (see `claims`)."""
     stats = BotStats()
     done: set[str] = set()
     started = last_work = time.monotonic()
@@ -91,7 +95,7 @@ async def run_bot(
                 break
             label = answer(item, gold[item], labels, accuracy)
             handle = client.get_workflow_handle(f"review:{dataset}:{item}")
-            sub = ReviewSubmission(reviewer=reviewer, label=label, note=NOTE)
+            sub = ReviewSubmission(reviewer=reviewer, label=label, note=NOTE, token=token())
             done.add(item)
             try:
                 await reviews.submit(handle, sub)
@@ -114,3 +118,21 @@ async def run_bot(
             await asyncio.sleep(1 / rate)
     stats.elapsed_s = time.monotonic() - started
     return stats
+
+
+def claims(settings: Settings, reviewer: str, task: str) -> Callable[[], str]:
+    """Signed claims for the bot, minted with the state dir's identity ring (the bot runs
+    where an admin does) and renewed before they expire."""
+    if not settings.signed_reviews:
+        return lambda: ""
+    ring = IdentityRing.load(settings.identity_keys_path)
+    ttl = max(60, settings.review_token_ttl_s)
+    token_now, renew_at = [""], [0.0]
+
+    def token() -> str:
+        if time.monotonic() > renew_at[0]:
+            token_now[0] = ring.mint(reviewer, task=task, ttl_s=ttl)
+            renew_at[0] = time.monotonic() + ttl / 2
+        return token_now[0]
+
+    return token

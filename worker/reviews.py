@@ -3,13 +3,15 @@
 
 The queue is Temporal's visibility (`ReviewState` search attribute), so it is the same list
 `temporal workflow list --query 'ReviewState="awaiting"'` shows. Item text comes from the
-catalog, never from workflow history.
+catalog, never from workflow history, rewritten in its task's `reviewers` PII mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -101,9 +103,34 @@ async def state_of(handle: WorkflowHandle) -> ReviewStateView:
         raise ReviewError(f"cannot read {handle.id}: {err}") from err
 
 
-async def item_text(engine: AsyncEngine, dataset: str, item_id: str) -> str | None:
+async def item_text(
+    engine: AsyncEngine, dataset: str, item_id: str, *, tasks_dir: Path | None = None
+) -> str | None:
+    """The text a reviewer reads: the item's, in its task's `reviewers` PII mode
+    (`agents/pii.py`), detected again and joined with the spans recorded at ingest. When the
+    task cannot be read (no `tasks_dir`, or its file is gone or broken), the recorded spans
+    are masked: a reviewer never reads what ingest found, whatever the page was given."""
+    from agents import pii
+    from agents.tasks import TaskError, load_task
+
     async with engine.connect() as conn:
-        return await db.item_text(conn, dataset, item_id)
+        text = await db.item_text(conn, dataset, item_id)
+        if text is None:
+            return None
+        stored = pii.spans_of(await db.item_redactions(conn, dataset, item_id))
+        task = await db.dataset_task(conn, dataset) if tasks_dir is not None else None
+    spec: pii.PiiSpec | None = pii.PiiSpec(modes={"reviewers": "mask"})
+    if tasks_dir is not None and task is not None:
+        try:
+            spec = load_task(tasks_dir, task).pii
+        except TaskError:
+            pass  # unreadable now: the recorded spans, masked
+        else:
+            if spec is None:
+                return text  # the task detects nothing: reviewers read the text as it is
+            found = await asyncio.to_thread(pii.scan, text, spec)
+            return pii.view(text, [*stored, *found], spec, "reviewers")
+    return pii.view(text, stored, spec, "reviewers")
 
 
 async def submit(handle: WorkflowHandle, sub: ReviewSubmission) -> ReviewReceipt:

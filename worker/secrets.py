@@ -2,10 +2,12 @@
 
 `{home}/secrets.json` (mode 0600, in a 0700 state dir) holds the S3 access key and secret
 SeaweedFS is started with (anonymous access is then refused), the PostgreSQL owner's
-password (scram-sha-256; used only to migrate and grant) and the app role's password (what
+password (scram-sha-256; used only to migrate and grant), the app role's password (what
 workers, the CLI and the review page connect as: it may append audit events, never change
-them). Servers named by `LABELFABRIC_DATABASE_URL` / `LABELFABRIC_S3_ENDPOINT_URL` bring
-their own credentials; this file is then not used for them.
+them), the codec server's bearer token and the key that signs the review page's cookies.
+The payload and reviewer-identity key rings are files of their own (worker/codec.py,
+worker/identity.py). Servers named by `LABELFABRIC_DATABASE_URL` /
+`LABELFABRIC_S3_ENDPOINT_URL` bring their own credentials; this file is then not used for them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pathlib import Path
 
 FILE = "secrets.json"
 APP_ROLE = "labelfabric_app"
-KEYS = ("s3_access_key", "s3_secret_key", "postgres_password", "app_password")
+KEYS = (
+    "s3_access_key",
+    "s3_secret_key",
+    "postgres_password",
+    "app_password",
+    "codec_token",  # bearer token of the codec server (`labelfabric codec serve`)
+    "session_secret",  # signs the review page's session cookies
+)
 
 
 def read(home: Path) -> dict[str, str]:
@@ -41,6 +50,8 @@ def ensure(home: Path) -> dict[str, str]:
         "s3_secret_key": secrets.token_urlsafe(30),
         "postgres_password": secrets.token_urlsafe(24),
         "app_password": secrets.token_urlsafe(24),
+        "codec_token": secrets.token_urlsafe(32),
+        "session_secret": secrets.token_urlsafe(32),
     }
     values = made | have
     path = home / FILE

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # AWS variables and files (boto3's chain).
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
+    # CAs an https:// S3 endpoint's certificate is checked against (PEM); unset: the system's
+    # roots (or boto3's AWS_CA_BUNDLE).
+    s3_ca_bundle: Path | None = None
 
     tasks_dir: Path = Field(default=PROJECT_ROOT / "tasks")
     roster_path: Path = Field(default=PROJECT_ROOT / "config" / "roster.yaml")
@@ -76,6 +79,34 @@ class Settings(BaseSettings):
     # Bounded parallelism of one worker process.
     max_concurrent_activities: int = 4
 
+    # Payload encryption (worker/codec.py): every client and worker encrypts what it hands
+    # Temporal with the active key of this ring (default {home}/codec_keys.json, made by
+    # `up`). Off: payloads are written in clear (histories already encrypted still decode).
+    codec: bool = True
+    codec_keys: Path | None = None
+    # Snapshot objects sealed at rest with the same ring (formats/sealed.py). Off: new
+    # snapshots are written in clear; sealed ones still read while the ring is there.
+    snapshot_encryption: bool = True
+    # `labelfabric codec serve` (started by `up`): Temporal's codec-server protocol for the
+    # Web UI and `temporal --codec-endpoint`, behind a bearer token from the state dir.
+    codec_port: int = 7246
+
+    # Signed reviewer identity (worker/identity.py): a review counts only with a claim signed
+    # by a key of this ring (default {home}/identity_keys.json, made by `up`).
+    signed_reviews: bool = True
+    identity_keys: Path | None = None
+    # Lifetime of the claims `reviewer token` and the review page issue.
+    review_token_ttl_s: int = 8 * 3600
+
+    # Temporal beyond loopback (e.g. a Temporal Cloud namespace): TLS, mTLS and API keys,
+    # read from Temporal's own variables (as the `temporal` CLI does) or these settings.
+    temporal_tls: bool = False
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = None
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
@@ -88,6 +119,18 @@ class Settings(BaseSettings):
     @property
     def temporal_address(self) -> str:
         return os.environ.get("TEMPORAL_ADDRESS") or f"{self.host}:{self.temporal_port}"
+
+    @property
+    def codec_keys_path(self) -> Path:
+        return (self.codec_keys or self.home_dir / "codec_keys.json").expanduser()
+
+    @property
+    def identity_keys_path(self) -> Path:
+        return (self.identity_keys or self.home_dir / "identity_keys.json").expanduser()
+
+    @property
+    def codec_url(self) -> str:
+        return f"http://{self.host}:{self.codec_port}"
 
     @property
     def temporal_ui_url(self) -> str:

@@ -7,17 +7,23 @@ that fails the same checks, or does not decode at all, is recorded as refused, b
 first few are kept (the rest are counted), with their strings cut, so history cannot be grown
 from outside. The roster in the input is a first check without I/O; `record_review` reads the
 roster again when a review arrives, so a reviewer removed since the item opened is refused
-at once."""
+at once.
+
+An item opened with `identity` keys also asks each submission for a signed reviewer claim
+(worker/identity.py), verified here against those keys with the workflow's own clock: no
+valid claim for this reviewer and task, no review."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+from datetime import datetime
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payloads import ReviewItemInput, ReviewRecord, ReviewSubmission
+    from worker.identity import claim_problem
 
 # Bounds on what a reviewer (or anyone who can reach Temporal) may send.
 MAX_REVIEWER_CHARS = 128
@@ -60,13 +66,26 @@ def refusal(
     state: str,
     closed: bool,
     reviews: Sequence[ReviewRecord],
+    now: datetime | None = None,
 ) -> str:
-    """Why `sub` cannot count, or "" when it can."""
+    """Why `sub` cannot count, or "" when it can. `now` (the workflow's time) judges a
+    claim's expiry; required when the item asks for claims."""
     problem = submission_problem(sub)
     if problem:
         return problem
     if closed:
         return f"item {inp.item_id[:12]} is already closed ({state})"
+    if inp.identity is not None:
+        if now is None:
+            raise ValueError("refusal() needs `now` for an item that asks for claims")
+        # The crypto libraries import parts of themselves lazily: passed through, not
+        # re-imported into the sandbox (verification is pure: same answer on replay).
+        with workflow.unsafe.imports_passed_through():
+            problem = claim_problem(
+                sub.token, inp.identity, reviewer=sub.reviewer, task=inp.task, now=now
+            )
+        if problem:
+            return problem
     grant = next((r for r in inp.reviewers if r.id == sub.reviewer), None)
     if grant is None:
         return f"reviewer {sub.reviewer!r} is not on the roster for task {inp.task!r}"

@@ -11,6 +11,7 @@ and a long history continues as new with the reviews so far (`review_steps.py`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -54,6 +55,7 @@ class ReviewItem:
         self._can_refused = False  # replaying a history from before continue-as-new existed
         self._supersede_asked = False  # a `supersede` signal not yet checked
         self._superseded = False  # a re-score auto-accepted the item: no review needed
+        self._keys_refreshing = False  # an `identity_keys` signal is being acted on
 
     @workflow.run
     async def run(self, inp: ReviewItemInput) -> ReviewStateView:
@@ -103,6 +105,21 @@ class ReviewItem:
         """A re-score auto-accepted the item; believed only once the catalog says so."""
         self._supersede_asked = True
 
+    @workflow.signal(name="identity_keys")
+    async def identity_keys(self) -> None:
+        """The reviewer-identity keys were rotated: take the ring's public keys as they are now.
+        Read by an activity, never from the signal (anyone who can reach Temporal can send
+        one); a flood coalesces into the refresh in flight."""
+        if self._inp.identity is None or self._keys_refreshing:
+            return
+        self._keys_refreshing = True
+        try:
+            self._inp = replace(self._inp, identity=await steps.identity_keys())
+        except ActivityError as err:
+            workflow.logger.warning("identity keys not refreshed: %s", steps.cause(err))
+        finally:
+            self._keys_refreshing = False
+
     @workflow.signal(name="submit_review")
     async def submit_review_signal(self, raw: RawValue) -> None:
         decoded = steps.decode(raw)
@@ -123,7 +140,14 @@ class ReviewItem:
     def _refusal(self, sub: ReviewSubmission) -> str:
         closed = self._label is not None or self._superseded
         closed = closed or self._state in ("done", "expired", "errored", ids.SUPERSEDED)
-        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=self._book.reviews)
+        return refusal(
+            self._inp,
+            sub,
+            state=self._state,
+            closed=closed,
+            reviews=self._book.reviews,
+            now=workflow.now(),
+        )
 
     async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
         book = self._book

@@ -58,7 +58,17 @@ async def record(
             gold_label=inp.gold_label,
             task=inp.task,
             sensitivity=inp.sensitivity,
+            signed=inp.identity is not None,
         ),
+        start_to_close_timeout=SHORT,
+        retry_policy=TRANSIENT,
+    )
+
+
+async def identity_keys() -> dict[str, str]:
+    """The reviewer-identity ring's public keys as they are now (after a rotation)."""
+    return await workflow.execute_activity_method(
+        ReviewActivities.identity_keys,
         start_to_close_timeout=SHORT,
         retry_policy=TRANSIENT,
     )

@@ -11,7 +11,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from catalog.engine import async_engine  # libpq's sslmode & co. in the URL, as the app
 
 MIGRATION_LOCK = 0x6C61_6265_6C66  # "labelf"
 
@@ -30,7 +31,7 @@ def _run(connection: Connection) -> None:
 async def _main() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url is set by catalog.db.migrate"
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = async_engine(url, poolclass=pool.NullPool)
     async with engine.connect() as conn:
         await conn.run_sync(_run)
     await engine.dispose()

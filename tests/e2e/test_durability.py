@@ -15,12 +15,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from activities.payloads import LabelDatasetInput, LabelDatasetResult
 from catalog import db
-from tests.helpers import spawn_worker, stop, write_jsonl
+from tests.helpers import signed, spawn_worker, stop, write_jsonl
 from worker.settings import PROJECT_ROOT, Settings
+from worker.temporal_client import connect
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ async def test_sigkill_worker_mid_job_labels_every_item_exactly_once(
     log = tmp_path / "worker.log"
     policy = no_human_review(stack)
     workers.append(spawn_worker(stack, log))
-    client = await Client.connect(stack.temporal_address)
+    client = await connect(stack)
     handle = await client.start_workflow(
         "LabelDataset",
         LabelDatasetInput(
@@ -164,13 +165,13 @@ async def test_reviews_sent_while_no_worker_runs_are_not_lost(
     gold_rows: list[dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    from activities.payloads import ReviewStateView, ReviewSubmission
+    from activities.payloads import ReviewStateView
 
     source = write_jsonl(tmp_path / "pending.jsonl", [r["text"] for r in gold_rows[400:460]])
     dataset = f"pend{uuid.uuid4().hex[:6]}"
     log = tmp_path / "worker.log"
     workers.append(spawn_worker(stack, log))
-    client = await Client.connect(stack.temporal_address)
+    client = await connect(stack)
     await client.execute_workflow(
         "LabelDataset",
         LabelDatasetInput(dataset=dataset, source=str(source), task="sentiment"),
@@ -193,7 +194,7 @@ async def test_reviews_sent_while_no_worker_runs_are_not_lost(
         workers[0].wait(timeout=10)
         for item in items:
             await client.get_workflow_handle(f"review:{dataset}:{item}").signal(
-                "submit_review", ReviewSubmission(reviewer="alice", label="negative")
+                "submit_review", signed("alice", "negative")
             )
         workers.append(spawn_worker(stack, log))
         for item in items:

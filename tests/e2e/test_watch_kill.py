@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from temporalio.client import Client
 
 from activities import ids
-from activities.payloads import DATA_CONVERTER, WatchInput, WatchResult
+from activities.payloads import WatchInput, WatchResult
 from activities.s3 import make_s3_client
 from agents.samples import corpus_path
 from catalog import db
 from tests.helpers import spawn_worker, stop
 from worker.main import s3_target
 from worker.settings import Settings
+from worker.temporal_client import connect
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ async def test_a_watch_survives_a_sigkill_and_labels_each_object_once(
     dataset = f"wkill{uuid.uuid4().hex[:6]}"
     log = tmp_path / "worker.log"
     workers.append(spawn_worker(stack, log))
-    client = await Client.connect(stack.temporal_address, data_converter=DATA_CONVERTER)
+    client = await connect(stack)
     inp = WatchInput(
         bucket=stack.s3_bucket, prefix=prefix, dataset=dataset, task="sentiment",
         drift_policy=policy,

@@ -23,9 +23,8 @@ from activities.payloads import (
     ReviewerGrant,
     ReviewReceipt,
     ReviewStateView,
-    ReviewSubmission,
 )
-from tests.helpers import write_jsonl
+from tests.helpers import signed, write_jsonl
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -65,7 +64,7 @@ async def submit(
 ) -> ReviewReceipt:
     return await handle.execute_update(
         "submit_review",
-        ReviewSubmission(reviewer=reviewer, label=label, note=note),
+        signed(reviewer, label, note),
         result_type=ReviewReceipt,
     )
 

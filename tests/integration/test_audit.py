@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog import db
-from tests.helpers import cli, write_jsonl
+from tests.helpers import claim, cli, write_jsonl
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -298,8 +298,8 @@ def reviewed_item(settings: Settings, *, again: bool = False) -> str:
         settings,
         "SELECT item_id FROM review_task WHERE closed_at IS NULL ORDER BY opened_at DESC LIMIT 1",
     )
-    out = cli(settings, "review", "submit", str(item), "--label", "positive", "--reviewer",
-              "alice", "--note", "seen")  # fmt: skip
+    out = cli(settings, "review", "submit", str(item), "--label", "positive", "--token",
+              claim("alice"), "--note", "seen")  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     return str(item)
 

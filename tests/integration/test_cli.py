@@ -14,14 +14,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 
 from activities.payloads import LabelDatasetResult
 from activities.s3 import make_s3_client
-from tests.helpers import cli, settings_env, write_jsonl
+from tests.helpers import claim, cli, settings_env, write_jsonl
 from worker.main import s3_target
+from worker.secrets import read as read_secrets
 from worker.settings import PROJECT_ROOT, Settings
 from worker.stack import find_binary
+from worker.temporal_client import connect
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ async def test_temporal_cli_start_as_in_the_readme(
         timeout=60,
     )
     assert started.returncode == 0, started.stderr
-    client = await Client.connect(stack.temporal_address)
+    client = await connect(stack)
     result = await client.get_workflow_handle(wid, result_type=LabelDatasetResult).result()
     assert result.items == 50 and result.snapshot.version == 1
 
@@ -157,9 +158,17 @@ def test_job_start_warns_when_no_worker_polls(stack: Settings, tmp_path: Path) -
     assert f"no worker is polling task queue '{idle.task_queue}'" in out.stdout.replace("\n", " ")
 
 
-def temporal_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def temporal_cli(
+    settings: Settings, *args: str, codec: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The `temporal` CLI on the stack; with `codec`, through our codec server (as the
+    README shows: payloads it sends are encrypted, and it prints decoded results)."""
+    extra = []
+    if codec:
+        token = read_secrets(settings.home_dir)["codec_token"]
+        extra = ["--codec-endpoint", settings.codec_url, "--codec-auth", f"Bearer {token}"]
     return subprocess.run(
-        [str(find_binary("temporal")), *args, "--address", settings.temporal_address],
+        [str(find_binary("temporal")), *args, "--address", settings.temporal_address, *extra],
         capture_output=True,
         text=True,
         timeout=60,
@@ -195,14 +204,27 @@ def test_reviewer_paths_cli_signal_and_update(
         "agent votes" in shown.stdout and "tfidf_logreg" in shown.stdout and "rule" in shown.stdout
     )
 
-    refused = cli(stack, "review", "submit", first, "--label", "positive", "--reviewer", "mallory")
+    unsigned = cli(stack, "review", "submit", first, "--label", "positive", "--reviewer", "alice")
+    assert unsigned.returncode == 1 and "carries no signed reviewer claim" in unsigned.stdout
+    nobody = cli(stack, "review", "submit", first, "--label", "positive")
+    assert nobody.returncode == 1 and "needs a signed reviewer claim" in nobody.stdout
+    forged = claim("alice")[:-4] + "AAAA"
+    refused = cli(stack, "review", "submit", first, "--label", "positive", "--token", forged)
+    assert refused.returncode == 1 and "signature does not verify" in refused.stdout, refused.stdout
+    as_bob = cli(
+        stack, "review", "submit", first, "--label", "positive", "--reviewer", "bob",
+        "--token", claim("alice"),
+    )  # fmt: skip
+    assert as_bob.returncode == 1 and "claim is for 'alice', not 'bob'" in as_bob.stdout
+    mallory = claim("mallory")
+    refused = cli(stack, "review", "submit", first, "--label", "positive", "--token", mallory)
     assert refused.returncode == 1
     assert "not on the roster for task 'sentiment'" in refused.stdout
 
     env_reviewer = settings_env(stack) | {
         "PYTHONPATH": str(PROJECT_ROOT),
         "COLUMNS": "200",
-        "LABELFABRIC_REVIEWER": "alice",
+        "LABELFABRIC_REVIEW_TOKEN": claim("alice", task="sentiment"),
     }
     accepted = subprocess.run(
         [
@@ -225,7 +247,7 @@ def test_reviewer_paths_cli_signal_and_update(
     )
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert "accepted" in accepted.stdout and "done" in accepted.stdout
-    again = cli(stack, "review", "submit", first, "--label", "negative", "--reviewer", "bob")
+    again = cli(stack, "review", "submit", first, "--label", "negative", "--token", claim("bob"))
     assert again.returncode == 1 and "already closed" in again.stdout
 
     # The raw Temporal CLI paths from the README: a signal and an update.
@@ -234,7 +256,15 @@ def test_reviewer_paths_cli_signal_and_update(
         for i in (second, third)
         for full in [next(x for x in _full_ids(stack, dataset) if x.startswith(i))]
     }
-    payload = json.dumps({"reviewer": "bob", "label": "negative", "note": "raw signal"})
+    # Without a claim the update is refused; the refused signal is recorded as refused.
+    bare = json.dumps({"reviewer": "bob", "label": "negative"})
+    args = ["workflow", "update", "execute", "--workflow-id", wid[third], "--name"]
+    unsigned_update = temporal_cli(stack, *args, "submit_review", "--input", bare, codec=True)
+    assert unsigned_update.returncode != 0
+    assert "no signed reviewer claim" in unsigned_update.stderr + unsigned_update.stdout
+    payload = json.dumps(
+        {"reviewer": "bob", "label": "negative", "note": "raw signal", "token": claim("bob")}
+    )
     signalled = temporal_cli(
         stack,
         "workflow",
@@ -245,6 +275,7 @@ def test_reviewer_paths_cli_signal_and_update(
         "submit_review",
         "--input",
         payload,
+        codec=True,
     )
     assert signalled.returncode == 0, signalled.stderr
     updated = temporal_cli(
@@ -258,6 +289,7 @@ def test_reviewer_paths_cli_signal_and_update(
         "submit_review",
         "--input",
         payload,
+        codec=True,
     )
     assert updated.returncode == 0, updated.stderr
     assert "accepted:true" in updated.stdout and "state:done" in updated.stdout

@@ -31,7 +31,7 @@ from activities.payloads import (
     dataset_name_problem,
 )
 from tests.fuzzing import ANY_CHAR, LINES, NASTY_TEXT, examples
-from tests.helpers import cli, start_review
+from tests.helpers import cli, signed, start_review
 from worker.settings import Settings
 
 JOB_BOUND_S = 120.0  # a job on a few dozen lines ends well within this, or it is wedged
@@ -112,7 +112,7 @@ async def test_a_review_closes_whatever_was_sent_to_it(
     with contextlib.suppress(WorkflowUpdateFailedError, RPCError):  # closed by a signal
         await handle.execute_update(
             "submit_review",
-            ReviewSubmission(reviewer="alice", label="positive"),
+            signed("alice", "positive"),
             result_type=ReviewReceipt,
         )
     final = await asyncio.wait_for(handle.result(), JOB_BOUND_S)

@@ -29,7 +29,7 @@ from activities.payloads import (
     ReviewStateView,
     ReviewSubmission,
 )
-from tests.helpers import start_review, write_jsonl
+from tests.helpers import signed, start_review, write_jsonl
 from worker.main import Runtime
 from worker.settings import Settings
 
@@ -329,7 +329,7 @@ async def test_a_flood_of_oversized_signals_stays_bounded_and_the_item_closes(
     for i in range(60):
         who = "mallory" if i % 3 else "ali\x00ce"
         note = "hi" if i % 3 == 1 else big
-        await handle.signal("submit_review", ReviewSubmission(reviewer=who, label="x", note=note))
+        await handle.signal("submit_review", signed(who, "x", note))
     # A malformed signal (wrong types) is refused like the others, never failing the item.
     await handle.signal("submit_review", {"reviewer": 7, "label": ["x"]})
     # History grew past the limit: the item continues as new, carrying its reviews. (A review
@@ -337,7 +337,7 @@ async def test_a_flood_of_oversized_signals_stays_bounded_and_the_item_closes(
     runs = await eventually_runs(env, handle.id, 2)
     receipt = await handle.execute_update(
         "submit_review",
-        ReviewSubmission(reviewer="alice", label="positive", note="fine"),
+        signed("alice", "positive", "fine"),
         result_type=ReviewReceipt,
     )
     assert receipt.state == "done"
@@ -362,10 +362,10 @@ async def test_bad_updates_are_refused_before_history(
 ) -> None:
     handle = await open_review(env, stack, job_for_reviews, 1)
     for sub, why in [
-        (ReviewSubmission(reviewer="alice", label="positive", note="x\x00y"), "note has a control"),
-        (ReviewSubmission(reviewer="alice", label="positive", note="z" * 5000), "over the limit"),
+        (signed("alice", "positive", "x\x00y"), "note has a control"),
+        (signed("alice", "positive", "z" * 5000), "over the limit"),
         (ReviewSubmission(reviewer="a" * 500, label="positive"), "reviewer id has 500"),
-        (ReviewSubmission(reviewer="alice", label="pos\ud800"), "label has a control"),
+        (signed("alice", "pos\ud800"), "label has a control"),
     ]:
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await handle.execute_update("submit_review", sub, result_type=ReviewReceipt)
@@ -385,17 +385,17 @@ async def test_a_reviewer_removed_from_the_roster_is_refused_at_once(
     with pytest.raises(WorkflowUpdateFailedError) as info:
         await handle.execute_update(
             "submit_review",
-            ReviewSubmission(reviewer="eve", label="negative"),
+            signed("eve", "negative"),
             result_type=ReviewReceipt,
         )
     assert "no longer on the roster" in str(info.value.cause)
     state = await handle.query("state", result_type=ReviewStateView)
     assert state.state == "awaiting" and state.label is None
-    await handle.signal("submit_review", ReviewSubmission(reviewer="eve", label="negative"))
+    await handle.signal("submit_review", signed("eve", "negative"))
     await handle.signal("submit_review", {"reviewer": ["eve"]})  # does not decode
     receipt = await handle.execute_update(
         "submit_review",
-        ReviewSubmission(reviewer="alice", label="positive"),
+        signed("alice", "positive"),
         result_type=ReviewReceipt,
     )
     assert receipt.label == "positive"

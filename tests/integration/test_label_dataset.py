@@ -19,6 +19,7 @@ from activities.s3 import S3Target, make_s3_client
 from catalog import db
 from policy_rules.engine import resolve
 from tests.helpers import write_jsonl
+from tests.integration.stored import snapshot_bytes
 from worker.main import Runtime, s3_target
 from worker.settings import Settings
 
@@ -107,8 +108,7 @@ async def test_job_labels_quarantines_and_snapshots(
     # The snapshot is a real S3 object version whose bytes match the manifest's hash.
     s3 = make_s3_client(s3_target(stack))
     snap = result.snapshot
-    body = s3.get_object(Bucket=stack.s3_bucket, Key=snap.s3_key, VersionId=snap.s3_version_id)
-    raw = body["Body"].read()
+    raw = snapshot_bytes(stack, snap.s3_key, snap.s3_version_id)  # sealed at rest: opened
     lines = [json.loads(x) for x in raw.splitlines()]
     assert len(lines) == snap.item_count == result.counts.auto_accept
     assert {x["label"] for x in lines} <= {"positive", "negative"}
@@ -140,8 +140,7 @@ async def test_job_labels_quarantines_and_snapshots(
     assert second.snapshot.version == 2
     assert second.snapshot.s3_version_id != snap.s3_version_id
     assert second.snapshot.item_count == snap.item_count + second.counts.auto_accept
-    old = s3.get_object(Bucket=stack.s3_bucket, Key=snap.s3_key, VersionId=snap.s3_version_id)
-    assert old["Body"].read() == raw
+    assert snapshot_bytes(stack, snap.s3_key, snap.s3_version_id) == raw
 
 
 async def test_item_relabelled_by_a_later_job_keeps_history(

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from activities.s3 import make_s3_client
 from catalog import db
 from tests.helpers import cli
+from tests.integration.stored import snapshot_bytes
 from worker.main import s3_target
 from worker.settings import Settings
 
@@ -152,7 +153,7 @@ def test_versions_diff_rollback_explain_and_exports(
     assert out.returncode == 0, out.stdout + out.stderr
     v3 = sql(stack, "SELECT s3_key, s3_version_id FROM snapshot WHERE dataset = :d"
              " AND version = 3", d=name)[0]  # fmt: skip
-    stored = s3.get_object(Bucket=stack.s3_bucket, Key=v3[0], VersionId=v3[1])["Body"].read()
+    stored = snapshot_bytes(stack, v3[0], v3[1])  # in clear (sealed at rest)
     assert s3.get_object(Bucket=stack.s3_bucket, Key=key)["Body"].read() == stored
     exports = sql(stack, "SELECT count(*) FROM audit_event WHERE kind = 'export'"
                   " AND subject = :s", s=f"{name}@3")  # fmt: skip

@@ -23,9 +23,8 @@ from activities.payloads import (
     ReviewReceipt,
     ReviewRulesPayload,
     ReviewStateView,
-    ReviewSubmission,
 )
-from tests.helpers import write_jsonl
+from tests.helpers import signed, write_jsonl
 from tests.integration.reviewing import (
     ROSTER,
     eventually,
@@ -33,7 +32,7 @@ from tests.integration.reviewing import (
     rows,
     submit,
 )
-from worker.main import Runtime, s3_target
+from worker.main import Runtime
 from worker.settings import Settings
 
 
@@ -85,15 +84,9 @@ async def test_update_labels_the_item_and_a_new_snapshot_version_appears(
 
     latest = await eventually(new_version)
     assert latest is not None, "no snapshot version after the review"
-    from activities.s3 import make_s3_client
+    from tests.integration.stored import snapshot_bytes
 
-    body = (
-        make_s3_client(s3_target(stack))
-        .get_object(
-            Bucket=stack.s3_bucket, Key=f"datasets/{dataset}/labels.jsonl", VersionId=str(latest[1])
-        )["Body"]
-        .read()
-    )
+    body = snapshot_bytes(stack, f"datasets/{dataset}/labels.jsonl", str(latest[1]))
     by_id = {r["id"]: r for r in map(json.loads, body.splitlines())}
     assert by_id[item]["label"] == gold[item] and by_id[item]["label_source"] == "human"
 
@@ -133,7 +126,7 @@ async def test_refused_signal_is_recorded_and_the_item_keeps_waiting(
     dataset, items, gold, _ = routed
     item = items[2]
     handle = handle_for(env, dataset, item)
-    await handle.signal("submit_review", ReviewSubmission(reviewer="mallory", label="positive"))
+    await handle.signal("submit_review", signed("mallory", "positive"))
 
     async def refused() -> list[tuple[object, ...]]:
         return await rows(
@@ -157,7 +150,7 @@ async def test_refused_signal_is_recorded_and_the_item_keeps_waiting(
     state = await handle.query("state", result_type=ReviewStateView)
     assert state.state == "awaiting" and state.reviews[0].reason
 
-    await handle.signal("submit_review", ReviewSubmission(reviewer="bob", label=gold[item]))
+    await handle.signal("submit_review", signed("bob", gold[item]))
     final = await handle.result()
     assert (final.state, final.label) == ("done", gold[item])
     # The closed item refuses anything further.

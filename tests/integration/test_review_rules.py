@@ -17,10 +17,9 @@ from activities.payloads import (
     ReviewItemInput,
     ReviewRulesPayload,
     ReviewStateView,
-    ReviewSubmission,
 )
 from activities.review import is_gold_check
-from tests.helpers import write_jsonl
+from tests.helpers import signed, write_jsonl
 from tests.integration.reviewing import (
     ROSTER,
     eventually,
@@ -104,12 +103,8 @@ async def test_timeout_escalates_then_ends_with_the_policy_outcome(
             await skipping.sleep(3700)
             state = await answered.query("state", result_type=ReviewStateView)
             assert state.state == "escalated"
-            await answered.signal(
-                "submit_review", ReviewSubmission(reviewer="alice", label="positive")
-            )
-            await answered.signal(
-                "submit_review", ReviewSubmission(reviewer="carol", label="negative")
-            )
+            await answered.signal("submit_review", signed("alice", "positive"))
+            await answered.signal("submit_review", signed("carol", "negative"))
             done = await answered.result()
     assert (done.state, done.label) == ("done", "negative")
     assert [(r.reviewer, r.accepted) for r in done.reviews] == [("alice", False), ("carol", True)]

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("job", "app"),
     "task": ("task", "app"),
     "review": ("review", "app"),
+    "reviewer": ("reviewer", "app"),
     "agent": ("agent", "app"),
     "calibrate": ("agent", "commands"),
     "eval": ("eval", "commands"),
@@ -40,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drift": ("drift", "app"),
     "watch": ("watch", "app"),
     "audit": ("audit", "app"),
+    "codec": ("codec", "app"),
     "db": ("db", "app"),
 }
 

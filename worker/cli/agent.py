@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from worker.cli import group
-from worker.cli.console import console, fail
+from worker.cli.console import console, fail, temporal
 
 if TYPE_CHECKING:
     from agents.base import Vote
@@ -36,13 +36,14 @@ def vote_on(
 
     import asyncio
 
-    from agents.pipeline import agent_keys, timed_predict
+    from agents.pipeline import agent_inputs, agent_keys, timed_predict
     from agents.tasks import build_agents
 
     agents = build_agents(task, None, models_dir=settings.models_dir)
+    _, inputs = agent_inputs(task, agents, texts)  # PII rewritten per agent, as in a job
 
     async def predict_all() -> list[list[Vote]]:  # with each agent's timeout, as in a job
-        return [await timed_predict(a, task, texts) for a in agents]
+        return [await timed_predict(a, task, read) for a, read in zip(agents, inputs, strict=True)]
 
     return agent_keys(agents), asyncio.run(predict_all())
 
@@ -289,7 +290,6 @@ async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
 
     from rich.markup import escape
     from rich.table import Table
-    from temporalio.client import Client
     from temporalio.service import RPCError
 
     from activities import ids
@@ -301,12 +301,7 @@ async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
         spec = load_task(settings.tasks_dir, task_name)
     except TaskError as err:
         raise fail(escape(str(err))) from err
-    try:
-        client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
-    except Exception as err:
-        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    client = await temporal(settings)
     workflow_id = ids.retrain_workflow_id(spec.name)
     handle = client.get_workflow_handle(workflow_id)
 

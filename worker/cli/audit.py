@@ -90,16 +90,18 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
     newest of each dataset (all with `deep`) is read back and re-hashed."""
 
     import asyncio
-    import hashlib
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from activities.s3 import make_s3_client
+    from activities.s3 import make_s3_client, read_plain
     from catalog import db
+    from formats.sealed import SealError, Sha256Sink
+    from worker.cli.dataset_io import snapshot_keys
     from worker.stack import s3_target
 
     rows = await db.all_versions(conn)
     s3 = make_s3_client(s3_target(settings))
+    keys = snapshot_keys(settings)  # sealed snapshots are opened, then hashed in clear
     newest_seen: set[str] = set()
     for dataset, version, key, version_id, sha in rows:
         where = f"{dataset}@{version} (s3://{settings.s3_bucket}/{key} version {version_id})"
@@ -111,18 +113,18 @@ async def _snapshots(settings: Settings, conn: Any, verdict: audit.Verdict, deep
                     s3.head_object, Bucket=settings.s3_bucket, Key=key, VersionId=version_id
                 )
             else:
-                digest = hashlib.sha256()
-                got = await asyncio.to_thread(
-                    s3.get_object, Bucket=settings.s3_bucket, Key=key, VersionId=version_id
+                sink = Sha256Sink()
+                await asyncio.to_thread(
+                    read_plain, s3, settings.s3_bucket, key, version_id, sink, keys
                 )
-                body = got["Body"]
-                while block := body.read(1 << 20):
-                    digest.update(block)
-                if digest.hexdigest() != sha:
+                if sink.digest.hexdigest() != sha:
                     verdict.bad_snapshots.append(f"{where} does not match its sha256 {sha[:16]}")
                     continue
         except (ClientError, BotoCoreError) as err:
             verdict.bad_snapshots.append(f"{where} cannot be read from S3: {err}")
+            continue
+        except SealError as err:
+            verdict.bad_snapshots.append(f"{where} cannot be opened: {err}")
             continue
         verdict.snapshots_checked += 1
 

@@ -73,3 +73,14 @@ async def in_catalog(
         raise fail(f"catalog at {settings.where(url)}: {err}") from err
     finally:
         await engine.dispose()
+
+
+async def temporal(settings: Settings, hint: str = "") -> Any:
+    """A Temporal client with the product's converter (payload encryption) and transport
+    settings; a Temporal that does not answer, or a missing key ring, ends the command."""
+    from worker.temporal_client import TemporalUnreachable, connect
+
+    try:
+        return await connect(settings)
+    except TemporalUnreachable as err:
+        raise fail(f"{err}{hint}") from err

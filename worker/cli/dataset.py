@@ -341,9 +341,13 @@ def import_(
         raise fail(f"{path} does not exist")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     job_id = f"import:{dataset}:{sha[:16]}"
+    from agents import pii
+
+    pii_spec = spec.pii
+    mark = None if pii_spec is None else (lambda text: pii.mark(text, pii_spec))
     try:
         parsed = labelstudio.parse(path, dataset=dataset, job_id=job_id, labels=spec.labels,
-                                   text_field=spec.text_field)  # fmt: skip
+                                   text_field=spec.text_field, mark=mark)  # fmt: skip
     except ValueError as err:
         raise fail(str(err)) from err
     latest, before = asyncio.run(in_catalog(settings, import_parsed, dataset, spec.name, job_id,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from worker.cli.console import anchor, console, fail, in_catalog
+from worker.cli.console import anchor, console, fail, in_catalog, temporal
 
 if TYPE_CHECKING:
     from formats import export as exporting
@@ -32,9 +32,20 @@ def s3_client(settings: Settings) -> Any:
 
 
 def download(settings: Settings, key: str, version_id: str, fh: Any) -> None:
-    s3_client(settings).download_fileobj(
-        settings.s3_bucket, key, fh, ExtraArgs={"VersionId": version_id}
-    )
+    """A snapshot object version into `fh`, in clear (a sealed one opened with the ring)."""
+    from activities.s3 import read_plain
+
+    keys = snapshot_keys(settings)
+    read_plain(s3_client(settings), settings.s3_bucket, key, version_id, fh, keys)
+
+
+def snapshot_keys(settings: Settings) -> dict[str, bytes]:
+    """Every key of the payload key ring, which seals snapshots; none when there is no ring
+    (objects stored in clear still read)."""
+    from worker.codec import KeyRing
+
+    path = settings.codec_keys_path
+    return dict(KeyRing.load(path).keys) if path.exists() else {}
 
 
 def s3_problem(err: BaseException) -> str:
@@ -87,13 +98,11 @@ def await_version(settings: Settings, name: str, latest: int, wait_s: float) -> 
 async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: float) -> Any:
     import asyncio
 
-    from temporalio.client import Client
-
     from activities.ids import DATASET_WORKFLOW, dataset_workflow_id
     from activities.payloads import DatasetInput, LabelsChanged
     from catalog import datasets
 
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await temporal(settings)
     await client.start_workflow(
         DATASET_WORKFLOW,
         DatasetInput(name=name, debounce_s=settings.snapshot_debounce_s),
@@ -145,6 +154,7 @@ async def export_version(
 
     engine = db.make_engine(settings.catalog_url, pool_size=2)
     loop = asyncio.get_running_loop()
+    mode, rewrite = await _export_pii(settings, engine, row.dataset)
 
     def votes(keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
         return asyncio.run_coroutine_threadsafe(_votes(engine, keys), loop).result()
@@ -165,7 +175,7 @@ async def export_version(
                 try:
                     result = await asyncio.to_thread(
                         exporting.export, src, expected_sha256=row.content_sha256, fmt=fmt,
-                        out=local, split=split, votes=votes,
+                        out=local, split=split, votes=votes, rewrite=rewrite,
                     )  # fmt: skip
                 except exporting.ExportError as err:
                     raise fail(f"{row.dataset}@{row.version}: {err}") from err
@@ -185,12 +195,37 @@ async def export_version(
                 kind=kinds.EXPORT,
                 subject=f"{row.dataset}@{row.version}",
                 payload={"format": fmt, "split": split, "out": target, "items": result.items,
-                         "content_sha256": row.content_sha256, "out_sha256": result.out_sha256},
+                         "content_sha256": row.content_sha256, "out_sha256": result.out_sha256,
+                         **({"pii": mode} if mode != "off" else {})},
             )  # fmt: skip
         await anchor(settings, engine)
         return result
     finally:
         await engine.dispose()
+
+
+async def _export_pii(settings: Settings, engine: Any, dataset: str) -> tuple[str, Any]:
+    """The dataset's task's `exports` PII mode and the text rewrite it makes (None for `off`
+    or a task without `pii:`). A task that cannot be read exports nothing: its mode is
+    unknown, and a guess could publish what it was meant to hide."""
+    from agents import pii
+    from agents.tasks import TaskError, load_task
+    from catalog import db
+
+    async with engine.connect() as conn:
+        name = await db.dataset_task(conn, dataset)
+    if name is None:
+        return "off", None
+    try:
+        spec = load_task(settings.tasks_dir, name).pii
+    except TaskError as err:
+        raise fail(
+            f"{dataset}: its task cannot be read, so its PII export mode is unknown; nothing "
+            f"was exported ({err})"
+        ) from err
+    if spec is None or spec.mode("exports") == "off":
+        return "off", None
+    return spec.mode("exports"), lambda text: pii.view(text, pii.scan(text, spec), spec, "exports")
 
 
 async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
@@ -203,19 +238,12 @@ async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, st
 async def verify(settings: Settings, dataset: str, folds: int) -> None:
     """Run a VerifyLabels workflow and say what it flagged and sent to review."""
     from rich.markup import escape
-    from temporalio.client import Client, WorkflowFailureError
+    from temporalio.client import WorkflowFailureError
 
     from activities import ids
-    from activities.payloads import DATA_CONVERTER, VerifyInput, VerifyResult
+    from activities.payloads import VerifyInput, VerifyResult
 
-    try:
-        client = await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=DATA_CONVERTER,
-        )
-    except Exception as err:
-        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    client = await temporal(settings)
     workflow_id = ids.verify_workflow_id(dataset, time.strftime("%Y%m%dT%H%M%S"))
     with console.status(f"{workflow_id}: fitting out-of-fold models on the current labels…"):
         try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from worker.cli import group
-from worker.cli.console import console, fail
+from worker.cli.console import console, fail, temporal
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -39,18 +39,7 @@ def parse_every(text: str) -> timedelta:
 
 
 async def _client(settings: Settings) -> Client:
-    from temporalio.client import Client
-
-    from activities.payloads import DATA_CONVERTER
-
-    try:
-        return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=DATA_CONVERTER,
-        )
-    except Exception as err:
-        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    return await temporal(settings)
 
 
 @app.command("schedule")

@@ -192,6 +192,15 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
     }
 
 
+def _redactions(found: list[Any]) -> str:
+    """PII spans as `TYPE start-end`, in text order (the values are never stored)."""
+    shown = [
+        f"{x.get('type')} {x.get('start')}-{x.get('end')}" if isinstance(x, dict) else str(x)
+        for x in found
+    ]
+    return ", ".join(shown) if shown else "none"
+
+
 def _tree(r: dict[str, Any]) -> Tree:
     from rich.markup import escape
     from rich.tree import Tree
@@ -200,7 +209,12 @@ def _tree(r: dict[str, Any]) -> Tree:
     root = Tree(f"[bold]{r['dataset']}[/] item {r['item_id']}")
     src = root.add(f"source {escape(r['source']['uri'])}, line {r['source']['line']}")
     src.add(f"content sha256 {r['content_sha256'][:16]}… ({ok})")
-    src.add(f"split {r['split'] or 'pool'}; redactions {r['redactions'] or 'none'}")
+    src.add(
+        escape(
+            f"split {r['split'] or 'pool'}; sensitivity {r['sensitivity']}; "
+            f"redactions {_redactions(r['redactions'])}"
+        )
+    )
     src.add(escape(f"text: {r['text'][:120]}"))
     for d in r["decisions"]:
         p = d["policy"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from worker.cli import group
-from worker.cli.console import console, fail
+from worker.cli.console import console, fail, temporal
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -82,21 +82,12 @@ async def start_job(
     settings: Settings, workflow_id: str, inp: LabelDatasetInput, wait: bool
 ) -> LabelDatasetResult | None:
     """Start the job's workflow; with `wait`, follow its progress and return its result."""
-    from temporalio.client import Client
     from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
     from activities.ids import LABEL_DATASET_WORKFLOW
     from activities.payloads import LABEL_DATASET, LABEL_JOB, LabelDatasetResult
 
-    try:
-        client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
-    except Exception as err:
-        raise fail(
-            f"cannot reach Temporal at {settings.temporal_address} ({err}); "
-            "is the stack up? (labelfabric up)"
-        ) from err
+    client = await temporal(settings, "; is the stack up? (labelfabric up)")
     handle = await client.start_workflow(
         LABEL_DATASET_WORKFLOW,
         inp,

@@ -56,7 +56,8 @@ def up(
     if with_worker:
         parts.append(stack.start_worker(settings))
     print_status(parts, detail=False)
-    console.print(f"Temporal Web UI: {settings.temporal_ui_url}")
+    decoded = " (payloads decoded by the codec server)" if settings.codec else ""
+    console.print(f"Temporal Web UI{decoded}: {settings.temporal_ui_url}", soft_wrap=True)
 
 
 @commands.command()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from worker.cli import group
-from worker.cli.console import console, fail
+from worker.cli.console import console, fail, temporal
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
@@ -24,14 +24,7 @@ app = group("Review items the routing policy sent to people.")
 
 
 async def _client(settings: Settings) -> Client:
-    from temporalio.client import Client
-
-    try:
-        return await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
-    except Exception as err:
-        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    return await temporal(settings)
 
 
 async def _find(client: Client, item: str, dataset: str | None) -> WorkflowHandle:
@@ -240,7 +233,9 @@ async def _show(settings: Settings, item: str, dataset: str | None) -> None:
         raise fail(escape(str(err))) from err
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
-        text = await reviews.item_text(engine, state.dataset, state.item_id)
+        text = await reviews.item_text(
+            engine, state.dataset, state.item_id, tasks_dir=settings.tasks_dir
+        )
     finally:
         await engine.dispose()
     console.print(f"[bold]{handle.id}[/]  state: {state.state}  labels: {', '.join(state.labels)}")
@@ -265,22 +260,51 @@ async def _show(settings: Settings, item: str, dataset: str | None) -> None:
 def review_submit(
     item: Annotated[str, typer.Argument(help="Item id or a unique prefix of it.")],
     label: Annotated[str, typer.Option(help="The label.")],
-    reviewer: Annotated[str, typer.Option(envvar="LABELFABRIC_REVIEWER", help="Your reviewer id.")],
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="LABELFABRIC_REVIEW_TOKEN",
+            help="Your signed reviewer claim (`labelfabric reviewer token YOU`, from an admin).",
+        ),
+    ] = "",
+    reviewer: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LABELFABRIC_REVIEWER", help="Your reviewer id (default: the token's)."
+        ),
+    ] = None,
     note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
     dataset: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Label an item; a refusal prints the reason and exits non-zero."""
+    """Label an item as the reviewer your token names; a refusal prints why, exits non-zero."""
 
     import asyncio
 
     from activities.payloads import ReviewSubmission
     from worker.settings import Settings
 
-    asyncio.run(
-        _submit(
-            Settings(), item, dataset, ReviewSubmission(reviewer=reviewer, label=label, note=note)
+    settings = Settings()
+    who = reviewer or _token_subject(token)
+    if not who:
+        raise fail(
+            "a review needs a signed reviewer claim: pass --token (or LABELFABRIC_REVIEW_TOKEN) "
+            "from `labelfabric reviewer token YOU`, issued by an admin"
         )
-    )
+    sub = ReviewSubmission(reviewer=who, label=label, note=note, token=token)
+    asyncio.run(_submit(settings, item, dataset, sub))
+
+
+def _token_subject(token: str) -> str:
+    """The reviewer a claim names (unverified: the item verifies it), or ""."""
+    if not token:
+        return ""
+    import jwt
+
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except jwt.PyJWTError as err:
+        raise fail(f"--token is not a reviewer claim ({err})") from err
+    return sub if isinstance(sub, str) else ""
 
 
 async def _submit(

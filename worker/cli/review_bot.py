@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from temporalio.client import Client
-
-from worker.cli.console import console, fail
+from worker.cli.console import console, fail, temporal
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -32,7 +30,8 @@ async def answer_reviews(
     from agents.tasks import TaskError, load_task
     from catalog import db
     from formats.gold import GoldError, read_gold
-    from worker.reviewbot import BotStopped, run_bot
+    from worker.identity import IdentityRingError
+    from worker.reviewbot import BotStopped, claims, run_bot
 
     try:
         spec = load_task(settings.tasks_dir, task_name)
@@ -43,12 +42,7 @@ async def answer_reviews(
         r = known.refused[0]
         raise fail(escape(f"{gold}:{r.line}: {r.reason} ({len(known.refused)} bad line(s))"))
     truth = {r.item_id: str(r.label) for r in known.records}
-    try:
-        client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
-    except Exception as err:
-        raise fail(f"cannot reach Temporal at {settings.temporal_address} ({err})") from err
+    client = await temporal(settings)
     engine = db.make_engine(settings.catalog_url, pool_size=1)
     try:
         with console.status(f"{reviewer} answering {dataset}'s open reviews…") as status:
@@ -66,8 +60,9 @@ async def answer_reviews(
                 progress=lambda s: status.update(
                     f"{reviewer}: {s.answered} answered, {s.refused} refused"
                 ),
+                token=claims(settings, reviewer, spec.name),
             )
-    except BotStopped as err:
+    except (BotStopped, IdentityRingError) as err:
         raise fail(escape(str(err))) from err
     except OSError as err:
         raise fail(f"cannot reach the catalog ({err})") from err

@@ -30,7 +30,10 @@ import time
 from collections.abc import Mapping
 
 from worker import secrets as stack_secrets
+from worker.codec import ensure_ring
+from worker.identity import ensure_identity_ring
 from worker.settings import Settings
+from worker.stack.codec import _CodecServer
 from worker.stack.postgres import _Postgres, prepare_catalog
 from worker.stack.process import (
     PartStatus,
@@ -63,12 +66,13 @@ __all__ = [
 ]
 
 
-_STATUS_ORDER = ["temporal", "temporal-ui", "postgres", "s3", "worker"]
+_STATUS_ORDER = ["temporal", "temporal-ui", "postgres", "s3", "codec", "worker"]
 
 
 def _parts(settings: Settings) -> list[_Part]:
-    """In status order; `up` starts them in reverse (storage first), `down` stops in this."""
-    return [_Temporal(settings), _Postgres(settings), _SeaweedFS(settings)]
+    """In status order; `up` starts them in reverse (the codec server and storage first),
+    `down` stops in this."""
+    return [_Temporal(settings), _Postgres(settings), _SeaweedFS(settings), _CodecServer(settings)]
 
 
 # --------------------------------------------------------------------------- public API
@@ -93,8 +97,10 @@ def _up(settings: Settings, parts: list[_Part], progress: Progress | None) -> li
     home = stack_secrets.private_dir(settings.home_dir)  # logs, data, keys: owner only
     for sub in ("logs", "run"):
         stack_secrets.private_dir(home / sub)
-    if not all(p.external for p in parts if p.name in ("postgres", "s3")):
-        stack_secrets.ensure(home)
+    stack_secrets.ensure(home)
+    # Key rings: payload encryption and reviewer identity (made once, 0600, never replaced).
+    ensure_ring(settings.codec_keys_path)
+    ensure_identity_ring(settings.identity_keys_path)
     # What the servers write (Temporal's SQLite, volumes, logs) is their owner's alone.
     umask = os.umask(0o077)
     try:
@@ -165,7 +171,7 @@ def down(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> list[PartStatus]:
-    """Probe every part: temporal, temporal-ui, postgres, s3 (and a background worker)."""
+    """Probe every part: temporal, temporal-ui, postgres, s3, codec (and a background worker)."""
     worker = _Worker(settings)
     extra = [worker] if worker.pid_file.exists() else []
     return [s for part in [*_parts(settings), *extra] for s in part.status()]

@@ -267,13 +267,14 @@ def _hide_password(url: str) -> str:
 
 
 def _sql_answers(url: str) -> bool:
-    """`SELECT 1` through the same SQLAlchemy URL (and driver) the catalog uses."""
+    """`SELECT 1` through the same SQLAlchemy URL (and driver, and TLS) the catalog uses."""
     from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
+    from catalog.engine import async_engine
+
     async def probe() -> bool:
-        engine = create_async_engine(url, poolclass=NullPool)
+        engine = async_engine(url, poolclass=NullPool)
         try:
             async with engine.connect() as conn:
                 return (await conn.execute(text("SELECT 1"))).scalar() == 1

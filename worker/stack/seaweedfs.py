@@ -30,6 +30,7 @@ def s3_target(settings: Settings) -> S3Target:
         region=settings.s3_region,
         access_key=key,
         secret_key=secret,
+        ca_bundle=str(settings.s3_ca_bundle.expanduser()) if settings.s3_ca_bundle else None,
     )
 
 

@@ -12,7 +12,9 @@ import asyncio
 from collections.abc import Mapping
 
 from activities.ids import SEARCH_ATTRIBUTES
+from worker import secrets as stack_secrets
 from worker.settings import Settings
+from worker.stack.codec import ui_endpoint
 from worker.stack.process import (
     PROBE_TIMEOUT_S,
     _http_answers,
@@ -71,6 +73,9 @@ class _Temporal(_Part):
             "--log-level",
             "warn",
         ]
+        token = stack_secrets.read(s.home_dir).get("codec_token")
+        if token:  # the UI decodes payloads through our codec server (worker/codec_server.py)
+            cmd += ["--ui-codec-endpoint", ui_endpoint(s, token)]
         if s.temporal_namespace != "default":
             cmd += ["--namespace", s.temporal_namespace]
         for attr, kind in SEARCH_ATTRIBUTES.items():

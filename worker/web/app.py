@@ -2,158 +2,244 @@
 
 Pages are rendered on the server (plain HTML forms, no script), so any browser works and
 nothing reviewers send bypasses the workflow: a label is the `submit_review` update, and a
-refusal shows the validator's reason. The page has no login of its own: it binds to
-127.0.0.1 and trusts the reviewer id typed into it, like the CLI's `--reviewer`.
+refusal shows the validator's reason.
 
-Because any web page a reviewer visits could post to it, a submission must carry the form's
-CSRF token (an HMAC of the item's workflow id under a key made at start) and, when the
-browser says where it comes from (Origin, Sec-Fetch-Site), come from this page; requests
-for another Host (DNS rebinding) are refused, and so are oversized forms.
+People sign in (a password, argon2id; or a one-time login link an admin issued) and get a
+signed, expiring, HttpOnly, SameSite=Strict session cookie (Secure over https); every
+request checks it against the roster and the catalog (worker/web/site.py). The roster says
+what each person may do: `reviewer` reviews the items of their tasks up to their clearance,
+`lead` also corrects closed reviews and sees reviewer statistics, `admin` sees the roster
+and issues login links and reviewer tokens (worker/web/auth.py: PERMISSIONS). A request for
+another role's page or action is refused with 403.
+
+Because any web page a reviewer visits could post to this one, every POST must come from
+this page when the browser says where it comes from (Origin, Sec-Fetch-Site) and carry a
+CSRF token bound to the session and the form's target; requests for another Host (DNS
+rebinding) are refused, forms are bounded in size and fields, and failed sign-ins are
+throttled per reviewer id and per client. Responses forbid framing, scripts and caching.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import hmac
-import secrets
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from urllib.parse import urlencode
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
-from temporalio.client import Client
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activities.ids import parse_review_workflow_id
-from activities.payloads import ReviewSubmission
-from catalog import db
-from worker import reviews
+from catalog import accounts, db
+from worker import secrets as stack_secrets
 from worker.settings import Settings
+from worker.web import auth, items, staff
+from worker.web.site import Person, Refusal, Site, cookie_flags, refusal_response
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
-QUEUE_LIMIT = 200
-CLOSE_WAIT_S = 10.0
-MAX_FORM_PART = 64 * 1024  # bytes of one form field; the note's own limit is far below
+HEADERS = (
+    ("content-security-policy",
+     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+     "frame-ancestors 'none'; base-uri 'none'"),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),  # "no-referrer" would make POSTs say Origin: null
+    ("cache-control", "no-store"),
+)  # fmt: skip
+SLOW_FAILURE_S = 0.5  # every failed sign-in waits this long before its answer
 
 
-def _csrf_token(key: bytes, wid: str) -> str:
-    return hmac.new(key, wid.encode(), hashlib.sha256).hexdigest()
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS:
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
 
 
-def _cross_site(request: Request) -> str:
-    """Why this POST looks cross-site, or ""."""
-    site = request.headers.get("sec-fetch-site")
-    if site and site not in ("same-origin", "none"):
-        return f"cross-site request refused (Sec-Fetch-Site: {site})"
-    origin = request.headers.get("origin")
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    if origin and origin != own:
-        return f"cross-site request refused (Origin {origin[:100]} is not {own})"
-    return ""
+class NoSessionSecret(Exception):
+    """The state dir has no session secret: `labelfabric up` makes one."""
 
 
 def make_app(settings: Settings, *, reviewer: str | None = None) -> Starlette:
-    """The review app; `reviewer` pre-fills the reviewer id on every page."""
-    csrf_key = secrets.token_bytes(32)  # per process: a restart invalidates open forms
+    """The review app; `reviewer` only pre-fills the sign-in form's reviewer id."""
+    secret = stack_secrets.read(settings.home_dir).get("session_secret", "")
+    if not secret:
+        raise NoSessionSecret(
+            f"no session_secret in {settings.home_dir / stack_secrets.FILE}: run "
+            "`labelfabric up` for this state dir (it makes the page's cookie key)"
+        )
+    site = Site(settings, auth.Signer(secret, max_age_s=settings.review_token_ttl_s))
+    per_client = auth.Throttle(limit=50)  # across ids: bounds guessing from one place
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
+        from worker.temporal_client import connect
+
+        app.state.client = await connect(settings)
         app.state.engine = db.make_engine(settings.catalog_url, pool_size=2)
         try:
             yield
         finally:
             await app.state.engine.dispose()
 
-    def who(request: Request) -> str:
-        return request.query_params.get("reviewer") or reviewer or ""
+    async def login_page(request: Request) -> Response:
+        context = {"next": auth.local_path(request.query_params.get("next")), "who": reviewer}
+        return site.render(request, "login.html", context, me=await site.person(request))
 
-    async def queue_page(request: Request) -> Response:
-        me = who(request)
-        dataset = request.query_params.get("dataset") or None
-        rows, count = await reviews.queue(
-            request.app.state.client, dataset=dataset, reviewer=me or None, limit=QUEUE_LIMIT
+    async def login(request: Request) -> Response:
+        form = await site.form(request, sid=None, action="login")
+        rid, password = form.get("reviewer", "").strip(), form.get("password", "")
+        target = auth.local_path(form.get("next"))
+        keys = [f"id:{rid[: auth.MAX_ID_CHARS]}"]
+        client = f"client:{request.client.host if request.client else '-'}"
+        wait = max(site.throttle.wait_s(keys), per_client.wait_s([client]))
+        if wait > 0:
+            minutes = int(wait // 60) + 1
+            problem = f"too many failed sign-ins: try again in {minutes} minute(s)"
+            return _login_again(site, request, rid, target, problem, 429)
+        entry = site.roster().get(rid) if auth.reviewer_id_ok(rid) else None
+        account = None
+        if entry is not None:
+            async with request.app.state.engine.connect() as conn:
+                account = await accounts.account(conn, rid)
+        stored = account.password_hash if account else None
+        ok = len(password) <= auth.MAX_PASSWORD_CHARS and await asyncio.to_thread(
+            auth.verify_password, stored, password
         )
-        context = {
-            "rows": rows,
-            "count": count,
-            "reviewer": me,
-            "dataset": dataset,
-            "flash": request.query_params.get("flash"),
-        }
-        return TEMPLATES.TemplateResponse(request, "queue.html", context)
+        if not ok or entry is None or account is None:
+            site.throttle.failed(keys)
+            per_client.failed([client])
+            await asyncio.sleep(SLOW_FAILURE_S)
+            problem = "wrong reviewer id or password"  # the same whatever was wrong
+            return _login_again(site, request, rid, target, problem, 401)
+        site.throttle.succeeded(keys[0])
+        response = site.redirect(request, target, flash=f"signed in as {entry.id} ({entry.role})")
+        site.sign_in(request, response, entry, account.generation)
+        return response
 
-    async def item_page(request: Request) -> Response:
-        return await _render_item(request, reviewer=who(request), csrf_key=csrf_key)
+    async def link_page(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        context = {"token": token if auth.link_token_ok(token) else ""}
+        return site.render(request, "link.html", context, me=None)
 
-    async def submit(request: Request) -> Response:
-        wid = request.path_params["wid"]
-        why = _cross_site(request)
-        if why:
-            return PlainTextResponse(why, status_code=403)
-        try:
-            form = await request.form(max_files=0, max_fields=8, max_part_size=MAX_FORM_PART)
-        except Exception as err:  # starlette's MultiPartException / HTTPException
-            return PlainTextResponse(f"form refused: {err}"[:200], status_code=400)
-        token = str(form.get("csrf", ""))
-        if not hmac.compare_digest(token, _csrf_token(csrf_key, wid)):
-            return PlainTextResponse(
-                "form refused: missing or stale CSRF token (reload the item page)",
-                status_code=403,
-            )
-        sub = ReviewSubmission(
-            reviewer=str(form.get("reviewer", "")).strip(),
-            label=str(form.get("label", "")),
-            note=str(form.get("note", "")).strip(),
-        )
-        handle = request.app.state.client.get_workflow_handle(request.path_params["wid"])
-        try:
-            receipt = await reviews.submit(handle, sub)
-        except reviews.Refused as err:
-            return await _render_item(
-                request,
-                reviewer=sub.reviewer,
-                note=sub.note,
-                refused=str(err),
-                status=422,
-                csrf_key=csrf_key,
-            )
-        if receipt.label:
-            # The item closes (label written, ReviewState=done) right after the update
-            # returns: wait for that, so the queue shown next no longer lists it.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(handle.result(), CLOSE_WAIT_S)
-        done = f"labeled {handle.id.rsplit(':', 1)[-1][:12]} as {sub.label}: the item is " + (
-            f"done ({receipt.label})" if receipt.label else f"{receipt.state}, waiting for more"
-        )
-        # Back to the queue the reviewer came from (the item link carries its filter).
-        back = {"reviewer": sub.reviewer, "dataset": request.query_params.get("dataset", "")}
-        query = urlencode({k: v for k, v in back.items() if v} | {"flash": done})
-        return RedirectResponse(f"/?{query}", status_code=303)
+    async def use_link(request: Request) -> Response:
+        form = await site.form(request, sid=None, action="link")
+        token = form.get("token", "")
+        client = f"client:{request.client.host if request.client else '-'}"
+        if per_client.wait_s([client]) > 0:
+            raise Refusal(429, "too many failed sign-ins from here: try again later")
+        used = None
+        if auth.link_token_ok(token):
+            async with request.app.state.engine.begin() as conn:
+                used = await accounts.use_link(conn, auth.token_sha256(token))
+        entry = site.roster().get(used[0]) if used else None
+        if used is None or entry is None:
+            per_client.failed([client])
+            await asyncio.sleep(SLOW_FAILURE_S)
+            context = {"token": "", "problem": "this link is used, expired or not valid"}
+            return site.render(request, "link.html", context, me=None, status=403)
+        flash = f"signed in as {entry.id} with a one-time link: set a password to sign in again"
+        response = site.redirect(request, "/account", flash=flash)
+        site.sign_in(request, response, entry, used[1])
+        return response
+
+    async def logout(request: Request) -> Response:
+        me = await site.person(request)
+        if me is not None:
+            await site.form(request, sid=me.session.sid, action="logout")
+            async with request.app.state.engine.begin() as conn:
+                await accounts.end_sessions(conn, me.id)  # every session of theirs ends
+        response = site.redirect(request, "/login", flash="signed out")
+        response.delete_cookie(auth.COOKIE, **cookie_flags(request))
+        return response
+
+    async def account_page(request: Request) -> Response:
+        me = await site.require(request, "review")
+        return _account(site, request, me)
+
+    async def set_password(request: Request) -> Response:
+        me = await site.require(request, "review")
+        form = await site.form(request, sid=me.session.sid, action="password")
+        new, again = form.get("password", ""), form.get("again", "")
+        if not me.session.fresh():
+            key = f"id:{me.id}"
+            async with request.app.state.engine.connect() as conn:
+                account = await accounts.account(conn, me.id)
+            current = form.get("current", "")[: auth.MAX_PASSWORD_CHARS]
+            if site.throttle.wait_s([key]) > 0 or not await asyncio.to_thread(
+                auth.verify_password, account.password_hash if account else None, current
+            ):
+                site.throttle.failed([key])
+                await asyncio.sleep(SLOW_FAILURE_S)
+                return _account(site, request, me, "your current password is not that", 403)
+        problem = auth.password_problem(new, again)
+        if problem:
+            return _account(site, request, me, problem, 400)
+        hashed = await asyncio.to_thread(auth.hash_password, new)
+        async with request.app.state.engine.begin() as conn:
+            generation = await accounts.set_password(conn, me.id, hashed, actor=me.id)
+        flash = "password set; your other sessions have ended"
+        response = site.redirect(request, "/account", flash=flash)
+        site.sign_in(request, response, me.entry, generation)
+        return response
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refusal)
+        return refusal_response(request, exc)
+
     return Starlette(
         routes=[
-            Route("/", queue_page),
-            Route("/items/{wid:path}", item_page, methods=["GET"]),
-            Route("/items/{wid:path}", submit, methods=["POST"]),
+            Route("/login", login_page, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/login/link", link_page, methods=["GET"]),
+            Route("/login/link", use_link, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/account", account_page, methods=["GET"]),
+            Route("/account/password", set_password, methods=["POST"]),
             Route("/healthz", health),
+            *staff.routes(site),
+            *items.routes(site),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings))],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings)),
+        ],
+        exception_handlers={Refusal: refused},
     )
+
+
+def _login_again(
+    site: Site, request: Request, rid: str, target: str, problem: str, status: int
+) -> Response:
+    context = {"next": target, "who": rid[: auth.MAX_ID_CHARS], "problem": problem}
+    return site.render(request, "login.html", context, me=None, status=status)
+
+
+def _account(
+    site: Site, request: Request, me: Person, problem: str = "", status: int = 200
+) -> Response:
+    context = {
+        "problem": problem,
+        "fresh": me.session.fresh(),
+        "csrf": site.signer.csrf(me.session.sid, "password"),
+    }
+    return site.render(request, "account.html", context, me=me, status=status)
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -161,39 +247,23 @@ def allowed_hosts(settings: Settings) -> list[str]:
     return sorted({settings.host, "127.0.0.1", "localhost", "[::1]"})
 
 
-async def _render_item(
-    request: Request,
-    *,
-    reviewer: str,
-    csrf_key: bytes,
-    note: str = "",
-    refused: str = "",
-    status: int = 200,
-) -> Response:
-    wid = request.path_params["wid"]
-    if parse_review_workflow_id(wid) is None:
-        return PlainTextResponse(f"no review {wid[:100]!r}", status_code=404)
-    handle = request.app.state.client.get_workflow_handle(wid)
-    try:
-        state = await reviews.state_of(handle)
-    except Exception as err:  # not found, not a ReviewItem, or not answering
-        reason = str(err) if isinstance(err, reviews.ReviewError) else f"cannot read {wid}"
-        return PlainTextResponse(reason[:300], status_code=404)
-    text = await reviews.item_text(request.app.state.engine, state.dataset, state.item_id)
-    context = {
-        "state": state,
-        "text": text,
-        "reviewer": reviewer,
-        "note": note,
-        "refused": refused,
-        "csrf": _csrf_token(csrf_key, wid),
-    }
-    return TEMPLATES.TemplateResponse(request, "item.html", context, status_code=status)
+class _RedactLinks(logging.Filter):
+    """Keep login-link tokens out of the access log (they are single use, but still)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 2 and "token=" in str(args[2]):
+            record.args = (*args[:2], str(args[2]).split("?", 1)[0] + "?token=…", *args[3:])
+        return True
 
 
 def serve(settings: Settings, *, port: int, reviewer: str | None) -> None:
     import uvicorn
 
-    uvicorn.run(
-        make_app(settings, reviewer=reviewer), host=settings.host, port=port, log_level="info"
-    )
+    try:
+        app = make_app(settings, reviewer=reviewer)
+    except NoSessionSecret as err:
+        raise SystemExit(f"error: {err}") from None
+    config = uvicorn.Config(app, host=settings.host, port=port, log_level="info")
+    logging.getLogger("uvicorn.access").addFilter(_RedactLinks())  # after uvicorn's config
+    uvicorn.Server(config).run()
