@@ -36,7 +36,7 @@ from tests.conftest import TEST_PORTS, make_test_settings
 from worker import stack as stack_mod
 from worker.settings import Settings
 
-PART_NAMES = ["temporal", "temporal-ui", "postgres", "s3"]
+PART_NAMES = ["temporal", "temporal-ui", "postgres", "s3", "codec"]
 
 
 @workflow.defn(name="StackProbe")
@@ -140,6 +140,7 @@ def test_status_every_part_answers_on_loopback(stack: Settings) -> None:
         assert by_name["postgres"].address == f"postgresql://127.0.0.1:{stack.postgres_port}"
     if by_name["s3"].managed:
         assert by_name["s3"].address == f"http://127.0.0.1:{stack.s3_port}"
+    assert by_name["codec"].address == f"http://127.0.0.1:{stack.codec_port}"
 
 
 def test_servers_listen_on_loopback_only(stack: Settings) -> None:

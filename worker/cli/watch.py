@@ -84,7 +84,7 @@ async def _start(
     )
 
     from activities import ids
-    from activities.payloads import LabelDatasetInput, WatchInput
+    from activities.payloads import LabelDatasetInput, WatchInput, dataset_attributes
     from agents.tasks import TaskError, load_task
     from worker.cli.drift import _client
 
@@ -108,6 +108,7 @@ async def _start(
             ),
             id=f"watch-run:{dataset}",
             task_queue=settings.task_queue,
+            typed_search_attributes=dataset_attributes(dataset),
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         # One look at a time: a look still labeling when the next is due makes it wait.
@@ -148,10 +149,8 @@ def watch_list() -> None:
             args = getattr(desc.schedule.action, "args", None) or []
             raw = args[0] if args else None
             where = "?"
-            if raw is not None:
-                from temporalio.converter import DataConverter
-
-                inp = DataConverter.default.payload_converter.from_payload(raw, dict)
+            if raw is not None:  # a raw payload: decrypted and decoded by our converter
+                [inp] = await client.data_converter.decode([raw], [dict])
                 where = f"s3://{inp.get('bucket')}/{inp.get('prefix')} -> {inp.get('dataset')}"
             every = ", ".join(str(i.every) for i in desc.schedule.spec.intervals) or "-"
             state = "paused" if desc.schedule.state.paused else "active"
