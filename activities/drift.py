@@ -28,10 +28,12 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities import ids
 from activities.handoff import tell_retrain, wake_frontier
+from activities.metrics import drift_checked as count_drift
 from activities.payloads import (
     DriftCheckInput,
     DriftCheckResult,
     LabelDatasetInput,
+    dataset_attributes,
 )
 from activities.s3 import put_once
 from agents.drift import label_shift, mean_confidence, override_rate, tabular_drift, text_auc
@@ -97,6 +99,7 @@ class DriftActivities:
         decision = policy.evaluate({k: v for k, v in metrics.items() if v is not None})
         detail = await self._act(decision.outcome, inp, task, recent, check_id)
         stored = {k: (None if v is None or math.isnan(v) else v) for k, v in metrics.items()}
+        recorded = False
         async with self.engine.begin() as conn:
             if await db.record_drift_check(
                 conn,
@@ -130,6 +133,9 @@ class DriftActivities:
                         "detail": detail,
                     },
                 )
+                recorded = True
+        if recorded:  # committed, once per check: activities/metrics.py
+            count_drift(inp.dataset, decision.outcome, stored)
         return DriftCheckResult(
             check_id=check_id,
             dataset=inp.dataset,
@@ -206,6 +212,7 @@ class DriftActivities:
                 id=job_id,
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=dataset_attributes(inp.dataset, job=job_id),
             )
         return f"relabel job {job_id} started over {len(affected)} agent-labeled item(s)"
 

@@ -30,6 +30,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from activities import metrics
 from activities.ids import (
     BAD_CONFIG,
     BAD_DATA,
@@ -159,14 +160,23 @@ class _ClassifyInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
             return await super().execute_activity(input)
-        except ApplicationError:
+        except ApplicationError as err:
+            kind = err.type or "ApplicationError"
+            _failed(kind, not err.non_retryable and kind not in DETERMINISTIC_TYPES)
             raise
         except Exception as err:
             refused = classify(err)
             if refused is None:
+                _failed(type(err).__name__, True)
                 raise
+            _failed(refused.type or INTERNAL, False)
             activity.logger.warning(
                 "%s: %s (not retried)", refused.type, refused.message, extra={"error": refused.type}
             )
             # Not chained: the original's text may quote SQL; the message says what matters.
             raise refused from None
+
+
+def _failed(error_type: str, retryable: bool) -> None:
+    """Each failed attempt, by type (activities/metrics.py); a cancellation is no failure."""
+    metrics.activity_failed(activity.info().activity_type, error_type, retryable)

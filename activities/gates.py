@@ -47,6 +47,8 @@ async def rollback_on_failure(
     """Roll back the job's routing version if it is on probation; returns 'id: vA -> vB'."""
     if judged["outcome"] == "pass" or judged.get("error"):
         return None  # a gate that could not judge says nothing against the routing version
+    if not judged.get("metrics", {}).get("snapshot.count"):
+        return None  # nor does an empty snapshot (quality_default@2 fails it: nothing to train on)
     job = await db.job(conn, job_id)
     if job is None:
         return None  # a review-driven snapshot has no routing version of its own

@@ -11,7 +11,7 @@ from __future__ import annotations
 from temporalio.client import Client
 
 from activities import ids
-from activities.payloads import FrontierInput, RetrainInput
+from activities.payloads import FrontierInput, RetrainInput, dataset_attributes
 from agents.tasks import TaskSpec
 
 
@@ -21,6 +21,7 @@ async def wake_frontier(client: Client, task_queue: str, dataset: str) -> None:
         FrontierInput(dataset=dataset),
         id=ids.frontier_workflow_id(dataset),
         task_queue=task_queue,
+        search_attributes=dataset_attributes(dataset),
         start_signal="wake",
     )
 

@@ -90,14 +90,36 @@ def parse_review_workflow_id(workflow_id: str) -> tuple[str, str] | None:
 
 
 # --- search attributes (all Keyword), registered by `labelfabric up` --------------------------
-SA_LABEL_DATASET = "LabelDataset"  # the dataset a job or review belongs to
-SA_LABEL_JOB = "LabelJob"  # the job's workflow id
+# `Dataset="reviews"` is every workflow of that dataset (the `Dataset` workflow among them);
+# `WorkflowType="LabelDataset" AND Dataset="reviews"` its jobs. (The released `LabelDataset`
+# read like "LabelDataset workflows of", yet answered with reviews too.)
+SA_DATASET = "Dataset"  # every workflow of a dataset (its jobs, reviews, Dataset, frontier, ...)
+SA_JOB = "Job"  # a job's workflow id, on the job and on the reviews it opened
 SA_REVIEW_STATE = "ReviewState"  # a ReviewItem's state, below
+# Released names, replaced by the two above. Written beside them for one release, where they
+# were written before (`LabelDataset` on jobs and reviews, `LabelJob` on jobs), so saved
+# queries keep answering; read by nothing of ours but items opened before the new names
+# (`dataset_clause`). The release after drops them (README: "Search attributes").
+SA_LABEL_DATASET = "LabelDataset"
+SA_LABEL_JOB = "LabelJob"
 SEARCH_ATTRIBUTES = {
+    SA_DATASET: "Keyword",
+    SA_JOB: "Keyword",
+    SA_REVIEW_STATE: "Keyword",
     SA_LABEL_DATASET: "Keyword",
     SA_LABEL_JOB: "Keyword",
-    SA_REVIEW_STATE: "Keyword",
 }
+
+
+def dataset_clause(dataset: str) -> str:
+    """A visibility-query clause for one dataset's workflows; during the migration release
+    also those that carry only the released name (a review opened before the upgrade)."""
+    quoted = dataset.replace("\\", "\\\\").replace('"', '\\"')
+    return f'({SA_DATASET} = "{quoted}" OR {SA_LABEL_DATASET} = "{quoted}")'
+
+
+# A job's memo key: its `JobSummary` (phase, counts, snapshot), upserted by the workflow.
+JOB_SUMMARY_MEMO = "summary"
 
 # --- review states (the ReviewState search attribute) -----------------------------------------
 AWAITING = "awaiting"

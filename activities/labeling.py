@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import ids
+from activities import ids, metrics
 from activities.anchor import no_anchor
 from activities.artifacts import ArtifactStore
 from activities.errors import policy_changed
@@ -172,6 +172,7 @@ class LabelingActivities:
             await self._record(
                 inp, task, agents, policy, shadows, outcomes, combined, latency, counts, seen
             )
+            _count_chunk(inp.dataset, policy, agents, latency, outcomes)
             await self.anchor()
         return ChunkResult(chunk=inp.chunk, counts=counts)
 
@@ -304,6 +305,24 @@ async def _read_as(
         await asyncio.wait({work}, timeout=BEAT_S)
         activity.heartbeat("pii")
     return work.result()
+
+
+def _count_chunk(
+    dataset: str,
+    policy: Policy,
+    agents: Sequence[Agent],
+    latency_ms: dict[str, float],
+    outcomes: Sequence[ItemOutcome],
+) -> None:
+    """The chunk's metrics, once its rows are committed: what the vote and decision rows
+    say (activities/metrics.py)."""
+    ref = f"{policy.ref.id}@{policy.ref.version}"
+    metrics.items_labeled(dataset, ref, (o.decision.outcome for o in outcomes))
+    for i, agent in enumerate(agents):
+        abstained = sum(o.votes[i].label is None for o in outcomes)
+        ms = latency_ms.get(agent.name)
+        seconds = None if ms is None else ms / 1000
+        metrics.agent_voted(f"{agent.name}@{agent.version}", len(outcomes), abstained, seconds)
 
 
 def _count(outcomes: list[str]) -> OutcomeCounts:

@@ -13,17 +13,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import DataConverter, DefaultPayloadConverter
 from temporalio.exceptions import ApplicationError
 
 from activities import ids
 
 # Custom search attributes (registered by the embedded stack): the Web UI's and the CLI's
-# view of jobs and of the review queue.
-LABEL_DATASET = SearchAttributeKey.for_keyword(ids.SA_LABEL_DATASET)
-LABEL_JOB = SearchAttributeKey.for_keyword(ids.SA_LABEL_JOB)
+# view of a dataset's workflows, its jobs and the review queue.
+DATASET = SearchAttributeKey.for_keyword(ids.SA_DATASET)
+JOB = SearchAttributeKey.for_keyword(ids.SA_JOB)
 REVIEW_STATE = SearchAttributeKey.for_keyword(ids.SA_REVIEW_STATE)
+LABEL_DATASET = SearchAttributeKey.for_keyword(ids.SA_LABEL_DATASET)  # released name, see ids
+LABEL_JOB = SearchAttributeKey.for_keyword(ids.SA_LABEL_JOB)  # released name, see ids
+
+
+def dataset_attributes(
+    dataset: str, *, job: str | None = None, review_state: str | None = None
+) -> TypedSearchAttributes:
+    """What a workflow of `dataset` starts with: `Dataset`, and `Job` / `ReviewState` where
+    they apply. A job (`job` without `review_state`) also gets the released `LabelDataset`
+    and `LabelJob`, a review the released `LabelDataset`, as before, for one release."""
+    pairs = [SearchAttributePair(DATASET, dataset)]
+    if job is not None:
+        pairs.append(SearchAttributePair(JOB, job))
+    if review_state is not None:
+        pairs.append(SearchAttributePair(REVIEW_STATE, review_state))
+    if job is not None:  # where the released names were written
+        pairs.append(SearchAttributePair(LABEL_DATASET, dataset))
+        if review_state is None:
+            pairs.append(SearchAttributePair(LABEL_JOB, job))
+    return TypedSearchAttributes(pairs)
 
 
 # A dataset name is part of workflow ids (`label:{dataset}:{job}`), S3 keys and file names:
@@ -199,6 +219,26 @@ class Progress:
     chunks_total: int = 0
     chunks_done: int = 0
     counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSummary:
+    """A job's memo (`summary`): what `temporal workflow describe` and the Web UI show of it
+    without a query. Upserted when the job starts, when its labeling (re)starts and when it
+    ends, never per chunk, so it costs a few history events."""
+
+    dataset: str
+    task: str
+    policy: str  # as asked ("id" or "id@version"); "id@version" once resolved
+    phase: str  # preparing | labeling | done | failed
+    reason: str = ""
+    items: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+    snapshot: str = ""  # "dataset@version" once written
 
 
 @dataclass(frozen=True, kw_only=True)

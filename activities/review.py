@@ -18,21 +18,14 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
-from activities import ids
+from activities import ids, metrics
 from activities.anchor import no_anchor
 from activities.errors import policy_changed
 from activities.handoff import tell_retrain, wake_frontier
 from activities.payloads import (
-    LABEL_DATASET,
-    REVIEW_STATE,
     CloseReviewInput,
     DatasetInput,
     FrontierStatus,
@@ -46,6 +39,7 @@ from activities.payloads import (
     ReviewRulesPayload,
     TopUpInput,
     VoteView,
+    dataset_attributes,
 )
 from agents.roster import Reviewer, cleared, load_roster
 from agents.store import TaskStore
@@ -202,12 +196,11 @@ class ReviewActivities:
                     # review; a closed one may be opened again by a later job.
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    search_attributes=TypedSearchAttributes(
-                        [
-                            SearchAttributePair(REVIEW_STATE, ids.AWAITING),
-                            SearchAttributePair(LABEL_DATASET, item.dataset),
-                        ]
+                    search_attributes=dataset_attributes(
+                        item.dataset, job=item.job_id, review_state=ids.AWAITING
                     ),
+                    # The roster when it opened (encrypted like every memo). `review list`
+                    # no longer reads it: it asks the roster as it is now and the catalog.
                     memo={"reviewers": [r.id for r in item.reviewers if r.cleared]},
                 )
             activity.heartbeat()
@@ -321,7 +314,7 @@ class ReviewActivities:
             None if inp.gold_label is None or not inp.accepted else sub.label == inp.gold_label
         )
         async with self.engine.begin() as conn:
-            await db.insert_review(
+            recorded = await db.insert_review(
                 conn,
                 dict(
                     review_key=inp.key,
@@ -353,6 +346,8 @@ class ReviewActivities:
                     "reason": inp.reason,
                 },
             )
+        if recorded:
+            metrics.review_recorded(inp.dataset, sub.reviewer, inp.accepted, correct)
         await self.anchor()
         return RecordReviewResult(accepted=inp.accepted, reason=inp.reason)
 
@@ -377,7 +372,7 @@ class ReviewActivities:
                     source="human",
                     reviewers=inp.reviewers,
                 )
-            await db.close_review_task(
+            waited = await db.close_review_task(
                 conn,
                 dataset=inp.dataset,
                 item_id=inp.item_id,
@@ -393,6 +388,7 @@ class ReviewActivities:
                 subject=inp.workflow_id,
                 payload={"label": inp.label, "outcome": inp.outcome, "reviewers": inp.reviewers},
             )
+        metrics.review_closed(inp.dataset, inp.state, waited)
         await self.anchor()
         await wake_frontier(
             self.client, self.task_queue, inp.dataset
@@ -404,6 +400,7 @@ class ReviewActivities:
                 DatasetInput(name=inp.dataset, debounce_s=self.snapshot_debounce_s),
                 id=ids.dataset_workflow_id(inp.dataset),
                 task_queue=self.task_queue,
+                search_attributes=dataset_attributes(inp.dataset),
                 start_signal="labels_changed",
                 start_signal_args=[LabelsChanged(source=inp.workflow_id)],
             )

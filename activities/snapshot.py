@@ -31,6 +31,7 @@ from activities import ids
 from activities.anchor import no_anchor
 from activities.errors import classify
 from activities.gates import SnapshotMetrics, load_gate, rollback_on_failure, verdict
+from activities.metrics import gate_verdict as count_verdict
 from activities.payloads import SnapshotInput, SnapshotRef
 from activities.s3 import S3Client, put_once, read_plain
 from agents.store import TaskStore
@@ -179,6 +180,8 @@ class SnapshotActivities:
                 raise ApplicationError(
                     f"S3 write to bucket {self.bucket!r} failed: {err}", type=ids.S3_ERROR
                 ) from err
+        if judged is not None:
+            count_verdict(inp.dataset, judged)  # committed: activities/metrics.py
         await self.anchor()
         return SnapshotRef(
             dataset=inp.dataset,

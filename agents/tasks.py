@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -159,9 +160,12 @@ def task_file(tasks_dir: Path, name: str) -> Path:
     tasks_dir = Path(tasks_dir)
     path = tasks_dir / f"{name}.yaml"
     if not _NAME_RE.fullmatch(name) or not path.is_file():
-        known = ", ".join(_task_names(tasks_dir)) or "(none)"
+        names = _task_names(tasks_dir)
+        close = difflib.get_close_matches(name, names, n=1)
+        guess = f" (did you mean '{close[0]}'?)" if close else ""
         raise TaskError(
-            f"unknown task '{name}': no {tasks_dir.name}/{name}.yaml; known tasks: {known}"
+            f"unknown task '{name}'{guess}: no {tasks_dir.name}/{name}.yaml; known tasks: "
+            f"{', '.join(names) or '(none)'}"
         )
     return path
 

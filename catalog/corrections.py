@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from catalog import kinds
 from catalog.auditlog import append_audit
-from catalog.engine import BATCH_ROWS, T_ITEM, T_LABEL, T_REVIEW_TASK
+from catalog.engine import BATCH_ROWS, T_ITEM, T_LABEL, T_REVIEW, T_REVIEW_TASK
 from catalog.labels import PEOPLE, lock_labels, set_labels
 
 PREFIX = "correct:"
@@ -120,6 +120,38 @@ async def access_of(
                 .order_by(i.id, t.opened_at.asc().nulls_first())
             )
             out.update({(dataset, r[0]): (str(r[1]), r[2]) for r in rows})  # newest last
+    return out
+
+
+async def answered_by(
+    conn: AsyncConnection, reviewer: str, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (dataset, item id) `reviewer` has answered (accepted) since its open
+    review task opened: an item still waiting for another reviewer is not theirs to open."""
+    r, t = T_REVIEW.c, T_REVIEW_TASK.c
+    out: set[tuple[str, str]] = set()
+    by_dataset: dict[str, list[str]] = {}
+    for dataset, item_id in keys:
+        by_dataset.setdefault(dataset, []).append(item_id)
+    for dataset, ids in by_dataset.items():
+        for start in range(0, len(ids), BATCH_ROWS):
+            rows = await conn.execute(
+                select(r.item_id)
+                .join(
+                    T_REVIEW_TASK,
+                    and_(
+                        t.dataset == r.dataset,
+                        t.item_id == r.item_id,
+                        t.workflow_id == r.workflow_id,
+                        t.closed_at.is_(None),
+                        r.submitted_at >= t.opened_at,
+                    ),
+                )
+                .where(r.dataset == dataset, r.item_id.in_(ids[start : start + BATCH_ROWS]))
+                .where(r.reviewer == reviewer, r.accepted.is_(True))
+                .distinct()
+            )
+            out.update((dataset, row[0]) for row in rows)
     return out
 
 

@@ -67,10 +67,11 @@ async def backlog(conn: AsyncConnection, dataset: str) -> list[BacklogItem]:
 
 
 async def supersede_reviews(
-    conn: AsyncConnection, dataset: str, item_ids: Sequence[str], job_id: str
+    conn: AsyncConnection, dataset: str, item_ids: Sequence[str], job_id: str, by: str = "rescore"
 ) -> list[str]:
-    """Close the items' waiting or open review tasks as superseded (by re-score `job_id`);
-    returns the workflow ids of those that had a ReviewItem open, to be told so."""
+    """Close the items' waiting or open review tasks as superseded (by re-score `job_id`, or
+    what `by` names: `eval` withdraws its job's reviews); returns the workflow ids of those
+    that had a ReviewItem open, to be told so."""
     if not item_ids:
         return []
     t = T_REVIEW_TASK.c
@@ -87,7 +88,7 @@ async def supersede_reviews(
     await conn.execute(
         update(T_REVIEW_TASK)
         .where(where)
-        .values(state=SUPERSEDED, outcome=f"rescore:{job_id}"[:500], closed_at=utcnow())
+        .values(state=SUPERSEDED, outcome=f"{by}:{job_id}"[:500], closed_at=utcnow())
     )
     return workflow_ids
 

@@ -131,9 +131,11 @@ async def votes_by_item(
     return out
 
 
-async def insert_review(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
-    """One submission, keyed by its update id or signal: recorded once however often sent."""
-    await conn.execute(insert(T_REVIEW).values(**row).on_conflict_do_nothing())
+async def insert_review(conn: AsyncConnection, row: Mapping[str, Any]) -> bool:
+    """One submission, keyed by its update id or signal: recorded once however often sent.
+    True when this call recorded it."""
+    done = await conn.execute(insert(T_REVIEW).values(**row).on_conflict_do_nothing())
+    return bool(done.rowcount)
 
 
 async def close_review_task(
@@ -144,11 +146,14 @@ async def close_review_task(
     state: str,
     label: str | None,
     outcome: str | None,
-) -> None:
-    """Close the item's open review task with how it ended."""
+) -> list[float]:
+    """Close the item's open review task with how it ended; the seconds each row closed
+    by this call waited since it was routed (none when a retry finds it closed)."""
     t = T_REVIEW_TASK.c
-    await conn.execute(
+    closed = await conn.execute(
         update(T_REVIEW_TASK)
         .where(t.dataset == dataset, t.item_id == item_id, t.closed_at.is_(None))
         .values(state=state, label=label, outcome=outcome, closed_at=utcnow())
+        .returning(t.opened_at, t.closed_at)
     )
+    return [(c - o).total_seconds() for o, c in closed.all()]

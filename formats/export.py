@@ -12,12 +12,14 @@ goes through it before any format is written; the hash still covers the stored b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,6 +43,8 @@ class ExportResult:
 
 # (item id, job id) pairs of a batch -> {pair: [(agent, version, label, confidence)]}
 VoteLookup = Callable[[list[tuple[str, str]]], dict[tuple[str, str], list[tuple[Any, ...]]]]
+# The same pairs -> {pair: [(who or None, label, when: datetime)]} for labels people gave.
+AnnotationLookup = VoteLookup
 
 
 class _Hashing:
@@ -86,9 +90,13 @@ def export(
     label_name: str = "label",
     progress: Callable[[int], None] = lambda n: None,
     rewrite: Callable[[str], str] | None = None,
+    allow_empty: bool = True,
+    annotations: AnnotationLookup | None = None,
 ) -> ExportResult:
     """Convert a snapshot's JSONL (`source`) into `out` in `fmt`; verify before publishing.
-    `rewrite`: what becomes of each text (the task's `exports` PII mode); None keeps it."""
+    `rewrite`: what becomes of each text (the task's `exports` PII mode); None keeps it.
+    Without `allow_empty`, an export of no items is refused and nothing is written.
+    `votes` and `annotations` (Label Studio only) say who labelled what: see `to_label_studio`."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +107,10 @@ def export(
         with os.fdopen(fd, "wb") as fh:
             try:
                 lines = hashing if rewrite is None else _Rewritten(hashing, rewrite)
-                counts = _WRITERS[fmt](lines, fh, split, votes, label_name, progress)
+                writer = _WRITERS[fmt]
+                if fmt == "label-studio":
+                    writer = functools.partial(_label_studio, annotations=annotations)
+                counts = writer(lines, fh, split, votes, label_name, progress)
             except (ValueError, KeyError, AttributeError, TypeError) as err:
                 # A line that does not parse: say whether the stored bytes were altered.
                 for _ in hashing:
@@ -116,6 +127,12 @@ def export(
             raise ExportError(
                 f"content sha256 mismatch: the manifest says {expected_sha256}, the stored "
                 f"object hashes to {got}; nothing was exported"
+            )
+        if not allow_empty and counts[0] == 0:
+            where = f"in split {split!r} of" if split else "in"
+            raise ExportError(
+                f"no items {where} this version ({counts[1]} in all): nothing was exported, "
+                "no file written"
             )
         digest = hashlib.sha256()
         with tmp.open("rb") as fh:
@@ -207,6 +224,7 @@ def _label_studio(
     votes: VoteLookup | None,
     label_name: str,
     progress: Callable[[int], None],
+    annotations: AnnotationLookup | None = None,
 ) -> tuple[int, int]:
     """A JSON array of Label Studio tasks, written one task at a time."""
     written = read = 0
@@ -215,9 +233,12 @@ def _label_studio(
 
     def flush() -> None:
         nonlocal written
-        found = votes([(r["id"], r["job_id"]) for r in batch]) if votes else {}
+        keys = [(r["id"], r["job_id"]) for r in batch]
+        found = votes(keys) if votes else {}
+        people = annotations(keys) if annotations else {}
         for row in batch:
-            task = to_label_studio(row, found.get((row["id"], row["job_id"]), []), label_name)
+            key = (row["id"], row["job_id"])
+            task = to_label_studio(row, found.get(key, []), label_name, people.get(key))
             fh.write((b",\n" if written else b"\n") + json.dumps(task, ensure_ascii=False).encode())
             written += 1
         batch.clear()
@@ -241,11 +262,18 @@ def _choice(label: str, label_name: str) -> list[dict[str, Any]]:
 
 
 def to_label_studio(
-    row: dict[str, Any], item_votes: list[tuple[Any, ...]], label_name: str = "label"
+    row: dict[str, Any],
+    item_votes: list[tuple[Any, ...]],
+    label_name: str = "label",
+    people: list[tuple[Any, ...]] | None = None,
 ) -> dict[str, Any]:
     """One Label Studio task: the text, each agent's vote as a prediction (model_version =
-    agent@version, score = confidence), and the label as an annotation when people gave it
-    (as a prediction of `labelfabric` otherwise), so a team can review it there and return."""
+    agent@version, score = confidence; for a label people gave, the votes the agents cast on
+    the item), and the label as an annotation when people gave it (as a prediction of
+    `labelfabric` otherwise), so a team can review it there and return. `people`, for such a
+    label: (who, label, when) per person, each its own annotation with `completed_by`
+    (`{"email": who}`: Label Studio matches annotators by email, and `dataset import` reads
+    it back as the reviewer) and `created_at`."""
     predictions = [
         {"model_version": f"{agent}@{version}", "score": float(conf),
          "result": _choice(label, label_name)}
@@ -258,11 +286,23 @@ def to_label_studio(
         "meta": {"job_id": row["job_id"], "label_source": row["label_source"]},
     }
     if row["label_source"] in ("human", "import"):
-        task["annotations"] = [{"result": _choice(row["label"], label_name)}]
+        task["annotations"] = [
+            _annotation(label, who, when, label_name) for who, label, when in people or []
+        ] or [{"result": _choice(row["label"], label_name)}]
     else:
         predictions.append({"model_version": "labelfabric", "score": 1.0,
                             "result": _choice(row["label"], label_name)})  # fmt: skip
     return task
+
+
+def _annotation(label: str, who: str | None, when: Any, label_name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"result": _choice(label, label_name)}
+    if who:
+        out["completed_by"] = {"email": who}
+    if isinstance(when, datetime):
+        at = when if when.tzinfo else when.replace(tzinfo=UTC)
+        out["created_at"] = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return out
 
 
 _WRITERS: dict[str, Callable[..., tuple[int, int]]] = {

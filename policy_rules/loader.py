@@ -13,8 +13,12 @@ A policy lives in `<policies_dir>/<id>/v<N>.yaml` next to its `cases.yaml`:
     rules:                         # ordered; the first whose `when` is true decides
       - {id: confident, when: "ensemble.confidence >= params.min_confidence",
          outcome: auto_accept,
-         params: {min_confidence: 0.8}}   # optional: this rule's own values of declared params
+         params: {min_confidence: 0.8},   # optional: this rule's own values of declared params
+         description: "..."}              # optional: what it means, for reviewers and leads
     default: {outcome: human_review}
+
+A rule without `description` is described by the comment lines right above it (no blank line
+between), and so is `default:`: released versions, whose bytes never change, read the same.
 
 Invariants:
 - Everything that can be checked is checked at load: unknown or missing fields, duplicate keys
@@ -28,9 +32,11 @@ Invariants:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +81,7 @@ _POLICY_KEYS = (
     "review",
 )
 _REQUIRED_KEYS = ("id", "version", "inputs", "rules", "default")
-_RULE_KEYS = ("id", "when", "outcome", "params")
+_RULE_KEYS = ("id", "when", "outcome", "params", "description")
 _REQUIRED_RULE_KEYS = ("id", "when", "outcome")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _REF_RE = re.compile(r"^(?P<id>[A-Za-z0-9][A-Za-z0-9_-]*)(?:@(?P<version>[0-9]+))?$")
@@ -121,10 +127,12 @@ def locate(policies_dir: Path, ref: str) -> tuple[Path, str, int]:
     policy_id = m["id"]
     versions = version_files(policies_dir / policy_id)
     if not versions:
-        known = ", ".join(list_policies(policies_dir)) or "(none)"
+        names = list_policies(policies_dir)
+        close = difflib.get_close_matches(policy_id, names, n=1)
+        guess = f" (did you mean '{close[0]}'?)" if close else ""
         raise PolicyError(
-            f"unknown policy '{policy_id}': no {policies_dir}/{policy_id}/v<N>.yaml; "
-            f"known policies: {known}"
+            f"unknown policy '{policy_id}'{guess}: no {policies_dir}/{policy_id}/v<N>.yaml; "
+            f"known policies: {', '.join(names) or '(none)'}"
         )
     version = int(m["version"]) if m["version"] is not None else max(versions)
     if version not in versions:
@@ -207,9 +215,12 @@ def parse_policy(path: Path, data: bytes, ref: PolicyRef) -> Policy:
         raise PolicyError(f"{path}:{pos(raw, 'rules')}: rules must be a non-empty list")
     rules: list[Rule] = []
     programs: list[Any] = []
+    comments = _comments_above(data)
     for i, entry in enumerate(rules_raw):
         rule = _parse_rule(path, i, entry, {r.id for r in rules}, outcomes, params, inputs)
         programs.append(_compile(path, env, rule, entry))
+        if not rule.description:
+            rule = replace(rule, description=_described(rule, entry, raw, comments))
         rules.append(rule)
     total = sum(r.cost for r in rules)
     if total > MAX_POLICY_COST:
@@ -239,7 +250,37 @@ def parse_policy(path: Path, data: bytes, ref: PolicyRef) -> Policy:
         review=review,
         kind=kind,
         priority_program=priority,
+        default_description=comments.get(raw.key_marks["default"].line, ""),
     )
+
+
+def _described(
+    rule: Rule, entry: MarkedMapping, raw: MarkedMapping, comments: Mapping[int, str]
+) -> str:
+    """A rule without `description`: the comment above it, then those above the params its
+    `when` reads (where a threshold says why it is what it is)."""
+    params = raw.get("params")
+    marks = params.key_marks if isinstance(params, MarkedMapping) else {}
+    parts = [comments.get(entry.start.line, "") if entry.start is not None else ""]
+    for name in dict.fromkeys(re.findall(r"params\.([A-Za-z_]\w*)", rule.when)):
+        mark = marks.get(name)
+        parts.append(comments.get(mark.line, "") if mark is not None else "")
+    return " ".join(p for p in dict.fromkeys(parts) if p)
+
+
+def _comments_above(data: bytes) -> dict[int, str]:
+    """0-based line -> the comment block right above it (joined, without the '#')."""
+    out: dict[int, str] = {}
+    block: list[str] = []
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines()):
+        text = line.strip()
+        if text.startswith("#"):
+            block.append(text.lstrip("#").strip())
+            continue
+        if text and block:
+            out[n] = " ".join(b for b in block if b)
+        block = []
+    return out
 
 
 def _parse_inputs(path: Path, raw: MarkedMapping) -> dict[str, str]:
@@ -343,7 +384,13 @@ def _parse_rule(
         name for name in inputs if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", when)
     )
     own = _parse_rule_params(path, rule_id, entry, params)
-    return Rule(id=rule_id, when=when.strip(), outcome=outcome, params=own, reads=reads, cost=cost)
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        raise PolicyError(
+            f"{path}:{pos(entry, 'description')}: rule '{rule_id}': description must be text"
+        )
+    return Rule(id=rule_id, when=when.strip(), outcome=outcome, params=own, reads=reads,
+                cost=cost, description=" ".join(description.split()))  # fmt: skip
 
 
 def _parse_rule_params(

@@ -80,6 +80,7 @@ class Rule:
     params: Mapping[str, float | int | str | bool] = field(default_factory=dict)
     reads: tuple[str, ...] = ()  # the declared inputs `when` refers to, in declaration order
     cost: int = 0  # estimated evaluation cost (see `policy_rules.cel`)
+    description: str = ""  # its `description`, or the comment right above it in the file
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,6 +137,7 @@ class Policy:
         review: ReviewRules | None = None,
         kind: str = "route",
         priority_program: Any = None,
+        default_description: str = "",
     ) -> None:
         self.ref = ref
         self.path = path
@@ -145,6 +147,7 @@ class Policy:
         self.inputs = dict(inputs)
         self.rules = rules
         self.default_outcome = default_outcome
+        self.default_description = default_description
         self.review = review or ReviewRules()
         self.error_outcome = {"gate": GATE_ERROR_OUTCOME, "drift": DRIFT_ERROR_OUTCOME}.get(
             kind, ERROR_OUTCOME
@@ -156,6 +159,20 @@ class Policy:
         self._rule_data = tuple(
             {f"params.{k}": v for k, v in rule.params.items()} or None for rule in rules
         )
+
+    def describe(self, rule_id: str) -> str:
+        """What rule `rule_id` of this version means, for a person: its description (or the
+        comment right above it), else its condition and outcome; "" for an id it has not."""
+        if rule_id == DEFAULT_RULE_ID:
+            return self.default_description or (
+                f"no rule matched: the default outcome, {self.default_outcome}"
+            )
+        if rule_id == INPUTS_RULE_ID:
+            return "the inputs did not match what the policy declares"
+        rule = next((r for r in self.rules if r.id == rule_id), None)
+        if rule is None:
+            return ""
+        return rule.description or f"when {rule.when}: {rule.outcome}"
 
     @property
     def cost(self) -> int:

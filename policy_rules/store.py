@@ -13,6 +13,9 @@ Invariants:
   file has loaded: a file that no longer parses is a `PolicyError` first.
 - No awaits and no Temporal: safe to call from any coroutine; the cache is guarded by a lock,
   so threads (an `asyncio.to_thread` caller) may share a store too.
+- A store may read more than one folder (`PolicyStore(released, local)`): a policy id is
+  taken whole from the first folder that has it (`folder_of`), never mixed across folders.
+  The worker's second folder is the state dir's `eval/policies` (`labelfabric eval`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ from typing import Protocol
 from policy_rules.loader import locate, parse_policy, read_file
 from policy_rules.model import Policy, PolicyError, PolicyRef
 
-__all__ = ["PinnedPolicyChanged", "Pin", "PolicyStore", "check_pin"]
+__all__ = ["PinnedPolicyChanged", "Pin", "PolicyStore", "check_pin", "folder_of"]
+
+
+def folder_of(folders: tuple[Path, ...] | list[Path], ref: str) -> Path:
+    """The first of `folders` holding policy `ref`'s id (the first folder when none does,
+    so an unknown id is reported against it)."""
+    policy_id = ref.partition("@")[0]
+    for folder in folders:
+        if policy_id and any(Path(folder, policy_id).glob("v*.yaml")):
+            return Path(folder)
+    return Path(folders[0])
 
 
 class Pin(Protocol):
@@ -66,8 +79,9 @@ def check_pin(policy: Policy, pin: Pin) -> None:
 class PolicyStore:
     """The policies under one folder (`<folder>/<id>/v<N>.yaml`), each version compiled once."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *more: Path) -> None:
         self.folder = Path(folder)
+        self.folders = (self.folder, *(Path(f) for f in more if Path(f) != self.folder))
         self._cache: dict[tuple[str, int, str], Policy] = {}
         self._lock = threading.Lock()
 
@@ -77,7 +91,7 @@ class PolicyStore:
     def locate(self, ref: str) -> PolicyRef:
         """The exact file version `<id>` or `<id>@<version>` names now (its bytes' sha256),
         without parsing it; `PolicyError` when there is no such version."""
-        path, policy_id, version = locate(self.folder, ref)
+        path, policy_id, version = locate(folder_of(self.folders, ref), ref)
         return PolicyRef(
             id=policy_id, version=version, sha256=hashlib.sha256(read_file(path)).hexdigest()
         )
@@ -85,7 +99,7 @@ class PolicyStore:
     def resolve(self, ref: str) -> Policy:
         """`<id>` (highest version) or `<id>@<version>`, compiled; `PolicyError` naming the file
         (and line:column, rule id) when it is unknown or invalid."""
-        path, policy_id, version = locate(self.folder, ref)
+        path, policy_id, version = locate(folder_of(self.folders, ref), ref)
         # Hash and parse the same bytes: the ref never describes a file other than the one
         # that was compiled, even if it is edited meanwhile.
         data = read_file(path)

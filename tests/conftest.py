@@ -24,6 +24,9 @@ from worker.settings import PROJECT_ROOT, Settings
 # Another checkout's suite on the same machine sets LABELFABRIC_TEST_PORT_OFFSET (e.g. 100) so
 # the two stacks never meet.
 _OFFSET = int(os.environ.get("LABELFABRIC_TEST_PORT_OFFSET", "0"))
+# `labelfabric up` names the state dir it started in a per-user pointer (worker/home.py): the
+# suite's runs (and the CLIs they start) keep a pointer of their own, never the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="lf-test-state-")
 TEST_PORTS = {
     "temporal_port": 17233,
     "temporal_ui_port": 18233,
@@ -31,6 +34,8 @@ TEST_PORTS = {
     "temporal_metrics_port": 17244,
     "review_port": 17245,
     "codec_port": 17246,
+    # The session's in-process worker serves its Prometheus endpoint here (tests scrape it).
+    "metrics_port": 17247,
     "postgres_port": 25432,
     # SeaweedFS also binds each port + 10000 (gRPC): keep clear of the default stack's
     # 18333/19333/19340/18888/33646 so the suite runs beside `make demo`.

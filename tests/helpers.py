@@ -59,13 +59,14 @@ class CliResult:
     stderr: str
 
 
-def cli(settings: Settings, *args: str, timeout: float = 180) -> CliResult:
+def cli(settings: Settings, *args: str, timeout: float = 180, width: int = 200) -> CliResult:
     """`labelfabric ARGS` in this process (Typer's CliRunner) with the environment a
-    subprocess would get; on its own thread, so a test's running event loop is no obstacle to
-    the command's `asyncio.run`. `run_cli` runs the real executable, for the e2e tests."""
+    subprocess would get, its output `width` columns wide (as piped with COLUMNS=width); on
+    its own thread, so a test's running event loop is no obstacle to the command's
+    `asyncio.run`. `run_cli` runs the real executable, for the e2e tests."""
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("LABELFABRIC_")}
     env |= {k: v for k, v in settings_env(settings).items() if k.startswith("LABELFABRIC_")}
-    env |= {"TEMPORAL_ADDRESS": None, "COLUMNS": "200"}
+    env |= {"TEMPORAL_ADDRESS": None, "COLUMNS": str(width)}
 
     def invoke() -> CliResult:
         from typer.testing import CliRunner
@@ -73,7 +74,7 @@ def cli(settings: Settings, *args: str, timeout: float = 180) -> CliResult:
         from worker.cli import app
         from worker.cli.console import console
 
-        console.width = 200  # what COLUMNS=200 gives a subprocess
+        console.width = width  # what COLUMNS=width gives a subprocess
 
         result = CliRunner().invoke(app, list(args), env=env, prog_name="labelfabric")
         if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -4,8 +4,9 @@ Every client and worker (``worker.main.connect``) encodes payloads (workflow inp
 results, activity arguments, signals, updates, queries, memos) with `EncryptionCodec`, and
 failure messages and stack traces travel as encoded attributes, so history, visibility and
 the Web UI hold no rationale, note, gold label or roster in clear. Search attributes are not
-payloads: `Dataset`, `LabelDataset`, `LabelJob` and `ReviewState` stay readable, which is
-what lets `temporal workflow list --query` and the UI's filters work.
+payloads: `Dataset`, `Job` and `ReviewState` (and, for one release, the released `LabelDataset`
+and `LabelJob`) stay readable, which is what lets `temporal workflow list --query` and the
+UI's filters work.
 
 The key ring (``LABELFABRIC_CODEC_KEYS``, default ``{home}/codec_keys.json``, 0600, made by
 `labelfabric up`) holds every key ever used; the active one encrypts, any of them decrypts,

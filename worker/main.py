@@ -36,7 +36,7 @@ from activities.watch import WatchActivities
 from agents.store import TaskStore
 from catalog import db
 from policy_rules.store import PolicyStore
-from worker import temporal_client
+from worker import metrics, temporal_client
 from worker.codec import KeyRing, KeyRingError
 from worker.settings import Settings
 from worker.stack import prepare_catalog, s3_target
@@ -65,7 +65,14 @@ WORKFLOWS: Sequence[type] = (
 
 
 async def connect(settings: Settings) -> Client:
-    """A worker's client: the product's converter and transport, traced."""
+    """A worker's client: the product's converter and transport, traced and metered (the
+    process's metrics, the SDK's among them, on `metrics_port`: worker/metrics.py)."""
+    metrics.start(
+        "labelfabric-worker",
+        prometheus=settings.metrics_port > 0,
+        host=settings.host,
+        port=settings.metrics_port,
+    )
     return await temporal_client.connect(settings, interceptors=[TracingInterceptor()])
 
 
@@ -118,7 +125,8 @@ async def build_runtime(settings: Settings, client: Client) -> Runtime:
     await asyncio.to_thread(ensure_versioned_bucket, s3, settings.s3_bucket)
     anchor = AuditAnchor(engine=engine, s3=s3, bucket=settings.s3_bucket)
     # One reader of each kind of definition file, shared: a version is parsed once per worker.
-    policies = PolicyStore(settings.policies_dir)
+    # Released policies, then the versions `labelfabric eval` made in the state dir.
+    policies = PolicyStore(settings.policies_dir, settings.eval_policies_dir)
     tasks = TaskStore(settings.tasks_dir)
     jobs = JobActivities(
         engine=engine,

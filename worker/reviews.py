@@ -1,17 +1,21 @@
 """What a reviewer does, once, for both the CLI (`worker/cli/review.py`) and the review page
 (`worker/web/`): read the queue, find one item's review, read its text, submit a label.
 
-The queue is Temporal's visibility (`ReviewState` search attribute), so it is the same list
-`temporal workflow list --query 'ReviewState="awaiting"'` shows. Item text comes from the
-catalog, never from workflow history, rewritten in its task's `reviewers` PII mode.
+The queue is Temporal's visibility (`ReviewState` and `Dataset` search attributes), so it is
+the same list `temporal workflow list --query 'ReviewState="awaiting"'` shows; who may label
+each item is the roster as it is now against the item's task and sensitivity in the catalog
+(one query for the whole list, never a memo per workflow). Item text comes from the catalog,
+never from workflow history, rewritten in its task's `reviewers` PII mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -21,12 +25,18 @@ from temporalio.service import RPCError
 from activities.ids import (
     OPEN_REVIEWS_QUERY,
     REVIEW_ITEM_WORKFLOW,
-    SA_LABEL_DATASET,
+    dataset_clause,
     parse_review_workflow_id,
     review_workflow_id,
 )
 from activities.payloads import REVIEW_STATE, ReviewReceipt, ReviewStateView, ReviewSubmission
-from catalog import db
+from agents.roster import Reviewer, cleared
+from catalog import corrections, db
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+PREVIEW_CHARS = 160
 
 
 class ReviewError(Exception):
@@ -44,31 +54,70 @@ class QueueRow:
     item_id: str
     state: str
     since: datetime
-    reviewers: list[str]
+    reviewers: list[str]  # who on the roster (now) may label it: its task, their clearance
+    task: str | None = None  # of its newest review task, from the catalog
+    sensitivity: str | None = None  # the item's, from the catalog
 
 
 async def queue(
-    client: Client, *, dataset: str | None, reviewer: str | None, limit: int
+    client: Client,
+    engine: AsyncEngine,
+    roster: Sequence[Reviewer],
+    *,
+    dataset: str | None,
+    reviewer: str | None,
+    limit: int,
 ) -> tuple[list[QueueRow], int]:
-    """Up to `limit` open reviews (oldest first) and how many there are in all."""
-    query = OPEN_REVIEWS_QUERY
-    if dataset:
-        query += f' AND {SA_LABEL_DATASET} = "{_quoted(dataset)}"'
-    rows: list[QueueRow] = []
-    count = 0
+    """Up to `limit` open reviews (oldest first) that `reviewer` (None: anyone on the roster)
+    may label, and how many there are in all. An item the catalog does not know is nobody's."""
+    query = OPEN_REVIEWS_QUERY + (f" AND {dataset_clause(dataset)}" if dataset else "")
+    found: list[tuple[str, str, str, str, datetime]] = []
     async for w in client.list_workflows(query):
-        allowed = list((await w.memo()).get("reviewers", []))
-        if reviewer and reviewer not in allowed:
-            continue
-        count += 1
         parsed = parse_review_workflow_id(w.id)
         if parsed is None:  # a ReviewItem started by hand under another id
             continue
-        ds, item = parsed
         state = w.typed_search_attributes.get(REVIEW_STATE) or ""
-        rows.append(QueueRow(w.id, ds, item, state, w.start_time, allowed))
+        found.append((w.id, *parsed, state, w.start_time))
+    async with engine.connect() as conn:
+        access = await corrections.access_of(conn, [(f[1], f[2]) for f in found])
+    rows: list[QueueRow] = []
+    for wid, ds, item, state, since in found:
+        sensitivity, task = access.get((ds, item), (None, None))
+        allowed = [
+            r.id
+            for r in roster
+            if sensitivity is not None and task in r.tasks and cleared(r.clearance, sensitivity)
+        ]
+        if reviewer is None or reviewer in allowed:
+            rows.append(QueueRow(wid, ds, item, state, since, allowed, task, sensitivity))
     rows.sort(key=lambda r: (r.since, r.workflow_id))
-    return rows[:limit], count
+    return rows[:limit], len(rows)
+
+
+async def queue_for(
+    settings: Settings, client: Client, *, dataset: str | None, reviewer: str | None, limit: int
+) -> tuple[list[QueueRow], int]:
+    """`queue` with the settings' roster (simulated reviewers as the setting says) and catalog."""
+    from agents.roster import load_roster
+    from agents.tasks import TaskError
+
+    try:
+        roster = load_roster(settings.roster_path, simulated=settings.simulated_reviewers)
+    except TaskError as err:
+        raise ReviewError(str(err)) from err
+    engine = db.make_engine(settings.catalog_url, pool_size=1)
+    try:
+        return await queue(client, engine, roster, dataset=dataset, reviewer=reviewer, limit=limit)
+    finally:
+        await engine.dispose()
+
+
+def preview(text: str | None, chars: int = PREVIEW_CHARS) -> str:
+    """The start of an item's text for a list (already in its `reviewers` PII mode)."""
+    if text is None:
+        return "(text not in the catalog)"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= chars else flat[: chars - 1].rstrip() + "…"
 
 
 async def find(client: Client, item: str, dataset: str | None) -> WorkflowHandle:
@@ -77,7 +126,7 @@ async def find(client: Client, item: str, dataset: str | None) -> WorkflowHandle
         return client.get_workflow_handle(review_workflow_id(dataset, item))
     query = f'WorkflowType = "{REVIEW_ITEM_WORKFLOW}"'
     if dataset:
-        query += f' AND {SA_LABEL_DATASET} = "{_quoted(dataset)}"'
+        query += f" AND {dataset_clause(dataset)}"
     ids = sorted(
         {
             w.id
@@ -144,8 +193,3 @@ async def submit(handle: WorkflowHandle, sub: ReviewSubmission) -> ReviewReceipt
         if "already completed" in str(err):
             raise Refused(f"the review {handle.id} is already closed") from err
         raise Refused(str(err)) from err
-
-
-def _quoted(value: str) -> str:
-    """A value safe inside a double-quoted visibility query string."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')

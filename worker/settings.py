@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.ids import DEFAULT_TASK_QUEUE
 from worker import secrets as stack_secrets
+from worker.home import default_home
 from worker.secrets import APP_ROLE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LABELFABRIC_", extra="ignore")
 
     # State dir of the embedded stack: Temporal's SQLite file, PostgreSQL's data dir,
-    # SeaweedFS's volumes, logs and pid files.
-    home: Path = Field(default=Path(".labelfabric"))
+    # SeaweedFS's volumes, logs and pid files. Unset: ./.labelfabric or the nearest parent's,
+    # else the one `labelfabric up` started last (worker/home.py).
+    home: Path = Field(default_factory=default_home)
     host: str = "127.0.0.1"
 
     temporal_port: int = 7233
@@ -107,6 +109,14 @@ class Settings(BaseSettings):
     temporal_tls_server_name: str | None = None
     temporal_api_key: str | None = None
 
+    # Metrics (worker/metrics.py): a worker's Prometheus endpoint on host:metrics_port (0 =
+    # none; each worker on one machine needs its own); the review page's own /metrics,
+    # loopback clients only; a long CLI command's endpoint (0 = none). OTLP when
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    metrics_port: int = 7247
+    review_metrics: bool = True
+    cli_metrics_port: int = 0
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
@@ -177,3 +187,9 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home_dir / "models"
+
+    @property
+    def eval_policies_dir(self) -> Path:
+        """Policy versions `labelfabric eval` calibrates: state, never the git tree (workers
+        read them after `policies_dir`, under their own ids)."""
+        return self.home_dir / "eval" / "policies"

@@ -84,6 +84,10 @@ async def connect(
 ) -> Client:
     """A client of `settings`' namespace; `TemporalUnreachable` names what went wrong."""
     converter = data_converter(settings)
+    from worker.metrics import temporal_runtime
+
+    # In a process that exports metrics, the SDK's own go with them (worker/metrics.py).
+    kwargs.setdefault("runtime", temporal_runtime())
     try:
         return await Client.connect(
             settings.temporal_address,

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.payloads import DatasetInput, LabelsChanged, SnapshotInput, SnapshotRef
     from activities.snapshot import SnapshotActivities
 
+from workflows.attributes import name_dataset
 from workflows.retry import TRANSIENT
 
 
@@ -43,6 +44,7 @@ class Dataset:
 
     @workflow.run
     async def run(self, inp: DatasetInput) -> None:
+        name_dataset(inp.name)
         self._pending += max(0, inp.pending)
         batches = 0
         while batches < inp.max_batches_per_run and self._signals < inp.max_signals_per_run:

@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.drift import DriftActivities
     from activities.payloads import DriftCheckInput, DriftCheckResult
 
+from workflows.attributes import name_dataset
 from workflows.retry import TRANSIENT
 
 
@@ -20,6 +21,7 @@ from workflows.retry import TRANSIENT
 class DriftCheck:
     @workflow.run
     async def run(self, inp: DriftCheckInput) -> DriftCheckResult:
+        name_dataset(inp.dataset)
         return await workflow.execute_activity_method(
             DriftActivities.check_drift,
             inp,

@@ -6,6 +6,11 @@ chunks with a sliding window of `parallelism` activities → snapshot → finish
 Deterministic orchestration only: every read of the world happens in an activity. Payloads
 carry chunk ranges and versions, never item text, so an auto-accepted item adds no history
 of its own; a long job continues as new before its history grows large.
+
+It names itself in visibility, whoever started it (a raw `temporal workflow start`, a watcher's
+child, a drift relabel): search attributes `Dataset` and `Job` (and, for one release, the
+released `LabelDataset` and `LabelJob`), and a memo `summary` (`JobSummary`) at its start,
+when labeling (re)starts and at its end. Both behind patches: histories from before replay.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -24,11 +30,14 @@ with workflow.unsafe.imports_passed_through():
     from activities import ids
     from activities.jobs import JobActivities
     from activities.payloads import (
+        DATASET,
+        JOB,
         LABEL_DATASET,
         LABEL_JOB,
         ChunkResult,
         FinishJobInput,
         IngestInput,
+        JobSummary,
         LabelDatasetInput,
         LabelDatasetResult,
         OutcomeCounts,
@@ -39,11 +48,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.snapshot import SnapshotActivities
 
+ATTRIBUTES_PATCH = "job-search-attributes-dataset-job"
+SUMMARY_PATCH = "job-summary-memo"
+
 
 @workflow.defn(name=ids.LABEL_DATASET_WORKFLOW)
 class LabelDataset:
     def __init__(self) -> None:
         self._progress = Progress(phase="preparing")
+        self._summary: JobSummary | None = None  # None: a run from before the memo existed
 
     @workflow.query
     def progress(self) -> Progress:
@@ -52,10 +65,16 @@ class LabelDataset:
     @workflow.run
     async def run(self, inp: LabelDatasetInput) -> LabelDatasetResult:
         job_id = workflow.info().workflow_id
+        if workflow.patched(SUMMARY_PATCH):
+            self._summary = JobSummary(
+                dataset=inp.dataset, task=inp.task, policy=inp.policy, reason=inp.reason,
+                phase="preparing",
+            )  # fmt: skip
         try:
             return await self._run(job_id, inp)
         except ActivityError as err:
             await self._finish(job_id, "failed")
+            self._summarize(phase="failed")
             cause = err.cause
             if isinstance(cause, ApplicationError):
                 raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
@@ -67,9 +86,17 @@ class LabelDataset:
                 "chunk_size, parallelism and max_chunks_per_run must be >= 1", type=ids.BAD_INPUT
             )
         state = inp.resume or await self._start(job_id, inp)
+        if inp.resume is not None:
+            self._name_run(job_id, inp)
         items = state.ingest.items
         chunks_total = -(-items // inp.chunk_size)
         counts, next_chunk = state.counts, state.next_chunk
+        policy = state.plan.policy
+        self._summarize(
+            phase="labeling", policy=f"{policy.id}@{policy.version}", items=items,
+            quarantined=state.ingest.quarantined, duplicates=state.ingest.duplicates,
+            chunks_total=chunks_total, chunks_done=next_chunk, counts=counts,
+        )  # fmt: skip
         self._progress = Progress(
             phase="labeling",
             items=items,
@@ -117,6 +144,10 @@ class LabelDataset:
         )
         await self._finish(job_id, "completed")
         self._progress = replace(self._progress, phase="done")
+        self._summarize(
+            phase="done", chunks_done=chunks_total, counts=counts,
+            snapshot=f"{snapshot.dataset}@{snapshot.version}",
+        )  # fmt: skip
         await workflow.wait_condition(workflow.all_handlers_finished)
         return LabelDatasetResult(
             job_id=job_id,
@@ -130,9 +161,11 @@ class LabelDataset:
         )
 
     async def _start(self, job_id: str, inp: LabelDatasetInput) -> ResumeState:
-        workflow.upsert_search_attributes(
-            [LABEL_DATASET.value_set(inp.dataset), LABEL_JOB.value_set(job_id)]
-        )
+        names = [LABEL_DATASET.value_set(inp.dataset), LABEL_JOB.value_set(job_id)]  # released
+        if workflow.patched(ATTRIBUTES_PATCH):
+            names += [DATASET.value_set(inp.dataset), JOB.value_set(job_id)]
+        workflow.upsert_search_attributes(names)
+        self._summarize(phase="preparing")
         plan = await workflow.execute_activity_method(
             JobActivities.prepare_job,
             PrepareJobInput(
@@ -156,6 +189,21 @@ class LabelDataset:
             retry_policy=TRANSIENT,
         )
         return ResumeState(plan=plan, ingest=ingest, next_chunk=0, counts=OutcomeCounts())
+
+    def _name_run(self, job_id: str, inp: LabelDatasetInput) -> None:
+        """A continued run inherits its search attributes; one of a job started before they
+        existed gets them here."""
+        named = workflow.info().typed_search_attributes.get(DATASET) is not None
+        if not named and workflow.patched(ATTRIBUTES_PATCH):
+            workflow.upsert_search_attributes(
+                [DATASET.value_set(inp.dataset), JOB.value_set(job_id)]
+            )
+
+    def _summarize(self, **changes: Any) -> None:
+        """Upsert the memo `summary` with `changes` (a run from before the memo: nothing)."""
+        if self._summary is not None:
+            self._summary = replace(self._summary, **changes)
+            workflow.upsert_memo({ids.JOB_SUMMARY_MEMO: self._summary})
 
     async def _finish(self, job_id: str, status: str) -> None:
         await workflow.execute_activity_method(

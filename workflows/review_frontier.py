@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.payloads import FrontierInput, FrontierStatus, TopUpInput
     from activities.review import ReviewActivities
 
+from workflows.attributes import name_dataset
 from workflows.retry import TRANSIENT
 
 MAX_SIGNALS_PER_RUN = 2_000
@@ -48,6 +49,7 @@ class ReviewFrontier:
 
     @workflow.run
     async def run(self, inp: FrontierInput) -> None:
+        name_dataset(inp.dataset)
         self._pending = self._pending or inp.pending
         top_ups = 0
         failed = False

@@ -96,9 +96,11 @@ class ReviewItem:
 
     @submit_review.validator
     def _validate(self, sub: ReviewSubmission) -> None:
+        # Refused before history; non-retryable and typed, so a caller (and the Web UI) sees
+        # a refusal, not a `ValueError ... retryable: true`.
         reason = self._refusal(sub)
         if reason:
-            raise ValueError(reason)
+            raise ApplicationError(reason, type=ids.REVIEW_REFUSED, non_retryable=True)
 
     @workflow.signal(name="supersede")
     def supersede(self) -> None:

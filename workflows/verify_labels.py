@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.payloads import VerifyInput, VerifyResult
     from activities.verify import VerifyActivities
 
+from workflows.attributes import name_dataset
 from workflows.retry import TRANSIENT
 
 
@@ -23,6 +24,7 @@ from workflows.retry import TRANSIENT
 class VerifyLabels:
     @workflow.run
     async def run(self, inp: VerifyInput) -> VerifyResult:
+        name_dataset(inp.dataset)
         return await workflow.execute_activity_method(
             VerifyActivities.verify_labels,
             inp,

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.watch import WatchActivities
 
+from workflows.attributes import name_dataset
 from workflows.retry import TRANSIENT
 
 
@@ -34,6 +35,7 @@ from workflows.retry import TRANSIENT
 class WatchPrefix:
     @workflow.run
     async def run(self, inp: WatchInput) -> WatchResult:
+        name_dataset(inp.dataset)
         new = await workflow.execute_activity_method(
             WatchActivities.new_objects,
             inp,

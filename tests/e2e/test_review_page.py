@@ -231,6 +231,8 @@ async def test_reviewer_labels_an_item_on_the_page(
     await page.fill("#review textarea[name=note]", "clearly negative")
     await page.click("button[name=label][value=negative]")
     await expect(page.locator(".flash")).to_contain_text("as negative: the item is done")
+    await expect(page.locator("#text")).to_be_visible()  # the next item opened
+    await page.goto(f"{page_url}/?dataset={dataset}")
     after = await queue_ids(page)
     assert item not in after and set(after) == set(before) - {item}
 
@@ -296,9 +298,9 @@ async def test_a_lead_corrects_a_closed_review(
     await carol.locator(f'#closed tr[data-item="{item}"] a').click()
     await expect(carol.locator("#state")).to_have_text("done")
     await expect(carol.locator("#current")).to_have_text("negative")
-    await carol.select_option("#correct select[name=label]", "positive")
+    assert await carol.locator("#correct button[value=negative]").count() == 0  # the label now
     await carol.fill("#correct textarea[name=reason]", "irony: the reviewer read it literally")
-    await carol.click("#correct-submit")
+    await carol.click("#correct button[value=positive]")
     await expect(carol.locator(".flash")).to_contain_text("corrected")
     await expect(carol.locator("#current")).to_have_text("positive")
 
@@ -533,3 +535,144 @@ def test_wrong_passwords_are_throttled(page_url: str) -> None:
 
     assert [attempt(f"guess number {i}") for i in range(5)] == [401] * 5
     assert attempt(password_of("dana")) == 429  # even the right one, for a while
+
+
+# --- the reviewing flow: next item, previews, keys, the routing rule, one-click corrections ---
+
+FLOW_EMAIL = "Mail jane.doe@example.org if you liked it: a warm, funny and moving film."
+FLOW_CARD = "I paid for this dull film with 4111 1111 1111 1111 and want my money back."
+
+
+@pytest.fixture(scope="module")
+def flow(
+    stack: Settings,
+    cli_worker: None,
+    gold_rows: list[dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, dict[str, str]]:
+    """A dataset whose every item waits for people (a policy that routes all of them), two
+    with personal data in them: (dataset, {item id: text})."""
+    name = f"route_flow_{uuid.uuid4().hex[:6]}"
+    folder = stack.policies_dir / name
+    folder.mkdir()
+    shipped = (stack.policies_dir / "route_default" / "v2.yaml").read_text()
+    rules = shipped[shipped.index("\nrules:") : shipped.index("# Agreeing but unsure")]
+    only = "\nrules:\n  - id: empty_text\n    when: item.chars < 1\n    outcome: reject\n\n"
+    body = shipped.replace(rules, only).replace("id: route_default", f"id: {name}")
+    (folder / "v2.yaml").write_text(body)
+    chosen = [r["text"] for r in gold_rows[470:474]] + [FLOW_EMAIL, FLOW_CARD]
+    source = write_jsonl(tmp_path_factory.mktemp("flow") / "flow.jsonl", chosen)
+    dataset = f"flow{uuid.uuid4().hex[:6]}"
+    job = cli(stack, "job", "start", str(source), "--dataset", dataset, "--task", "sentiment",
+              "--policy", name, "--wait")  # fmt: skip
+    assert job.returncode == 0, job.stdout + job.stderr
+    return dataset, {hashlib.sha256(t.encode()).hexdigest(): t for t in chosen}
+
+
+def _id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_the_queue_previews_texts_as_reviewers_may_read_them(
+    page_url: str, browser: Browser, flow: tuple[str, dict[str, str]]
+) -> None:
+    from worker.reviews import preview
+
+    dataset, texts = flow
+    bob = await sign_in(browser, page_url, "bob", f"/?dataset={dataset}")  # clearance normal
+    shown = await queue_ids(bob)
+    assert set(shown) == set(texts) - {_id(FLOW_CARD)}  # never one above his clearance
+    plain = next(i for i in shown if texts[i] not in (FLOW_EMAIL, FLOW_CARD))
+    row = bob.locator(f'#queue tr[data-item="{plain}"] td.preview')
+    await expect(row).to_have_text(preview(texts[plain]))
+    masked = await bob.locator(f'#queue tr[data-item="{_id(FLOW_EMAIL)}"] td.preview').inner_text()
+    assert "jane.doe" not in masked and "*" * 10 in masked and "warm, funny" in masked
+    page = await bob.content()
+    assert "4111" not in page and "money back" not in page
+    await bob.close()
+    alice = await sign_in(browser, page_url, "alice", f"/?dataset={dataset}")  # confidential
+    card = await alice.locator(f'#queue tr[data-item="{_id(FLOW_CARD)}"] td.preview').inner_text()
+    assert "4111" not in card and "money back" in card  # hers to label, its number masked
+    await alice.close()
+
+
+async def test_keys_pick_labels_and_the_next_item_opens(
+    stack: Settings, page_url: str, browser: Browser, flow: tuple[str, dict[str, str]]
+) -> None:
+    dataset, texts = flow
+    alice = await sign_in(browser, page_url, "alice", f"/?dataset={dataset}")
+    first = (await queue_ids(alice))[0]
+    await alice.locator(f'#queue tr[data-item="{first}"] a').click()
+    await expect(alice.locator("#text")).to_be_visible()
+    # The rule that routed it, with its description (the comment above `default:`).
+    await expect(alice.locator("#rule-id")).to_have_text("default")
+    await expect(alice.locator("#rule-description")).to_have_text(
+        "Agreeing but unsure: a person decides."
+    )
+    answer = await alice.request.get(alice.url)
+    policy = answer.headers["content-security-policy"]
+    nonce = re.search(r"script-src 'nonce-([^']+)'", policy)
+    assert nonce and f'nonce="{nonce[1]}"' in await answer.text()
+    assert "'unsafe-inline'" not in policy.split("script-src")[1]
+    assert await alice.locator("#review button[accesskey='2'][value=negative]").count() == 1
+    # Typing in the note is typing, not labeling.
+    await alice.locator("#review textarea[name=note]").press("2")
+    assert "/items/" in alice.url and first in alice.url.replace("%3A", ":")
+    await alice.locator("#text").click()
+    await alice.keyboard.press("2")  # the second label: negative
+    await expect(alice.locator(".flash")).to_contain_text(f"labeled {first[:12]} as negative")
+    await expect(alice.locator(".flash")).to_contain_text("the next one")
+    second = alice.url.replace("%3A", ":").split(f"review:{dataset}:")[1].split("?")[0]
+    assert second != first and second in texts
+    label = await query(
+        stack,
+        "SELECT label, reviewers FROM label WHERE dataset = :d AND item_id = :i AND is_current",
+        d=dataset,
+        i=first,
+    )
+    assert [(r[0], list(r[1])) for r in label] == [("negative", ["alice"])]
+    await alice.close()
+
+    # Without JavaScript the page works the same: a click labels, the next item opens.
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto(page_url + item_path(dataset, second) + f"?dataset={dataset}")
+    await page.fill("#login input[name=reviewer]", "alice")
+    await page.fill("#login input[name=password]", password_of("alice"))
+    await page.click("#login button")
+    await expect(page.locator("#text")).to_be_visible()
+    assert "4111" not in await page.locator("#text").inner_text()  # masked for reviewers
+    await page.click("#review button[value=positive]")
+    await expect(page.locator(".flash")).to_contain_text(f"labeled {second[:12]} as positive")
+    third = page.url.replace("%3A", ":").split(f"review:{dataset}:")[1].split("?")[0]
+    assert third not in (first, second) and third in texts
+    await context.close()
+
+
+async def test_a_lead_corrects_a_closed_review_with_one_click_on_its_page(
+    stack: Settings, page_url: str, browser: Browser, flow: tuple[str, dict[str, str]]
+) -> None:
+    dataset, _ = flow
+    closed = await query(
+        stack,
+        "SELECT item_id, label FROM review_task WHERE dataset = :d AND state = 'done'"
+        " ORDER BY closed_at LIMIT 1",
+        d=dataset,
+    )
+    item, agreed = str(closed[0][0]), str(closed[0][1])
+    other = "positive" if agreed == "negative" else "negative"
+    carol = await sign_in(browser, page_url, "carol", item_path(dataset, item))
+    await expect(carol.locator("#current")).to_have_text(agreed)
+    await carol.fill("#correct textarea[name=reason]", "the reviewer missed the irony")
+    await carol.locator(f"#correct button[value={other}]").click()  # the one click
+    await expect(carol.locator(".flash")).to_contain_text(f"corrected {item[:12]} to {other}")
+    await expect(carol.locator("#current")).to_have_text(other)
+    rows = await query(
+        stack,
+        "SELECT label, source, reviewers FROM label WHERE dataset = :d AND item_id = :i"
+        " AND is_current",
+        d=dataset,
+        i=item,
+    )
+    assert [(r[0], r[1], list(r[2])) for r in rows] == [(other, "human", ["carol"])]
+    await carol.close()

@@ -100,7 +100,7 @@ async def test_a_watch_survives_a_sigkill_and_labels_each_object_once(
         result_type=WatchResult,
     )  # fmt: skip
     # Kill the worker while the first object's job is labeling.
-    query = f'WorkflowType = "LabelDataset" AND {ids.SA_LABEL_DATASET} = "{dataset}"'
+    query = f'WorkflowType = "LabelDataset" AND {ids.SA_DATASET} = "{dataset}"'
     for _ in range(600):
         if [w async for w in client.list_workflows(query)]:
             break

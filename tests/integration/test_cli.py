@@ -78,7 +78,7 @@ def test_job_start_wait_prints_summary_and_snapshot_version(
             "--address",
             stack.temporal_address,
             "--query",
-            f'LabelDataset="{dataset}"',
+            f'WorkflowType="LabelDataset" AND Dataset="{dataset}"',
         ],
         capture_output=True,
         text=True,
@@ -102,13 +102,13 @@ def test_job_start_refuses_a_bad_dataset_name_before_starting(
     assert "dataset name 'a/../b' is not valid" in " ".join(out.stdout.split())
 
 
-def test_job_failure_is_reported_with_its_cause(
-    stack: Settings, cli_worker: None, tmp_path: Path
-) -> None:
-    source = write_jsonl(tmp_path / "x.jsonl", ["fine"])
-    out = cli(stack, "job", "start", str(source), "--dataset", "d", "--task", "nope", "--wait")
+def test_job_failure_is_reported_with_its_cause(stack: Settings, cli_worker: None) -> None:
+    # A readable file outside the workers' source roots: only the worker refuses it (an
+    # unknown task is refused before the start: tests/unit/test_cli_checks.py).
+    source = PROJECT_ROOT / "tasks" / "sentiment_seed.jsonl"
+    out = cli(stack, "job", "start", str(source), "--dataset", "d", "--task", "sentiment", "--wait")
     assert out.returncode == 1
-    assert "unknown task 'nope'" in out.stdout
+    assert "outside the workers' source roots" in " ".join(out.stdout.split()), out.stdout
 
 
 async def test_temporal_cli_start_as_in_the_readme(
@@ -308,7 +308,7 @@ def _full_ids(settings: Settings, dataset: str) -> list[str]:
         "workflow",
         "list",
         "--query",
-        f'WorkflowType="ReviewItem" AND LabelDataset="{dataset}"',
+        f'WorkflowType="ReviewItem" AND Dataset="{dataset}"',
         "-o",
         "json",
     )

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from catalog import db
 from policy_rules.engine import Policy
 from tests.helpers import ThreadWorker, cli
+from tests.integration.test_cli_usability import review_workflows_end, sql
 from tests.unit.test_calibrate import copy_v1
 from worker.settings import Settings
 
@@ -65,8 +66,19 @@ def test_eval_on_a_labeled_file(
     assert 0.5 < report["aggregator_accuracy"]["majority_vote"] < 1.0
     assert 0 < report["auto_accept_rate"] < 1 and report["review_rate"] > 0
     assert report["auto_accept_rate"] + report["review_rate"] <= 1.0
-    threshold = Policy.load(eval_settings.policies_dir, report["policy"]).params["min_confidence"]
-    assert threshold == report["threshold"]
+    # The calibrated version is state (the state dir), not a released version in policies_dir.
+    calibrated = Policy.load(eval_settings.eval_policies_dir, report["policy"])
+    assert calibrated.params["min_confidence"] == report["threshold"]
+    assert calibrated.ref.id == "route_calibrated_eval"
+    released = eval_settings.policies_dir / "route_calibrated"
+    assert sorted(p.name for p in released.iterdir()) == ["cases.yaml", "v1.yaml"]
+    # Its job asks no one: every review it routed is withdrawn, no ReviewItem stays open.
+    job = report["job"]
+    assert sql(eval_settings, "SELECT count(*) FROM review_task WHERE job_id = :j"
+               " AND closed_at IS NULL", j=job)[0][0] == 0  # fmt: skip
+    routed = sql(eval_settings, "SELECT count(*) FROM review_task WHERE job_id = :j", j=job)
+    assert report["reviews_withdrawn"] == routed[0][0] > 0
+    assert review_workflows_end(eval_settings, job)
     assert (folder / "accuracy_vs_auto_accept.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy of auto-accepted" in out.stdout and "Krippendorff" in out.stdout
 

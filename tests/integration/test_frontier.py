@@ -49,7 +49,7 @@ async def running_are(env: WorkflowEnvironment, dataset: str, expected: set[str]
     """Whether the dataset's running ReviewItem workflows are exactly `expected`."""
     query = (
         f'WorkflowType = "{ids.REVIEW_ITEM_WORKFLOW}" AND ExecutionStatus = "Running" '
-        f'AND {ids.SA_LABEL_DATASET} = "{dataset}"'
+        f'AND {ids.SA_DATASET} = "{dataset}"'
     )
     return {w.id async for w in env.client.list_workflows(query)} == expected
 

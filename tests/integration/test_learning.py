@@ -254,7 +254,7 @@ async def test_a_promotion_rescores_the_backlog_and_supersedes_open_reviews_once
     running = [
         w
         async for w in env.client.list_workflows(
-            f'WorkflowType = "ReviewItem" AND LabelDataset = "{waiting}"'
+            f'WorkflowType = "ReviewItem" AND Dataset = "{waiting}"'
         )
     ]
     superseded_runs = [w for w in running if w.id in opened]

@@ -65,7 +65,7 @@ def test_activate_rollback_and_jobs_taking_the_active_version(
     listed = cli(trial, "policy", "list")
     assert re.search(rf"{POLICY}\s*│\s*1, 2\s*│\s*v1", listed.stdout), listed.stdout
     diff = cli(trial, "policy", "diff", f"{POLICY}@1", f"{POLICY}@2")
-    assert "escalate_to=''" in diff.stdout and "escalate_to='senior'" in diff.stdout
+    assert 'review.escalate_to: "" -> "senior"' in diff.stdout, diff.stdout
 
     # An activated version edited on disk: jobs and activation refuse it, naming both hashes.
     v1 = trial.policies_dir / POLICY / "v1.yaml"

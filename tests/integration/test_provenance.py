@@ -52,7 +52,10 @@ def job(settings: Settings, src: Path, dataset: str) -> str:
 def diff(settings: Settings, a: str, b: str) -> list[dict[str, Any]]:
     out = cli(settings, "dataset", "diff", a, b, "--json")
     assert out.returncode == 0, out.stdout + out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    doc = json.loads(out.stdout)  # one document, also when nothing changed
+    assert doc["counts"] == {k: sum(c["change"] == k for c in doc["changes"])
+                             for k in ("added", "removed", "relabelled")}  # fmt: skip
+    return list(doc["changes"])
 
 
 def current(settings: Settings, dataset: str) -> dict[str, str]:

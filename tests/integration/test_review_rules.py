@@ -216,8 +216,10 @@ async def test_gold_checks_score_each_reviewer(
     assert (delta("bob", "gold"), delta("bob", "correct")) == (1, 0)
     assert (delta("carol", "gold"), delta("carol", "accepted")) == (0, 1)
 
-    shown = cli(stack, "review", "list", "--reviewers")
+    shown = cli(stack, "review", "list", "--reviewers", "--json")
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    bob = next(line for line in shown.stdout.splitlines() if "│ bob " in line)
+    bob = next(r for r in json.loads(shown.stdout)["reviewers"] if r["reviewer"] == "bob")
     g, c = after["bob"]["gold"], after["bob"]["correct"]
-    assert f"{c / g:.0%} ({c}/{g})" in bob
+    assert (bob["gold"], bob["correct"], bob["accuracy"]) == (g, c, c / g)
+    table = cli(stack, "review", "list", "--reviewers")  # and the table says the same
+    assert f"{c / g:.0%}" in next(line for line in table.stdout.splitlines() if "bob" in line)

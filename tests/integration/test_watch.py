@@ -57,7 +57,7 @@ async def test_each_object_version_is_labeled_once_across_a_worker_restart(
     }
 
     async def started_jobs() -> set[str]:
-        query = f'WorkflowType = "LabelDataset" AND {ids.SA_LABEL_DATASET} = "{dataset}"'
+        query = f'WorkflowType = "LabelDataset" AND {ids.SA_DATASET} = "{dataset}"'
         return {w.id async for w in env.client.list_workflows(query)}
 
     with ThreadWorker(local):

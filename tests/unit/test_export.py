@@ -70,3 +70,44 @@ def test_altered_or_malformed_content_exports_nothing(tmp_path: Path, fmt: str) 
     with pytest.raises(ExportError, match="content sha256 mismatch"):
         run(tmp_path, fmt, body=broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_label_studio_carries_agents_and_people_for_human_labels(tmp_path: Path) -> None:
+    """A label people gave: the agents' votes as predictions too, and one annotation per
+    person with `completed_by` and `created_at`, which `dataset import` reads back as is."""
+    from datetime import UTC, datetime
+
+    from formats import labelstudio
+
+    when = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC)
+    human = [r for r in ROWS if r["label_source"] == "human"]
+
+    def people(keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[object, ...]]]:
+        return {k: [("alice", "negative", when), ("bob", "negative", when)] for k in keys}
+
+    out = tmp_path / "ls.json"
+    export(io.BytesIO(data()), expected_sha256=hashlib.sha256(data()).hexdigest(),
+           fmt="label-studio", out=out,
+           votes=lambda keys: {k: [("kw", "1", "positive", 0.8)] for k in keys},
+           annotations=people)  # fmt: skip
+    tasks = {t["data"]["item_id"]: t for t in json.loads(out.read_text())}
+    for row in human:
+        task = tasks[row["id"]]
+        assert [p["model_version"] for p in task["predictions"]] == ["kw@1"]  # no fallback
+        assert [(a["completed_by"], a["created_at"]) for a in task["annotations"]] == [
+            ({"email": "alice"}, "2026-11-28T10:00:05Z"),
+            ({"email": "bob"}, "2026-11-28T10:00:05Z"),
+        ]
+        assert task["annotations"][0]["result"][0]["value"] == {"choices": ["negative"]}
+    agent = next(r for r in ROWS if r["label_source"] == "agent")
+    assert "annotations" not in tasks[agent["id"]]  # an agent's label: a prediction only
+    assert tasks[agent["id"]]["predictions"][-1]["model_version"] == "labelfabric"
+
+    (tmp_path / "in.json").write_text(json.dumps([tasks[human[0]["id"]]]))
+    back = labelstudio.parse(tmp_path / "in.json", dataset="d", job_id="import:d:x",
+                             labels=("positive", "negative"), text_field="text")  # fmt: skip
+    assert [(r["reviewer"], r["label"], r["submitted_at"]) for r in back.reviews] == [
+        ("alice", "negative", when),
+        ("bob", "negative", when),
+    ]
+    assert [v["agent"] for v in back.votes] == ["label_studio:kw"]

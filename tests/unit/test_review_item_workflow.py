@@ -10,9 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -178,3 +180,40 @@ async def test_a_supersede_signal_ends_the_item_only_when_the_catalog_agrees(
     assert final.state == "superseded" and final.label is None
     assert fakes.closed == [] and fakes.asked == 2  # the re-score closed it, not the item
     await Replayer(workflows=list(WORKFLOWS)).replay_workflow(history)
+
+
+async def test_a_validator_refusal_is_a_typed_non_retryable_failure(
+    skipping: WorkflowEnvironment,
+) -> None:
+    """Refused before history as `ReviewRefused`, non-retryable: not `ValueError ...
+    retryable: true`, which is what the Web UI showed for a plain ValueError."""
+    fakes = FakeReviews()
+    fakes.release.set()
+    queue = f"unit-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        skipping.client,
+        task_queue=queue,
+        workflows=list(WORKFLOWS),
+        activities=[fakes.record_review, fakes.close_review],
+    ):
+        handle = await skipping.client.start_workflow(
+            ids.REVIEW_ITEM_WORKFLOW,
+            review_input(history_limit=2_000),
+            id=ids.review_workflow_id("unit", "ef" * 32),
+            task_queue=queue,
+            result_type=ReviewStateView,
+        )
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(
+                "submit_review",
+                ReviewSubmission(reviewer="mallory", label="positive"),
+                result_type=ReviewReceipt,
+            )
+        cause = refused.value.cause
+        assert isinstance(cause, ApplicationError)
+        assert cause.type == ids.REVIEW_REFUSED and cause.non_retryable
+        assert "mallory" in cause.message
+        kinds = [e.event_type async for e in handle.fetch_history_events()]
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED not in kinds
+        assert fakes.recorded == {}  # nothing reached the catalog either
+        await handle.terminate("test over")

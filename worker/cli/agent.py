@@ -16,6 +16,7 @@ import typer
 
 from worker.cli import group
 from worker.cli.console import console, fail, temporal
+from worker.cli.tables import JSON_HELP, line
 
 if TYPE_CHECKING:
     from agents.base import Vote
@@ -173,18 +174,19 @@ def calibrate(
         raise fail(escape(str(err))) from err
     overall = sum(e.label == t for e, t in zip(cal.combined.ensembles, truth, strict=True))
     print_calibration(spec, cal, overall / max(1, len(truth)), target)
-    verb = "wrote" if created else "already have"
-    console.print(f"{verb} policy {ref}: start jobs with --policy {ref}")
+    file = settings.policies_dir / ref.id / f"v{ref.version}.yaml"
+    if created:
+        console.print(f"wrote policy {ref}: start jobs with --policy {ref}")
+        line(f"  {file}: a released version; commit it (git add {file})")
+    else:
+        console.print(f"already have policy {ref} ({file}): start jobs with --policy {ref}")
     if not cal.point:
         console.print(f"[yellow]{escape(cal.reason)}; this version auto-accepts nothing[/]")
 
 
 def print_calibration(task: TaskSpec, cal: Calibration, overall: float, target: float) -> None:
-    from rich.table import Table
+    from worker.cli.tables import pairs
 
-    table = Table(title=f"calibration of {task.name}")
-    table.add_column("")
-    table.add_column("value")
     rows = [
         ("aggregator", f"{cal.combined.method} (chosen by accuracy on the slice)"),
         *(
@@ -208,14 +210,13 @@ def print_calibration(task: TaskSpec, cal: Calibration, overall: float, target: 
             ("accuracy, all items", f"{overall:.1%}"),
             ("threshold (min_confidence)", f"{cal.threshold:g}: auto-accept nothing"),
         ]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    pairs(f"calibration of {task.name}", rows)
 
 
 @app.command("train")
 def agent_train(
     task: Annotated[str, typer.Option(help="Train this task's model agents.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Train the task's agents from its seed and store each artifact in S3 by its version."""
 
@@ -223,51 +224,63 @@ def agent_train(
 
     from worker.settings import Settings
 
-    asyncio.run(_train(Settings(), task))
+    asyncio.run(_train(Settings(), task, as_json))
 
 
-async def _train(settings: Settings, task_name: str) -> None:
+async def _train(settings: Settings, task_name: str, as_json: bool) -> None:
     import asyncio
     import hashlib
 
     from rich.markup import escape
-    from rich.table import Table
 
     from activities.s3 import make_s3_client, put_once
-    from agents.tasks import TaskError, build_agents, load_task
+    from agents.tasks import TaskError, build_agents
+    from worker.cli import checks
+    from worker.cli.dataset_io import s3_problem
+    from worker.cli.tables import Col, emit_json, show, status
     from worker.stack import s3_target
 
-    try:
-        spec = load_task(settings.tasks_dir, task_name)
-        agents = await asyncio.to_thread(build_agents, spec, None, models_dir=settings.models_dir)
-    except TaskError as err:
-        raise fail(escape(str(err))) from err
-    s3 = make_s3_client(s3_target(settings))
-    table = Table(title=f"agents of {spec.name}")
-    for col in ("agent", "kind", "version", "artifact"):
-        table.add_column(col, no_wrap=True)
-    for agent, agent_spec in zip(agents, spec.agents, strict=True):
-        artifact = settings.models_dir / f"{agent.name}-{agent.version}.pkl"
-        where = "(configuration only)"
-        if artifact.is_file():
-            key = f"models/{spec.name}/{agent.name}/{agent.version}.pkl"
-            body = artifact.read_bytes()
-            try:
-                found, resp = await asyncio.to_thread(
-                    put_once,
-                    s3,
-                    settings.s3_bucket,
-                    key,
-                    body,
-                    writer=f"agent-train:{spec.name}",
-                    sha=hashlib.sha256(body).hexdigest(),
-                )
-            except Exception as err:
-                raise fail(f"cannot store {key} in S3 at {settings.s3_url}: {err}") from err
-            version_id = found or str(resp.get("VersionId"))
-            where = f"s3://{settings.s3_bucket}/{key} (S3 version {version_id[:12]})"
-        table.add_row(agent.name, agent_spec.kind, agent.version, where)
-    console.print(table)
+    spec = checks.task(settings, task_name)
+    with status(f"training the agents of {spec.name} on its seed…") as say:
+        try:
+            agents = await asyncio.to_thread(
+                build_agents, spec, None, models_dir=settings.models_dir
+            )
+        except TaskError as err:
+            raise fail(escape(str(err))) from err
+        s3 = make_s3_client(s3_target(settings))
+        rows = []
+        for agent, agent_spec in zip(agents, spec.agents, strict=True):
+            artifact = settings.models_dir / f"{agent.name}-{agent.version}.pkl"
+            row = {"agent": agent.name, "kind": agent_spec.kind, "version": agent.version,
+                   "s3_uri": None, "s3_version_id": None}  # fmt: skip
+            if artifact.is_file():
+                key = f"models/{spec.name}/{agent.name}/{agent.version}.pkl"
+                say(f"storing {key} in S3…")
+                body = artifact.read_bytes()
+                try:
+                    found, resp = await asyncio.to_thread(
+                        put_once, s3, settings.s3_bucket, key, body,
+                        writer=f"agent-train:{spec.name}", sha=hashlib.sha256(body).hexdigest(),
+                    )  # fmt: skip
+                except Exception as err:
+                    raise fail(
+                        f"cannot store {key} in S3 at {settings.s3_url}: {s3_problem(err)}"
+                    ) from err
+                row["s3_uri"] = f"s3://{settings.s3_bucket}/{key}"
+                row["s3_version_id"] = found or str(resp.get("VersionId"))
+            rows.append(row)
+    if as_json:
+        emit_json({"task": spec.name, "agents": rows})
+        return
+    cols = [
+        Col("agent"),
+        Col("kind"),
+        Col("version"),
+        Col("s3_uri", "artifact", fmt=lambda v: v or "(configuration only)"),
+        Col("s3_version_id", "S3 version", fmt=lambda v: (v or "")[:12]),
+    ]
+    show(f"agents of {spec.name}", cols, rows)
 
 
 @app.command("retrain")
@@ -289,13 +302,13 @@ async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
     import asyncio
 
     from rich.markup import escape
-    from rich.table import Table
     from temporalio.service import RPCError
 
     from activities import ids
     from activities.handoff import tell_retrain
     from activities.payloads import RetrainStatus
     from agents.tasks import TaskError, load_task
+    from worker.cli.tables import Col, show
 
     try:
         spec = load_task(settings.tasks_dir, task_name)
@@ -330,17 +343,11 @@ async def _retrain(settings: Settings, task_name: str, wait: bool) -> None:
     if result.note:
         console.print(f"{spec.name}: {escape(result.note)}")
         return
-    table = Table(title=f"retrain {spec.name} on {result.examples} human labels")
-    for col in ("agent", "version", "verdict", "rule", "new", "in use", "held-out"):
-        table.add_column(col, no_wrap=True)
-    for a in result.agents:
-        table.add_row(
-            a.agent,
-            a.version,
-            a.state,
-            a.rule or "-",
-            f"{a.candidate_accuracy:.1%}",
-            f"{a.incumbent_accuracy:.1%}",
-            str(a.items),
-        )
-    console.print(table)
+    rows = [
+        {"agent": a.agent, "version": a.version, "verdict": a.state, "rule": a.rule or "-",
+         "new": f"{a.candidate_accuracy:.1%}", "in use": f"{a.incumbent_accuracy:.1%}",
+         "held-out": a.items}
+        for a in result.agents
+    ]  # fmt: skip
+    cols = [Col(k, right=k in ("new", "in use", "held-out")) for k in rows[0]] if rows else []
+    show(f"retrain {spec.name} on {result.examples} human labels", cols, rows)

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
-
-if TYPE_CHECKING:
-    pass
+from worker.cli.tables import JSON_HELP
 
 app = group("Dataset versions (snapshots) and exports.")
 
@@ -48,68 +44,60 @@ async def _resolve(conn: Any, name: str, number: int | None) -> Any:
         row = await datasets.version(conn, name, number)
     if row is None:
         known = [str(r.version) for r in await datasets.versions(conn, name)]
-        raise fail(
-            f"dataset {name} has no version {number}; versions: {', '.join(known) or '(none)'}"
-        )
+        if not known:
+            from worker.cli.dataset_views import unknown_dataset
+
+            raise fail(await unknown_dataset(conn, name))
+        raise fail(f"dataset {name} has no version {number}; versions: {', '.join(known)}")
     return row
 
 
-def _verdict(row: Any) -> str:
-    if row.training_ready is None:
-        return "-"
-    gate = row.gate or {}
-    return ("ready" if row.training_ready else "NOT ready") + (
-        f" ({gate.get('policy')}@{gate.get('version')} {gate.get('rule')})" if gate else ""
-    )
-
-
 @app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Datasets with snapshots: versions, newest version, items, gate verdict."""
 
     import asyncio
 
-    from rich.table import Table
-
     from catalog import datasets
+    from worker.cli.dataset_views import DATASET_COLS, dataset_rows
+    from worker.cli.tables import emit_json, show
     from worker.settings import Settings
 
-    settings = Settings()
-    rows = asyncio.run(in_catalog(settings, datasets.datasets))
-    table = Table(title="datasets")
-    for col in ("dataset", "versions", "newest", "items", "at", "gate"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.dataset, str(r.versions), f"v{r.version}", str(r.item_count),
-                      f"{r.created_at:%Y-%m-%d %H:%M}", _verdict(r))  # fmt: skip
-    console.print(table)
+    rows = dataset_rows(asyncio.run(in_catalog(Settings(), datasets.datasets)))
+    if as_json:
+        emit_json({"datasets": rows})
+        return
+    show("datasets", DATASET_COLS, rows, empty="no dataset has a snapshot yet")
 
 
 @app.command("versions")
-def versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+def versions(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
     """Every version of a dataset: time, items, label distribution, gate, S3 version id."""
 
     import asyncio
 
-    from rich.table import Table
-
-    from catalog import datasets
+    from worker.cli.dataset_views import VERSION_COLS, version_rows
+    from worker.cli.tables import emit_json, show
     from worker.settings import Settings
 
-    settings = Settings()
-    rows = asyncio.run(in_catalog(settings, datasets.versions, name))
+    rows = version_rows(asyncio.run(in_catalog(Settings(), _versions, name)))
+    if as_json:
+        emit_json({"dataset": name, "versions": rows})
+        return
+    show(f"{name}: versions", VERSION_COLS, rows)
+
+
+async def _versions(conn: Any, name: str) -> list[Any]:
+    from catalog import datasets
+    from worker.cli.dataset_views import unknown_dataset
+
+    rows = await datasets.versions(conn, name)
     if not rows:
-        raise fail(f"dataset {name} has no snapshot versions")
-    table = Table(title=f"{name}: versions")
-    for col in ("version", "at", "items", "labels", "gate", "S3 version id", "by"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        dist = ", ".join(f"{k} {v}" for k, v in (r.label_distribution or {}).items())
-        by = r.job_id + (f" (relabel after {r.reason})" if (r.reason or "").startswith(
-            "drift:") else "")  # fmt: skip
-        table.add_row(str(r.version), f"{r.created_at:%Y-%m-%d %H:%M:%S}", str(r.item_count),
-                      dist, _verdict(r), r.s3_version_id, by)  # fmt: skip
-    console.print(table)
+        raise fail(await unknown_dataset(conn, name))
+    return rows
 
 
 @app.command("show")
@@ -118,19 +106,23 @@ def show(ref: Annotated[str, typer.Argument(help="NAME@VERSION (or NAME: the new
 
     import asyncio
 
-    from worker.cli.dataset_io import s3_client
+    from worker.cli.dataset_io import s3_client, s3_problem
     from worker.settings import Settings
 
     settings = Settings()
     name, number = parse_ref(ref, version_required=False)
     row = asyncio.run(in_catalog(settings, _resolve, name, number))
-    body = (
-        s3_client(settings)
-        .get_object(
-            Bucket=settings.s3_bucket, Key=row.manifest_key, VersionId=row.manifest_version_id
-        )["Body"]
-        .read()
-    )
+    try:
+        body = (
+            s3_client(settings)
+            .get_object(
+                Bucket=settings.s3_bucket, Key=row.manifest_key, VersionId=row.manifest_version_id
+            )["Body"]
+            .read()
+        )
+    except Exception as err:  # botocore's, or a connection error: the innermost S3 answer
+        why = s3_problem(err)
+        raise fail(f"{name}@{row.version}: its manifest cannot be read ({why})") from err
     if hashlib.sha256(body).hexdigest() != row.manifest_sha256:
         raise fail(f"{name}@{row.version}: the stored manifest does not match its sha256")
     console.print_json(body.decode())
@@ -141,7 +133,9 @@ def diff(
     a: Annotated[str, typer.Argument(help="NAME@A")],
     b: Annotated[str, typer.Argument(help="NAME@B")],
     limit: Annotated[int, typer.Option(help="Rows to print (all with --json).")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document: changes, counts.")
+    ] = False,
 ) -> None:
     """Items added, removed and relabelled from A to B, with old → new label and who/what."""
 
@@ -166,38 +160,11 @@ def diff(
 async def _diff(
     conn: Any, name: str, va: int, vb: int, limit: int, as_json: bool
 ) -> dict[str, int]:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from catalog import datasets
+    from worker.cli.dataset_views import diff_report
 
     for v in (va, vb):
         await _resolve(conn, name, v)
-    counts = {"added": 0, "removed": 0, "relabelled": 0}
-    shown: list[tuple[str, str, str | None, str | None, str, str | None]] = []
-    async for item_id, before, after, source, job_id in datasets.net_changes(conn, name, va, vb):
-        kind = "added" if before is None else "removed" if after is None else "relabelled"
-        counts[kind] += 1
-        if as_json:
-            line = {"item_id": item_id, "change": kind, "old": before, "new": after,
-                    "source": source, "job_id": job_id}  # fmt: skip
-            sys.stdout.write(json.dumps(line) + "\n")
-        elif len(shown) < limit:
-            shown.append((item_id, kind, before, after, source or "", job_id))
-    if shown:
-        who = await datasets.reviewers_of(
-            conn, name, [(i, j) for i, _, _, _, s, j in shown if s == "human" and j]
-        )
-        table = Table(title=f"{name}@{va} -> {name}@{vb}")
-        for col in ("item", "change", "old -> new", "by"):
-            table.add_column(col, overflow="fold")
-        for item_id, kind, before, after, source, job_id in shown:
-            by = f"{source} {job_id or ''}".strip()
-            if (item_id, job_id or "") in who:
-                by += f" ({', '.join(who[(item_id, job_id or '')])})"
-            table.add_row(item_id[:12], kind, f"{before or '-'} -> {after or '-'}", escape(by))
-        console.print(table)
-    return counts
+    return await diff_report(conn, name, va, vb, limit, as_json)
 
 
 @app.command("rollback")
@@ -294,9 +261,8 @@ def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
 
     import asyncio
 
-    from rich.table import Table
-
     from catalog import datasets
+    from worker.cli.tables import Col, show
     from worker.settings import Settings
 
     settings = Settings()
@@ -304,12 +270,9 @@ def check(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     if not found:
         console.print(f"{name}: no leaks")
         return
-    table = Table(title=f"{name}: {len(found)} leak(s)")
-    for col in ("kind", "item", "here", "also in"):
-        table.add_column(col)
-    for kind, item_id, here, there in found:
-        table.add_row(kind, item_id[:12], here, there)
-    console.print(table)
+    rows = [{"kind": k, "item": i[:12], "here": h, "there": t} for k, i, h, t in found]
+    cols = [Col("kind"), Col("item"), Col("here", wrap=True), Col("there", "also in", wrap=True)]
+    show(f"{name}: {len(found)} leak(s)", cols, rows)
     raise typer.Exit(code=1)
 
 

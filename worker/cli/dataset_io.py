@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from worker.cli.console import anchor, console, fail, in_catalog, temporal
+from worker.cli.tables import status
 
 if TYPE_CHECKING:
     from formats import export as exporting
@@ -99,7 +100,7 @@ async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: fl
     import asyncio
 
     from activities.ids import DATASET_WORKFLOW, dataset_workflow_id
-    from activities.payloads import DatasetInput, LabelsChanged
+    from activities.payloads import DatasetInput, LabelsChanged, dataset_attributes
     from catalog import datasets
 
     client = await temporal(settings)
@@ -108,6 +109,7 @@ async def _snapshot_after(settings: Settings, name: str, latest: int, wait_s: fl
         DatasetInput(name=name, debounce_s=settings.snapshot_debounce_s),
         id=dataset_workflow_id(name),
         task_queue=settings.task_queue,
+        search_attributes=dataset_attributes(name),
         start_signal="labels_changed",
         start_signal_args=[LabelsChanged(source="labelfabric dataset rollback")],
     )
@@ -157,30 +159,41 @@ async def export_version(
     mode, rewrite = await _export_pii(settings, engine, row.dataset)
 
     def votes(keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
-        return asyncio.run_coroutine_threadsafe(_votes(engine, keys), loop).result()
+        return asyncio.run_coroutine_threadsafe(_votes(engine, row.dataset, keys), loop).result()
 
+    def people(keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
+        found = _annotations(engine, row.dataset, keys)
+        return asyncio.run_coroutine_threadsafe(found, loop).result()
+
+    ref = f"{row.dataset}@{row.version}"
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, status(f"{ref}: reading it from S3…") as say:
             local = Path(tmp) / "out" if target.startswith("s3://") else Path(target)
             with tempfile.TemporaryFile() as src:
                 try:
                     await asyncio.to_thread(download, settings, row.s3_key, row.s3_version_id, src)
                 except Exception as err:
                     raise fail(
-                        f"{row.dataset}@{row.version}: its S3 version {row.s3_version_id} "
-                        f"cannot be read ({s3_problem(err)}); `labelfabric audit verify` "
-                        "checks every version"
+                        f"{ref}: its S3 version {row.s3_version_id} cannot be read "
+                        f"({s3_problem(err)}); `labelfabric audit verify` checks every version"
                     ) from err
                 src.seek(0)
+                say(f"{ref}: exporting as {fmt}…")
+
+                def progress(n: int) -> None:
+                    say(f"{ref}: exporting as {fmt}… {n} items")
+
                 try:
                     result = await asyncio.to_thread(
                         exporting.export, src, expected_sha256=row.content_sha256, fmt=fmt,
-                        out=local, split=split, votes=votes, rewrite=rewrite,
+                        out=local, split=split, votes=votes, rewrite=rewrite, annotations=people,
+                        progress=progress, allow_empty=False,
                     )  # fmt: skip
                 except exporting.ExportError as err:
-                    raise fail(f"{row.dataset}@{row.version}: {err}") from err
+                    raise fail(f"{ref}: {err}") from err
             if target.startswith("s3://"):
                 bucket, key = parse_s3_uri(target)
+                say(f"{ref}: uploading to {target}…")
                 try:
                     await asyncio.to_thread(
                         s3_client(settings).upload_file, str(local), bucket, key
@@ -228,11 +241,22 @@ async def _export_pii(settings: Settings, engine: Any, dataset: str) -> tuple[st
     return spec.mode("exports"), lambda text: pii.view(text, pii.scan(text, spec), spec, "exports")
 
 
-async def _votes(engine: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
-    from catalog import db
+async def _votes(
+    engine: Any, dataset: str, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[Any]]:
+    from catalog import exports
 
     async with engine.connect() as conn:
-        return dict(await db.votes_by_item(conn, keys))
+        return dict(await exports.agent_votes(conn, dataset, keys))
+
+
+async def _annotations(
+    engine: Any, dataset: str, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[Any]]:
+    from catalog import exports
+
+    async with engine.connect() as conn:
+        return dict(await exports.human_annotations(conn, dataset, keys))
 
 
 async def verify(settings: Settings, dataset: str, folds: int) -> None:
@@ -241,7 +265,7 @@ async def verify(settings: Settings, dataset: str, folds: int) -> None:
     from temporalio.client import WorkflowFailureError
 
     from activities import ids
-    from activities.payloads import VerifyInput, VerifyResult
+    from activities.payloads import VerifyInput, VerifyResult, dataset_attributes
 
     client = await temporal(settings)
     workflow_id = ids.verify_workflow_id(dataset, time.strftime("%Y%m%dT%H%M%S"))
@@ -253,6 +277,7 @@ async def verify(settings: Settings, dataset: str, folds: int) -> None:
                 id=workflow_id,
                 task_queue=settings.task_queue,
                 result_type=VerifyResult,
+                search_attributes=dataset_attributes(dataset),
             )
         except WorkflowFailureError as err:
             cause = err.cause

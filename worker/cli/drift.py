@@ -76,7 +76,7 @@ async def _schedule(
     from temporalio.service import RPCError
 
     from activities import ids
-    from activities.payloads import DriftCheckInput
+    from activities.payloads import DriftCheckInput, dataset_attributes
     from policy_rules.engine import Policy, PolicyError
 
     try:
@@ -92,6 +92,7 @@ async def _schedule(
             DriftCheckInput(dataset=dataset, policy=str(found.ref.id), window=window),
             id=ids.drift_check_id(dataset),
             task_queue=settings.task_queue,
+            typed_search_attributes=dataset_attributes(dataset),
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         # A run asked for while one is under way waits for it, rather than being dropped.
@@ -121,37 +122,44 @@ async def _schedule(
 
 
 @app.command("list")
-def drift_list() -> None:
+def drift_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+) -> None:
     """The drift schedules: dataset, interval, paused, last and next run."""
     import asyncio
 
     from worker.settings import Settings
 
-    asyncio.run(_list(Settings()))
+    asyncio.run(_list(Settings(), as_json))
 
 
-async def _list(settings: Settings) -> None:
+async def _list(settings: Settings, as_json: bool = False) -> None:
+    from worker.cli.tables import Col, emit_json, show
+
     client = await _client(settings)
-    found = 0
+    rows = []
     async for entry in await client.list_schedules():
         if not entry.id.startswith("drift:"):
             continue
-        found += 1
         handle = client.get_schedule_handle(entry.id)
         desc = await handle.describe()
-        every = ", ".join(str(i.every) for i in desc.schedule.spec.intervals) or "-"
-        paused = "paused" if desc.schedule.state.paused else "active"
         last = desc.info.recent_actions[-1].started_at if desc.info.recent_actions else None
-        nxt = desc.info.next_action_times[0] if desc.info.next_action_times else None
-        console.print(
-            f"{entry.id}  every {every}  {paused}  last {last:%Y-%m-%d %H:%M:%S}"
-            if last
-            else f"{entry.id}  every {every}  {paused}  last -",
-            end="",
-        )
-        console.print(f"  next {nxt:%Y-%m-%d %H:%M:%S}" if nxt else "  next -")
-    if not found:
-        console.print("no drift schedules: labelfabric drift schedule DATASET --every 6h")
+        rows.append({
+            "schedule": entry.id,
+            "every": [str(i.every) for i in desc.schedule.spec.intervals],
+            "paused": desc.schedule.state.paused,
+            "last": last,
+            "next": desc.info.next_action_times[0] if desc.info.next_action_times else None,
+        })  # fmt: skip
+    if as_json:
+        emit_json({"schedules": rows})
+        return
+    when = lambda v: f"{v:%Y-%m-%d %H:%M:%S}" if v else "-"  # noqa: E731
+    cols = [Col("schedule"), Col("every", wrap=True), Col("paused", "state",
+            fmt=lambda v: "paused" if v else "active"), Col("last", fmt=when),
+            Col("next", fmt=when)]  # fmt: skip
+    show("drift schedules", cols, rows,
+         empty="no drift schedules: labelfabric drift schedule DATASET --every 6h")  # fmt: skip
 
 
 def _operate(dataset: str, what: str) -> None:
@@ -206,6 +214,7 @@ def drift_run(dataset: Annotated[str, typer.Argument()]) -> None:
 def drift_checks(
     dataset: Annotated[str, typer.Argument()],
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
 ) -> None:
     """DATASET's recorded drift checks, newest first: metrics, rule and action."""
     import asyncio
@@ -219,6 +228,11 @@ def drift_checks(
         return await db.drift_checks(conn, dataset, limit)
 
     rows = asyncio.run(in_catalog(Settings(), read, dataset, limit))
+    if as_json:
+        from worker.cli.tables import emit_json
+
+        emit_json({"dataset": dataset, "checks": [r._asdict() for r in rows]})
+        return
     if not rows:
         console.print(f"no drift checks of {dataset} yet")
         return

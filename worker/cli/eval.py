@@ -26,14 +26,16 @@ import typer
 
 from worker.cli import group
 from worker.cli.console import console, fail
+from worker.cli.tables import line, status
 
 if TYPE_CHECKING:
-    from agents.base import Vote
     from agents.tasks import TaskSpec
     from worker.settings import Settings
 
 
 BUILT_IN = {"rotten_tomatoes": "sentiment", "digits": "digits"}
+# The policy id eval writes its calibrated versions under, in the state dir (eval_policies_dir).
+EVAL_POLICY = "route_calibrated_eval"
 
 
 commands = group()  # top-level commands: labelfabric eval
@@ -73,6 +75,7 @@ def evaluate(
         store_reliability,
         vote_on,
     )
+    from worker.cli.eval_report import plot, print_report
     from worker.settings import Settings
 
     settings = Settings()
@@ -121,7 +124,7 @@ def evaluate(
         choose = declares_aggregator(settings, "route_calibrated")
     except PolicyError as err:
         raise fail(escape(str(err))) from err
-    with console.status(f"calibrating on {len(cal)} items…"):
+    with status(f"calibrating on {len(cal)} items…"):
         keys, per_agent = vote_on(settings, spec, [r.text for r in cal])
     calibration = calibrate_on(
         spec, keys, per_agent, [str(r.label) for r in cal], target=target, choose=choose
@@ -138,15 +141,20 @@ def evaluate(
     cal_ids = hashlib.sha256("".join(r.item_id for r in cal).encode()).hexdigest()
     try:
         store_reliability(settings, spec, calibration.combined, cal_ids)
+        # In the state dir, as a policy of its own: an evaluation changes nothing released
+        # (only `labelfabric calibrate` writes to policies_dir, to be committed).
         ref, _ = with_params(
             settings.policies_dir,
             "route_calibrated",
             calibrated_params(calibration, choose),
             note=f"labelfabric eval {name} ({calibration.aggregator}): {shown} on {len(cal)} "
             f"calibration items (target {target:.0%})",
+            into=settings.eval_policies_dir,
+            as_id=EVAL_POLICY,
         )
     except PolicyError as err:
         raise fail(escape(str(err))) from err
+    policy_file = settings.eval_policies_dir / ref.id / f"v{ref.version}.yaml"
 
     items = out / "test_items.jsonl"
     # The job reads the task's own text field, whatever the labeled file called it.
@@ -162,15 +170,23 @@ def evaluate(
         task=spec.name,
         policy=f"{ref.id}@{ref.version}",
     )
-    result = asyncio.run(start_job(settings, workflow_id, inp, wait=True))
+    from worker.metrics import command  # exports only when asked (README: Observability)
+
+    with command(settings, "eval"):
+        result = asyncio.run(start_job(settings, workflow_id, inp, wait=True))
     assert result is not None
     truth = {r.item_id: str(r.label) for r in test}
-    report = asyncio.run(_score(settings, spec, result.job_id, truth))
+    with status("scoring the job against the held-out labels…"):
+        report, withdrawn = asyncio.run(
+            _after_job(settings, spec, eval_dataset, result.job_id, truth)
+        )
     report |= {
         "dataset": name,
         "task": spec.name,
         "job": result.job_id,
         "policy": f"{ref.id}@{ref.version}",
+        "policy_file": str(policy_file),
+        "reviews_withdrawn": withdrawn,
         "threshold": calibration.threshold,
         "target": target,
         "target_reached_on_calibration": point is not None,
@@ -185,9 +201,25 @@ def evaluate(
         "aggregator_accuracy_on_calibration": calibration.accuracy,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    _plot(report, out / "accuracy_vs_auto_accept.png")
-    _print(report)
-    console.print(f"report: {out / 'report.json'}\nplot:   {out / 'accuracy_vs_auto_accept.png'}")
+    plot(report, out / "accuracy_vs_auto_accept.png")
+    print_report(report)
+    line(f"report: {out / 'report.json'}")
+    line(f"plot:   {out / 'accuracy_vs_auto_accept.png'}")
+    line(f"policy: {ref} in {policy_file} (state dir; not a released version)")
+    if withdrawn:
+        console.print(f"the job's {withdrawn} review(s) were withdrawn: an evaluation asks no one")
+
+
+async def _after_job(
+    settings: Settings, spec: TaskSpec, dataset: str, job_id: str, truth: dict[str, str]
+) -> tuple[dict[str, Any], int]:
+    """The job's scores, and its reviews withdrawn (how many)."""
+    from worker.cli.console import temporal
+    from worker.cli.eval_report import score, withdraw_reviews
+
+    client = await temporal(settings)
+    withdrawn = await withdraw_reviews(settings, client, dataset, job_id)
+    return await score(settings, spec, job_id, truth), withdrawn
 
 
 def _features_as_text(data: Path, fields: list[str], label_field: str, out: Path) -> Path:
@@ -242,125 +274,3 @@ def _built_in(name: str, out: Path) -> Path:
     from agents.digits import write_digits_sample
 
     return write_digits_sample(out / "sample").gold
-
-
-async def _score(
-    settings: Settings, task: TaskSpec, job_id: str, truth: dict[str, str]
-) -> dict[str, Any]:
-    from activities.ids import AUTO_ACCEPT, HUMAN_REVIEW
-    from agents.aggregate import DawidSkene, krippendorff_alpha, majority_vote, weighted_vote
-    from agents.base import Vote
-    from agents.calibrate import curve
-    from catalog import db
-
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            votes, decisions = await db.job_votes_and_decisions(conn, job_id)
-    finally:
-        await engine.dispose()
-    agents = sorted({v.agent for v in votes})
-    by_item: dict[str, dict[str, Vote]] = {}
-    for v in votes:
-        vote = Vote(label=v.label, confidence=v.confidence, rationale="")
-        by_item.setdefault(v.item_id, {})[v.agent] = vote
-    ids = sorted(i for i in by_item if i in truth)
-    rows = [[by_item[i][a] for a in agents] for i in ids]
-    n = len(ids)
-    per_agent = {}
-    for j, a in enumerate(agents):
-        voted = [(row[j].label, truth[i]) for i, row in zip(ids, rows, strict=True) if row[j].label]
-        per_agent[a] = {
-            "coverage": len(voted) / n if n else 0.0,
-            "accuracy": sum(x == y for x, y in voted) / len(voted) if voted else 0.0,
-        }
-    matrix = [[v.label for v in row] for row in rows]
-    ds = DawidSkene.fit(task.labels, agents, matrix)
-    aggregators = {
-        "majority_vote": [majority_vote(r).label for r in rows],
-        "weighted_vote": [weighted_vote(r).label for r in rows],
-        "dawid_skene": [ds.ensemble(r).label for r in rows],
-    }
-    accuracy = {
-        k: sum(lbl == truth[i] for lbl, i in zip(v, ids, strict=True)) / n
-        for k, v in aggregators.items()
-    }
-    dec = {d.item_id: d for d in decisions if d.item_id in truth}
-    auto = [d for d in dec.values() if d.outcome == AUTO_ACCEPT]
-    points = curve(
-        [dec[i].ensemble_confidence for i in ids],
-        [dec[i].ensemble_label == truth[i] for i in ids],
-    )
-    alpha = krippendorff_alpha(matrix)
-    return {
-        "items": n,
-        "agents": per_agent,
-        "aggregator_accuracy": accuracy,
-        "aggregator": task.aggregator,
-        "auto_accept_rate": len(auto) / n if n else 0.0,
-        "auto_accept_accuracy": (
-            sum(d.ensemble_label == truth[d.item_id] for d in auto) / len(auto) if auto else 0.0
-        ),
-        "review_rate": sum(d.outcome == HUMAN_REVIEW for d in dec.values()) / n if n else 0.0,
-        "alpha": None if math.isnan(alpha) else alpha,
-        "curve": [[p.rate, p.accuracy, p.threshold] for p in points],
-    }
-
-
-def _print(r: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"eval {r['dataset']} (task {r['task']}, {r['items']} test items)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for agent, m in r["agents"].items():
-        table.add_row(f"agent {agent}", f"{m['accuracy']:.1%} on {m['coverage']:.0%} covered")
-    for agg, acc in r["aggregator_accuracy"].items():
-        on_cal = r["aggregator_accuracy_on_calibration"].get(agg)
-        cal = f" ({on_cal:.1%} on calibration)" if on_cal is not None else ""
-        table.add_row(f"aggregator {agg}", f"{acc:.1%}{cal}")
-    table.add_row("routing aggregator", f"{r['aggregator']} (chosen on calibration)")
-    table.add_row("calibrated threshold", f"{r['threshold']:.4f} ({r['policy']})")
-    table.add_row("auto-accepted", f"{r['auto_accept_rate']:.1%}")
-    table.add_row("accuracy of auto-accepted", f"{r['auto_accept_accuracy']:.1%}")
-    reached = (
-        " (shown on calibration, 95 % confidence)"
-        if r["target_reached_on_calibration"]
-        else " (not shown on calibration: nothing auto-accepted)"
-    )
-    table.add_row("target", f"{r['target']:.0%}{reached}")
-    table.add_row("sent to review", f"{r['review_rate']:.1%}")
-    alpha = r["alpha"]
-    table.add_row("Krippendorff's alpha", "n/a" if alpha is None else f"{alpha:.3f}")
-    console.print(table)
-
-
-def _plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    # Thresholds accepting fewer than 20 items say little; leave them out of the picture.
-    shown = [p for p in r["curve"] if p[0] * r["items"] >= 20]
-    xs = [p[0] for p in shown]
-    ys = [p[1] for p in shown]
-    ax.plot(xs, ys, label=f"{r['aggregator']} confidence threshold")
-    ax.axhline(r["target"], linestyle="--", color="grey", label=f"target {r['target']:.0%}")
-    ax.scatter(
-        [r["auto_accept_rate"]],
-        [r["auto_accept_accuracy"]],
-        color="red",
-        zorder=3,
-        label="calibrated policy",
-    )
-    ax.set_xlabel("auto-accept rate")
-    ax.set_ylabel("accuracy of auto-accepted labels")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(min(ys + [r["target"]]) - 0.05 if ys else 0, 1.0)
-    ax.set_title(f"{r['dataset']}: accuracy vs auto-accept rate")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

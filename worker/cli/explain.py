@@ -72,6 +72,13 @@ async def _explain(conn: Any, prefix: str, dataset: str | None) -> dict[str, Any
     ids = sorted({i for _, i in found})
     if not found:
         where = f" in dataset {dataset}" if dataset else ""
+        if dataset is not None:
+            from catalog import job_report
+            from worker.cli.checks import did_you_mean
+
+            known = await job_report.known_datasets(conn)
+            if dataset not in known:
+                where = f": no dataset {dataset!r}{did_you_mean(dataset, known)}"
         raise fail(f"no item {prefix}…{where}")
     if len(ids) > 1:
         raise fail(f"{prefix}… matches {len(ids)} items: give more of the id")
@@ -241,12 +248,7 @@ def _tree(r: dict[str, Any]) -> Tree:
         for v in imp["votes"]:
             node.add(escape(f"{v['agent']}@{v['version'][:12]}: {v['label']} "
                             f"({v['confidence']:.2f})"))  # fmt: skip
-    for t in r["review_tasks"]:
-        root.add(escape(f"review {t['workflow_id']}: {t['state']}, label {t['label'] or '-'}"))
-    for rv in r["reviews"]:
-        verdict = "accepted" if rv["accepted"] else f"refused: {rv['reason']}"
-        root.add(escape(f"  {rv['at']:%Y-%m-%d %H:%M:%S} {rv['reviewer']} said {rv['label']} "
-                        f"({verdict}) {rv['note']}"))  # fmt: skip
+    _reviews(root, r)
     hist = root.add("label history")
     for lbl in r["labels"]:
         mark = " (current)" if lbl["current"] else ""
@@ -258,3 +260,25 @@ def _tree(r: dict[str, Any]) -> Tree:
         snaps.add(escape(f"{r['dataset']}@{s['version']} as {s['label']}: s3 version "
                          f"{s['s3_version_id']}, by {s['workflow_id']}"))  # fmt: skip
     return root
+
+
+def _reviews(root: Tree, r: dict[str, Any]) -> None:
+    """One node per review workflow, its tasks (one per job that routed the item there) and
+    under it each review once, oldest first; a review whose workflow has no task recorded
+    gets a node of its own."""
+    from rich.markup import escape
+
+    nodes: dict[str, Tree] = {}
+    for t in r["review_tasks"]:
+        node = nodes.get(t["workflow_id"])
+        if node is None:
+            node = nodes[t["workflow_id"]] = root.add(escape(f"review {t['workflow_id']}"))
+        node.add(escape(f"{t['job_id']}: {t['state']}, label {t['label'] or '-'} (rule "
+                        f"{t['rule']}, {t['policy']})"))  # fmt: skip
+    for rv in r["reviews"]:
+        node = nodes.get(rv["workflow_id"])
+        if node is None:
+            node = nodes[rv["workflow_id"]] = root.add(escape(f"review {rv['workflow_id']}"))
+        verdict = "accepted" if rv["accepted"] else f"refused: {rv['reason']}"
+        node.add(escape(f"{rv['at']:%Y-%m-%d %H:%M:%S} {rv['reviewer']} said {rv['label']} "
+                        f"({verdict}) {rv['note']}".rstrip()))  # fmt: skip

@@ -22,6 +22,7 @@ import typer
 
 from worker.cli import group
 from worker.cli.console import console, fail, in_catalog
+from worker.cli.tables import JSON_HELP
 
 if TYPE_CHECKING:
     from policy_rules.engine import Policy
@@ -33,14 +34,10 @@ app = group("Versioned routing and gate policies.")
 
 
 def _load(settings: Settings, ref: str) -> Policy:
-    from rich.markup import escape
+    """`ref` from the released policies, or from eval's in the state dir (as workers read)."""
+    from worker.cli.checks import policy
 
-    from policy_rules.engine import Policy, PolicyError
-
-    try:
-        return Policy.load(settings.policies_dir, ref)
-    except PolicyError as err:
-        raise fail(escape(str(err))) from err
+    return policy(settings, ref)
 
 
 def _case_failures(policy: Policy) -> list[str]:
@@ -138,74 +135,46 @@ def test() -> None:
 
 
 @app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Policies, their versions and the active one."""
 
     import asyncio
 
-    from rich.markup import escape
-    from rich.table import Table
-
     from catalog import db
-    from policy_rules.engine import list_policies
-    from policy_rules.loader import version_files
+    from worker.cli.policy_views import POLICY_COLS, policy_rows
+    from worker.cli.tables import emit_json, show
     from worker.settings import Settings
 
     settings = Settings()
     active = asyncio.run(_catalog(settings, db.activations))
-    current: dict[str, Any] = {row.policy_id: row for row in active}
-    shadowed: dict[str, list[str]] = {}
-    for sh in asyncio.run(_catalog(settings, db.shadows)):
-        shadowed.setdefault(sh.policy_id, []).append(f"v{sh.candidate_version}")
-    table = Table(title=f"policies ({settings.policies_dir})")
-    for col in ("policy", "versions", "active", "shadow", "since", "by", "reason"):
-        table.add_column(col)
-    for policy_id in list_policies(settings.policies_dir):
-        versions = sorted(version_files(settings.policies_dir / policy_id))
-        row = current.get(policy_id)
-        table.add_row(
-            policy_id,
-            ", ".join(map(str, versions)),
-            f"v{row.version}" if row else f"(none: jobs take v{versions[-1]})",
-            ", ".join(shadowed.get(policy_id, [])),
-            f"{row.at:%Y-%m-%d %H:%M}" if row else "",
-            escape(row.actor) if row else "",
-            escape(row.reason) if row else "",
-        )
-    console.print(table)
+    shadows = asyncio.run(_catalog(settings, db.shadows))
+    rows = policy_rows(settings, active, shadows)
+    if as_json:
+        emit_json({"policies": rows})
+        return
+    show(f"policies ({settings.policies_dir})", POLICY_COLS, rows)
+    console.print(
+        "a policy without an active version: jobs take its newest; "
+        f"eval's calibrated versions: {settings.eval_policies_dir}"
+    )
 
 
 @app.command("show")
-def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")]) -> None:
-    """One version: parameters, rules, default, review rules."""
+def show(
+    ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """One version: parameters, rules (whole), default, review rules."""
 
-    from rich.markup import escape
-    from rich.table import Table
-
+    from worker.cli.policy_views import policy_json, print_policy
+    from worker.cli.tables import emit_json
     from worker.settings import Settings
 
-    settings = Settings()
-    policy = _load(settings, ref)
-    console.print(
-        f"[bold]{policy.ref}[/] ({policy.kind})  sha256 {policy.ref.sha256}  "
-        f"cost <= {policy.cost}\n{escape(policy.description)}"
-    )
-    params = Table(title="params")
-    params.add_column("name")
-    params.add_column("value")
-    for name, value in policy.params.items():
-        params.add_row(name, escape(repr(value)))
-    console.print(params)
-    rules = Table(title="rules (first match wins)")
-    for col in ("rule", "when", "outcome", "own params"):
-        rules.add_column(col)
-    for rule in policy.rules:
-        own = ", ".join(f"{k}={v!r}" for k, v in rule.params.items())
-        rules.add_row(rule.id, escape(rule.when), rule.outcome, escape(own))
-    rules.add_row("(default)", "", policy.default_outcome, "")
-    console.print(rules)
-    if policy.kind == "route":
-        console.print(escape(f"review: {policy.review}"))
+    policy = _load(Settings(), ref)
+    if as_json:
+        emit_json(policy_json(policy))
+        return
+    print_policy(policy)
 
 
 @app.command("diff")

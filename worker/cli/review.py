@@ -12,6 +12,7 @@ import typer
 
 from worker.cli import group
 from worker.cli.console import console, fail, temporal
+from worker.cli.tables import JSON_HELP
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
@@ -48,62 +49,19 @@ def review_list(
     reviewers: Annotated[
         bool, typer.Option("--reviewers", help="The reviewers instead: roster and gold accuracy.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """The review queue: items awaiting a person (or escalated)."""
 
     import asyncio
 
+    from worker.cli import review_queue
     from worker.settings import Settings
 
     if reviewers:
-        asyncio.run(_reviewers(Settings()))
+        asyncio.run(review_queue.reviewers(Settings(), as_json))
     else:
-        asyncio.run(_list(Settings(), dataset, reviewer, limit))
-
-
-async def _reviewers(settings: Settings) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from agents.roster import load_roster
-    from agents.tasks import TaskError
-    from catalog import db
-
-    try:
-        roster = {
-            r.id: r
-            for r in load_roster(settings.roster_path, simulated=settings.simulated_reviewers)
-        }
-    except TaskError as err:
-        raise fail(escape(str(err))) from err
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            stats = await db.reviewer_stats(conn)
-    except OSError as err:
-        raise fail(f"cannot reach the catalog ({err})") from err
-    finally:
-        await engine.dispose()
-    table = Table(title=f"reviewers ({settings.roster_path})")
-    for col in ("reviewer", "tasks", "clearance", "groups", "accepted", "refused"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("gold", justify="right")  # gold checks answered
-    table.add_column("accuracy", justify="right", no_wrap=True)  # right / gold checks
-    for rid in sorted(roster.keys() | stats.keys()):
-        r = roster.get(rid)
-        st = stats.get(rid, {})
-        gold, right = st.get("gold", 0), st.get("correct", 0)
-        table.add_row(
-            escape(rid),
-            ", ".join(r.tasks) if r else "(not on the roster)",
-            r.clearance if r else "",
-            ", ".join(r.groups) if r else "",
-            str(st.get("accepted", 0)),
-            str(st.get("refused", 0)),
-            str(gold),
-            f"{right / gold:.0%} ({right}/{gold})" if gold else "-",
-        )
-    console.print(table)
+        asyncio.run(review_queue.queue(Settings(), dataset, reviewer, limit, as_json))
 
 
 @app.command("gold")
@@ -160,48 +118,6 @@ async def _gold(settings: Settings, file: Path, task_name: str, label_field: str
         + (f" ({result.repeated} repeated record(s) counted once)" if result.repeated else "")
         + f"; {task.gold_fraction:.0%} of review tasks on them check the reviewer"
     )
-
-
-async def _list(settings: Settings, dataset: str | None, reviewer: str | None, limit: int) -> None:
-    from rich.table import Table
-
-    from worker import reviews
-
-    client = await _client(settings)
-    rows, count = await reviews.queue(client, dataset=dataset, reviewer=reviewer, limit=limit)
-    table = Table(title="review queue")
-    table.add_column("item", no_wrap=True, min_width=12)
-    table.add_column("dataset", no_wrap=True)
-    table.add_column("state", no_wrap=True, min_width=9)
-    table.add_column("since", no_wrap=True, min_width=16)
-    table.add_column("reviewers", no_wrap=True)
-    for r in rows:
-        table.add_row(
-            r.item_id[:12], r.dataset, r.state, f"{r.since:%Y-%m-%d %H:%M}", ", ".join(r.reviewers)
-        )
-    console.print(table)
-    shown = f" ({limit} shown; --limit for more)" if count > limit else ""
-    console.print(f"{count} item(s) open for review{shown}")
-    await _frontier_counts(settings, dataset)
-
-
-async def _frontier_counts(settings: Settings, dataset: str | None) -> None:
-    """Per dataset: review workflows open, and items waiting in the frontier for room."""
-    from catalog import db
-
-    engine = db.make_engine(settings.catalog_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            counts = await db.frontier_counts(conn, dataset)
-    except OSError as err:
-        raise fail(f"cannot reach the catalog ({err})") from err
-    finally:
-        await engine.dispose()
-    for name, c in sorted(counts.items()):
-        console.print(
-            f"frontier {name}: {c.open} open, {c.queued} waiting "
-            "(they open as reviews close, highest priority first)"
-        )
 
 
 @app.command("show")
@@ -375,18 +291,21 @@ def review_bot(
     if not reviewer.startswith("sim:"):
         raise fail(f"--reviewer {reviewer!r}: a simulated reviewer's id starts with 'sim:'")
     from worker.cli.review_bot import answer_reviews
+    from worker.metrics import command  # exports only when asked (README: Observability)
 
-    asyncio.run(
-        answer_reviews(
-            Settings(),
-            gold,
-            task,
-            dataset,
-            reviewer,
-            rate,
-            accuracy,
-            max_reviews,
-            idle,
-            label_field,
+    settings = Settings()
+    with command(settings, "review bot"):
+        asyncio.run(
+            answer_reviews(
+                settings,
+                gold,
+                task,
+                dataset,
+                reviewer,
+                rate,
+                accuracy,
+                max_reviews,
+                idle,
+                label_field,
+            )
         )
-    )

@@ -130,7 +130,9 @@ async def _start(
 
 
 @app.command("list")
-def watch_list() -> None:
+def watch_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+) -> None:
     """The watchers: dataset, prefix, interval, active or paused."""
     import asyncio
 
@@ -138,9 +140,11 @@ def watch_list() -> None:
 
     async def go(settings: Settings) -> None:
         from worker.cli.drift import _client
+        from worker.cli.tables import emit_json, line
 
         client = await _client(settings)
         found = 0
+        rows = []
         async for entry in await client.list_schedules():
             if not entry.id.startswith("watch:"):
                 continue
@@ -154,8 +158,12 @@ def watch_list() -> None:
                 where = f"s3://{inp.get('bucket')}/{inp.get('prefix')} -> {inp.get('dataset')}"
             every = ", ".join(str(i.every) for i in desc.schedule.spec.intervals) or "-"
             state = "paused" if desc.schedule.state.paused else "active"
-            console.print(f"{entry.id}  {where}  every {every}  {state}")
-        if not found:
+            rows.append({"schedule": entry.id, "source": where, "every": every, "state": state})
+            if not as_json:
+                line(f"{entry.id}  {where}  every {every}  {state}")
+        if as_json:
+            emit_json({"watchers": rows})
+        elif not found:
             console.print("no watchers: labelfabric watch s3://BUCKET/PREFIX --dataset D --task T")
 
     asyncio.run(go(Settings()))

@@ -96,6 +96,23 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _holder(host: str, port: int, home: Path) -> tuple[str, str]:
+    """(who holds a port, the advice that goes with it): when it is another state dir's
+    stack, how to use that one instead of starting a second."""
+    from worker.home import port_holder, read_pointer
+
+    found = port_holder(host, port)
+    if " state dir " in found:
+        other = found.rsplit(" state dir ", 1)[1]
+        advice = f"use that stack with LABELFABRIC_HOME={other} (or from inside its folder), or "
+        return found, advice
+    last = read_pointer()
+    if not found and last is not None and last.resolve() != home:  # a holder we cannot see
+        who = f"another process, probably the stack `labelfabric up` started last ({last})"
+        return who, f"use it with LABELFABRIC_HOME={last}, or "
+    return found or "another process", ""
+
+
 def _http_answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
@@ -258,9 +275,11 @@ class _Part:
         host = self.settings.host
         for port, setting in self.ports():
             if not 0 < port < 65536 or not _port_free(host, port):
+                holder, advice = _holder(host, port, self.home)
                 raise StackError(
-                    f"cannot start {self.name}: port {port} on {host} is already in use by "
-                    f"another process (set {setting})"
+                    f"cannot start {self.name} for state dir {self.home}: port {port} on "
+                    f"{host} is already in use by {holder}; {advice}set {setting} to another "
+                    "port"
                 )
 
     def spawn(self, cmd: list[str], *, cwd: Path, env: Mapping[str, str] | None = None) -> None:

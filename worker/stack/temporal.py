@@ -21,6 +21,7 @@ from worker.stack.process import (
     _Part,
     _run_async,
     find_binary,
+    log,
 )
 
 # WAL + synchronous=normal: a commit is durable once it is in the WAL, which survives a
@@ -96,6 +97,39 @@ class _Temporal(_Part):
         if self._frontend_answers():
             return True, f"namespace {self.settings.temporal_namespace}, db {self.db_file}"
         return False, "not answering"
+
+    def after_ready(self) -> None:
+        """Register the search attributes the server lacks. `--search-attribute` registers them
+        only when the dev server creates its database, so a state dir made by an older `up`
+        gets the ones added since (`Dataset`, `Job`) here, on the next `up`."""
+        from temporalio.api.enums.v1 import IndexedValueType
+        from temporalio.api.operatorservice.v1 import (
+            AddSearchAttributesRequest,
+            ListSearchAttributesRequest,
+        )
+        from temporalio.client import Client
+
+        namespace = self.settings.temporal_namespace
+
+        async def register() -> list[str]:
+            client = await Client.connect(self.address, namespace=namespace)
+            listed = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=namespace)
+            )
+            missing = {
+                name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+                for name, kind in SEARCH_ATTRIBUTES.items()
+                if name not in listed.custom_attributes
+            }
+            if missing:
+                await client.operator_service.add_search_attributes(
+                    AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+                )
+            return sorted(missing)
+
+        added = _run_async(asyncio.wait_for(register(), 30))
+        if added:
+            log.info("temporal: registered search attribute(s) %s", ", ".join(added))
 
     def _frontend_answers(self) -> bool:
         """The Python client connects, health says SERVING and our namespace exists."""

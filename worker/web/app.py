@@ -1,8 +1,8 @@
 """`labelfabric review serve`: the review page, a small Starlette app on loopback.
 
-Pages are rendered on the server (plain HTML forms, no script), so any browser works and
-nothing reviewers send bypasses the workflow: a label is the `submit_review` update, and a
-refusal shows the validator's reason.
+Pages are rendered on the server (plain HTML forms; the one script, the item page's keys 1-9,
+is optional), so any browser works and nothing reviewers send bypasses the workflow: a label
+is the `submit_review` update, and a refusal shows the validator's reason.
 
 People sign in (a password, argon2id; or a one-time login link an admin issued) and get a
 signed, expiring, HttpOnly, SameSite=Strict session cookie (Secure over https); every
@@ -16,7 +16,8 @@ Because any web page a reviewer visits could post to this one, every POST must c
 this page when the browser says where it comes from (Origin, Sec-Fetch-Site) and carry a
 CSRF token bound to the session and the form's target; requests for another Host (DNS
 rebinding) are refused, forms are bounded in size and fields, and failed sign-ins are
-throttled per reviewer id and per client. Responses forbid framing, scripts and caching.
+throttled per reviewer id and per client. Responses forbid framing and caching, and scripts
+but the one an item page names by its response's own CSP nonce.
 """
 
 from __future__ import annotations
@@ -36,15 +37,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catalog import accounts, db
+from worker import metrics
 from worker import secrets as stack_secrets
 from worker.settings import Settings
-from worker.web import auth, items, staff
-from worker.web.site import Person, Refusal, Site, cookie_flags, refusal_response
+from worker.web import auth, items, ops, staff
+from worker.web.site import Person, Refusal, Site, cookie_flags, csp, refusal_response
 
 HEADERS = (
-    ("content-security-policy",
-     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-     "frame-ancestors 'none'; base-uri 'none'"),
+    ("content-security-policy", csp()),  # a page may set its own (a script nonce): kept
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "same-origin"),  # "no-referrer" would make POSTs say Origin: null
@@ -82,6 +82,10 @@ def make_app(settings: Settings, *, reviewer: str | None = None) -> Starlette:
         )
     site = Site(settings, auth.Signer(secret, max_age_s=settings.review_token_ttl_s))
     per_client = auth.Throttle(limit=50)  # across ids: bounds guessing from one place
+    # Before the client connects: the Temporal SDK's metrics go to the same place.
+    exporting = metrics.start("labelfabric-review", prometheus=settings.review_metrics)
+    if exporting is not None:
+        ops.GAUGES.register()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,9 +93,14 @@ def make_app(settings: Settings, *, reviewer: str | None = None) -> Starlette:
 
         app.state.client = await connect(settings)
         app.state.engine = db.make_engine(settings.catalog_url, pool_size=2)
+        fresh = None
+        if exporting is not None and metrics.otlp_configured():
+            fresh = asyncio.create_task(ops.GAUGES.keep_fresh(app.state.engine))
         try:
             yield
         finally:
+            if fresh is not None:
+                fresh.cancel()
             await app.state.engine.dispose()
 
     async def login_page(request: Request) -> Response:
@@ -213,6 +222,7 @@ def make_app(settings: Settings, *, reviewer: str | None = None) -> Starlette:
             Route("/account/password", set_password, methods=["POST"]),
             Route("/healthz", health),
             *staff.routes(site),
+            *ops.routes(site),
             *items.routes(site),
         ],
         lifespan=lifespan,

@@ -49,8 +49,8 @@ FRESH_S = 15 * 60  # a session this young may set a password without giving the 
 # What each role may do beyond reviewing (every role reviews the tasks the roster gives it).
 PERMISSIONS: dict[str, frozenset[str]] = {
     "reviewer": frozenset({"review"}),
-    "lead": frozenset({"review", "correct", "stats"}),
-    "admin": frozenset({"review", "roster", "links", "tokens"}),
+    "lead": frozenset({"review", "correct", "stats", "ops"}),
+    "admin": frozenset({"review", "roster", "links", "tokens", "ops"}),
 }
 
 _HASHER = PasswordHasher()

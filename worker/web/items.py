@@ -3,7 +3,15 @@
 Nothing here shows an item the signed-in person may not see: the queue keeps only items of
 their tasks whose sensitivity their clearance covers (the roster as it is now, against the
 catalog's sensitivity), and a direct URL to any other item is refused with 403 whether or
-not it exists, so the answer says nothing about texts one is not cleared for.
+not it exists, so the answer says nothing about texts one is not cleared for. The queue's
+previews are the item's text in its task's `reviewers` PII mode (`reviews.item_text`), as on
+the item page.
+
+The reviewing flow: a label takes the reviewer to the next item of the queue they may label
+and have not answered yet; keys 1-9 pick the labels (`accesskey`, and a tiny script allowed by
+this page's own CSP nonce: the page works the same without it); the rule that routed the item
+is shown with its description from the pinned policy version; a lead corrects a closed review
+from the item page with one click per label (a reason is still required).
 
 A review goes through the ReviewItem's `submit_review` update as the signed-in reviewer,
 with a claim signed for them here (worker/identity.py), scoped to the item's task and valid
@@ -16,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -25,29 +36,46 @@ from starlette.routing import Route
 
 from activities import ids
 from activities.ids import parse_review_workflow_id
-from activities.payloads import DatasetInput, LabelsChanged, ReviewSubmission
+from activities.payloads import DatasetInput, LabelsChanged, ReviewSubmission, dataset_attributes
 from catalog import corrections
+from catalog.label_issues import LABEL_ISSUE_RULE
+from policy_rules.model import PolicyError
+from policy_rules.store import PolicyStore
 from worker import reviews
 from worker.identity import IdentityRing, IdentityRingError
 from worker.web import auth
-from worker.web.site import Person, Refusal, Site, log
+from worker.web.site import Person, Refusal, Site, csp, log
 
 QUEUE_LIMIT = 200
 CLOSE_WAIT_S = 10.0
 CLAIM_TTL_S = 300  # a page-made claim serves one submission
+# Rules that route items to people outside a routing policy's own rules.
+OTHER_RULES = {
+    LABEL_ISSUE_RULE: "confident learning found its current label likely wrong "
+    "(`labelfabric dataset verify`)",
+    "drift_sample": "a drift check sampled recent items for people to look at",  # drift.py
+}
 
 
 def routes(site: Site) -> list[Route]:
     async def queue_page(request: Request) -> Response:
         me = await site.require(request, "review")
         dataset = (request.query_params.get("dataset") or "")[:200] or None
-        rows, count = await reviews.queue(
-            request.app.state.client, dataset=dataset, reviewer=me.id, limit=QUEUE_LIMIT
-        )
-        async with request.app.state.engine.connect() as conn:
-            access = await corrections.access_of(conn, [(r.dataset, r.item_id) for r in rows])
-        shown = [r for r in rows if me.sees(*access.get((r.dataset, r.item_id), (None, None)))]
-        context = {"rows": shown, "count": count - (len(rows) - len(shown)), "dataset": dataset}
+        rows, count = await _queue(request, site, me, dataset)
+        shown = [r for r in rows if me.sees(r.sensitivity, r.task)]  # `queue` kept only these
+        engine, tasks_dir = request.app.state.engine, site.settings.tasks_dir
+        previews = {
+            r.workflow_id: reviews.preview(
+                await reviews.item_text(engine, r.dataset, r.item_id, tasks_dir=tasks_dir)
+            )
+            for r in shown
+        }
+        context = {
+            "rows": shown,
+            "count": count - (len(rows) - len(shown)),
+            "dataset": dataset,
+            "previews": previews,
+        }
         return site.render(request, "queue.html", context, me=me)
 
     async def item_page(request: Request) -> Response:
@@ -92,8 +120,12 @@ def routes(site: Site) -> list[Route]:
             f"done ({receipt.label})" if receipt.label else f"{receipt.state}, waiting for more"
         )
         back = request.query_params.get("dataset", "")[:200]
+        keep = "?" + urlencode({"dataset": back}) if back else ""
+        following = await _next_item(request, site, me, back or None, after=wid)
+        if following is None:
+            return site.redirect(request, "/" + keep, flash=done + "; nothing else waits for you")
         return site.redirect(
-            request, "/?" + urlencode({"dataset": back} if back else {}), flash=done
+            request, f"/items/{quote(following, safe='')}{keep}", flash=done + "; the next one"
         )
 
     async def correct(request: Request) -> Response:
@@ -144,6 +176,57 @@ def routes(site: Site) -> list[Route]:
     ]
 
 
+async def _queue(
+    request: Request, site: Site, me: Person, dataset: str | None
+) -> tuple[list[reviews.QueueRow], int]:
+    """The open reviews `me` may label: the roster as it is now against the catalog."""
+    return await reviews.queue(
+        request.app.state.client,
+        request.app.state.engine,
+        list(site.roster().values()),
+        dataset=dataset,
+        reviewer=me.id,
+        limit=QUEUE_LIMIT,
+    )
+
+
+async def _next_item(
+    request: Request, site: Site, me: Person, dataset: str | None, *, after: str
+) -> str | None:
+    """The review `me` should open next: the oldest in their queue, other than `after`, that
+    they have not answered yet (an item waiting for a second reviewer stays in the queue)."""
+    rows, _ = await _queue(request, site, me, dataset)
+    waiting = [r for r in rows if r.workflow_id != after and me.sees(r.sensitivity, r.task)]
+    if not waiting:
+        return None
+    async with request.app.state.engine.connect() as conn:
+        answered = await corrections.answered_by(
+            conn, me.id, [(r.dataset, r.item_id) for r in waiting]
+        )
+    return next((r.workflow_id for r in waiting if (r.dataset, r.item_id) not in answered), None)
+
+
+@functools.lru_cache(maxsize=4)
+def _policies(folder: Path) -> PolicyStore:
+    return PolicyStore(folder)
+
+
+def _routing_rule(site: Site, state: Any) -> dict[str, str]:
+    """The rule that routed the item, for people: its description in the pinned policy
+    version (what the reviewer was asked to decide), and its condition."""
+    rule_id = str(state.rule_id)
+    if rule_id in OTHER_RULES:
+        return {"id": rule_id, "description": OTHER_RULES[rule_id], "when": ""}
+    try:
+        policy = _policies(site.settings.policies_dir).pinned(state.policy)
+    except PolicyError as err:
+        log.warning("review page: policy %s@%s: %s", state.policy.id, state.policy.version, err)
+        return {"id": rule_id, "description": "(its policy version cannot be read)", "when": ""}
+    rule = next((r for r in policy.rules if r.id == rule_id), None)
+    when = f"{rule.when} → {rule.outcome}" if rule is not None else ""
+    return {"id": rule_id, "description": policy.describe(rule_id), "when": when}
+
+
 async def _item(request: Request, me: Person) -> tuple[str, corrections.ItemFacts]:
     """The item of the URL's review, if `me` may see it: 404 for what is not a review id,
     403 for an item that does not exist or that `me` is not cleared for (alike)."""
@@ -185,20 +268,25 @@ async def render_item(
         request.app.state.engine, facts.dataset, facts.item_id, tasks_dir=site.settings.tasks_dir
     )
     sid = me.session.sid
+    nonce = secrets.token_urlsafe(16)  # this response's script only (keys 1-9)
     context = {
         "wid": wid,
         "state": state,
         "facts": facts,
         "text": text,
+        "rule": _routing_rule(site, state),
         "note": note,
         "refused": refused,
         "reason": reason,
         "corrected": corrected,
+        "nonce": nonce,
         "csrf": site.signer.csrf(sid, f"review:{wid}"),
         "correct_csrf": site.signer.csrf(sid, f"correct:{wid}") if me.may("correct") else "",
     }
     status = 422 if refused and status == 200 else status
-    return site.render(request, "item.html", context, me=me, status=status)
+    response = site.render(request, "item.html", context, me=me, status=status)
+    response.headers["content-security-policy"] = csp(script_nonce=nonce)
+    return response
 
 
 async def _tell_dataset(request: Request, site: Site, dataset: str, source: str) -> None:
@@ -209,6 +297,7 @@ async def _tell_dataset(request: Request, site: Site, dataset: str, source: str)
             DatasetInput(name=dataset, debounce_s=site.settings.snapshot_debounce_s),
             id=ids.dataset_workflow_id(dataset),
             task_queue=site.settings.task_queue,
+            search_attributes=dataset_attributes(dataset),
             start_signal="labels_changed",
             start_signal_args=[LabelsChanged(source=source[:300])],
         )

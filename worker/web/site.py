@@ -31,6 +31,16 @@ MAX_FORM_BYTES = 16 * 1024  # the longest form (a note of 4,000 characters) fits
 MAX_FORM_FIELDS = 8
 
 
+def csp(script_nonce: str = "") -> str:
+    """The pages' Content-Security-Policy: nothing but inline style and forms to this site;
+    no script, except one a page names by its own response's nonce (the item page's keys)."""
+    script = f"script-src 'nonce-{script_nonce}'; " if script_nonce else ""
+    return (
+        f"default-src 'none'; style-src 'unsafe-inline'; {script}form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
 class Refusal(Exception):
     """A request this page will not serve: the status and a message safe to show."""
 
