@@ -103,9 +103,11 @@ def test_job_start_refuses_a_bad_dataset_name_before_starting(
 
 
 def test_job_failure_is_reported_with_its_cause(stack: Settings, cli_worker: None) -> None:
-    # A readable file outside the workers' source roots: only the worker refuses it (an
-    # unknown task is refused before the start: tests/unit/test_cli_checks.py).
-    source = PROJECT_ROOT / "tasks" / "sentiment_seed.jsonl"
+    # A readable file outside the workers' source roots (the temp dir and the state dir;
+    # a checkout may itself live under /tmp): only the worker refuses it (an unknown task
+    # is refused before the start: tests/unit/test_cli_checks.py).
+    source = Path("/etc/os-release")
+    assert source.is_file()
     out = cli(stack, "job", "start", str(source), "--dataset", "d", "--task", "sentiment", "--wait")
     assert out.returncode == 1
     assert "outside the workers' source roots" in " ".join(out.stdout.split()), out.stdout

@@ -31,12 +31,13 @@ def test_a_missing_password_costs_as_much_as_a_wrong_one() -> None:
 
     def timed(value: str | None) -> float:
         start = time.perf_counter()
-        for _ in range(3):
-            auth.verify_password(value, "guess guess guess")
+        auth.verify_password(value, "guess guess guess")
         return time.perf_counter() - start
 
-    wrong, missing = timed(stored), timed(None)
-    assert 0.5 < missing / wrong < 2.0, (wrong, missing)
+    # Interleaved, and the fastest of each: a busy machine slows single runs, never the best.
+    runs = [(timed(stored), timed(None)) for _ in range(5)]
+    wrong, missing = min(w for w, _ in runs), min(m for _, m in runs)
+    assert 0.5 < missing / wrong < 2.0, runs
 
 
 @pytest.mark.parametrize(
