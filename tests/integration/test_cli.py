@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -103,12 +104,19 @@ def test_job_start_refuses_a_bad_dataset_name_before_starting(
 
 
 def test_job_failure_is_reported_with_its_cause(stack: Settings, cli_worker: None) -> None:
-    # A readable file outside the workers' source roots (the temp dir and the state dir;
-    # a checkout may itself live under /tmp): only the worker refuses it (an unknown task
-    # is refused before the start: tests/unit/test_cli_checks.py).
-    source = Path("/etc/os-release")
-    assert source.is_file()
-    out = cli(stack, "job", "start", str(source), "--dataset", "d", "--task", "sentiment", "--wait")
+    # A readable file outside the workers' source roots (the temp dir and the state dir; a
+    # checkout may itself live under /tmp): only the worker refuses it (an unknown task is
+    # refused before the start: tests/unit/test_cli_checks.py).
+    outside = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path.home()
+    assert not outside.is_relative_to(tempfile.gettempdir())
+    source = outside / f"labelfabric-outside-{uuid.uuid4().hex[:8]}.jsonl"
+    source.write_text('{"text": "a film"}\n')
+    try:
+        out = cli(
+            stack, "job", "start", str(source), "--dataset", "d", "--task", "sentiment", "--wait"
+        )
+    finally:
+        source.unlink()
     assert out.returncode == 1
     assert "outside the workers' source roots" in " ".join(out.stdout.split()), out.stdout
 
