@@ -23,6 +23,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.attributes import name_job
 from workflows.chunk_step import label_chunk
 from workflows.retry import BOOKKEEPING, TRANSIENT
 
@@ -30,10 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from activities import ids
     from activities.jobs import JobActivities
     from activities.payloads import (
-        DATASET,
-        JOB,
-        LABEL_DATASET,
-        LABEL_JOB,
         ChunkResult,
         FinishJobInput,
         IngestInput,
@@ -87,7 +84,7 @@ class LabelDataset:
             )
         state = inp.resume or await self._start(job_id, inp)
         if inp.resume is not None:
-            self._name_run(job_id, inp)
+            name_job(inp.dataset, job_id, ATTRIBUTES_PATCH, first_run=False)
         items = state.ingest.items
         chunks_total = -(-items // inp.chunk_size)
         counts, next_chunk = state.counts, state.next_chunk
@@ -161,10 +158,7 @@ class LabelDataset:
         )
 
     async def _start(self, job_id: str, inp: LabelDatasetInput) -> ResumeState:
-        names = [LABEL_DATASET.value_set(inp.dataset), LABEL_JOB.value_set(job_id)]  # released
-        if workflow.patched(ATTRIBUTES_PATCH):
-            names += [DATASET.value_set(inp.dataset), JOB.value_set(job_id)]
-        workflow.upsert_search_attributes(names)
+        name_job(inp.dataset, job_id, ATTRIBUTES_PATCH, first_run=True)
         self._summarize(phase="preparing")
         plan = await workflow.execute_activity_method(
             JobActivities.prepare_job,
@@ -189,15 +183,6 @@ class LabelDataset:
             retry_policy=TRANSIENT,
         )
         return ResumeState(plan=plan, ingest=ingest, next_chunk=0, counts=OutcomeCounts())
-
-    def _name_run(self, job_id: str, inp: LabelDatasetInput) -> None:
-        """A continued run inherits its search attributes; one of a job started before they
-        existed gets them here."""
-        named = workflow.info().typed_search_attributes.get(DATASET) is not None
-        if not named and workflow.patched(ATTRIBUTES_PATCH):
-            workflow.upsert_search_attributes(
-                [DATASET.value_set(inp.dataset), JOB.value_set(job_id)]
-            )
 
     def _summarize(self, **changes: Any) -> None:
         """Upsert the memo `summary` with `changes` (a run from before the memo: nothing)."""

@@ -4,14 +4,12 @@ Waits for reviewers (update or signal `submit_review`), closes when enough agree
 `review.reviewers_needed`), escalates to another reviewer group on timeout, and ends with the
 policy's final outcome if nobody answers. `ReviewState` (awaiting → escalated → done/expired,
 or errored when the close cannot be recorded) is the review queue in `temporal workflow list`.
-
-Anyone who can reach Temporal can signal, so the boundary is bounded (`review_checks.py`),
-and a long history continues as new with the reviews so far (`review_steps.py`).
+Inputs are bounded and claims verified (`review_checks.py`); a long history continues as new
+(`review_steps.py`); rotated identity keys are re-read (`review_identity.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -21,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import review_steps as steps
 from workflows.review_book import ReviewBook
 from workflows.review_checks import refusal
+from workflows.review_identity import refreshed
 
 with workflow.unsafe.imports_passed_through():
     from activities import ids
@@ -86,21 +85,14 @@ class ReviewItem:
 
     @workflow.update(name="submit_review")
     async def submit_review(self, sub: ReviewSubmission) -> ReviewReceipt:
-        # Another update may have been accepted since this one was validated.
-        reason = self._refusal(sub)
-        if reason:
-            raise ApplicationError(reason, type=ids.REVIEW_REFUSED)
+        self._check(sub)  # another update may have been accepted since this one's validation
         info = workflow.current_update_info()
         key = info.id if info else str(workflow.uuid4())
         return await self._accept(sub, via="update", key=f"{workflow.info().workflow_id}:{key}")
 
     @submit_review.validator
     def _validate(self, sub: ReviewSubmission) -> None:
-        # Refused before history; non-retryable and typed, so a caller (and the Web UI) sees
-        # a refusal, not a `ValueError ... retryable: true`.
-        reason = self._refusal(sub)
-        if reason:
-            raise ApplicationError(reason, type=ids.REVIEW_REFUSED, non_retryable=True)
+        self._check(sub, non_retryable=True)  # refused before history, typed, not retried
 
     @workflow.signal(name="supersede")
     def supersede(self) -> None:
@@ -109,18 +101,12 @@ class ReviewItem:
 
     @workflow.signal(name="identity_keys")
     async def identity_keys(self) -> None:
-        """The reviewer-identity keys were rotated: take the ring's public keys as they are now.
-        Read by an activity, never from the signal (anyone who can reach Temporal can send
-        one); a flood coalesces into the refresh in flight."""
+        """The reviewer-identity keys were rotated (a flood coalesces into one refresh)."""
         if self._inp.identity is None or self._keys_refreshing:
             return
         self._keys_refreshing = True
-        try:
-            self._inp = replace(self._inp, identity=await steps.identity_keys())
-        except ActivityError as err:
-            workflow.logger.warning("identity keys not refreshed: %s", steps.cause(err))
-        finally:
-            self._keys_refreshing = False
+        self._inp = await refreshed(self._inp)
+        self._keys_refreshing = False
 
     @workflow.signal(name="submit_review")
     async def submit_review_signal(self, raw: RawValue) -> None:
@@ -139,17 +125,15 @@ class ReviewItem:
             return
         await steps.record_refusal(self._inp, self._book, sub, reason, key)
 
+    def _check(self, sub: ReviewSubmission, *, non_retryable: bool = False) -> None:
+        if reason := self._refusal(sub):
+            raise ApplicationError(reason, type=ids.REVIEW_REFUSED, non_retryable=non_retryable)
+
     def _refusal(self, sub: ReviewSubmission) -> str:
         closed = self._label is not None or self._superseded
         closed = closed or self._state in ("done", "expired", "errored", ids.SUPERSEDED)
-        return refusal(
-            self._inp,
-            sub,
-            state=self._state,
-            closed=closed,
-            reviews=self._book.reviews,
-            now=workflow.now(),
-        )
+        reviews, now = self._book.reviews, workflow.now()
+        return refusal(self._inp, sub, state=self._state, closed=closed, reviews=reviews, now=now)
 
     async def _accept(self, sub: ReviewSubmission, *, via: str, key: str) -> ReviewReceipt:
         book = self._book
@@ -177,8 +161,7 @@ class ReviewItem:
         return ReviewReceipt(accepted=True, state=state, label=self._label)
 
     async def _wait(self, seconds: int) -> bool:
-        """Wait for an agreed label until this phase's deadline; continue as new (carrying
-        the reviews and the deadline) when the history has grown long."""
+        """Wait for an agreed label until this phase's deadline (continuing as new if long)."""
         if self._deadline is None:
             self._deadline = workflow.now() + timedelta(seconds=seconds)
         while self._label is None:

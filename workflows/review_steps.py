@@ -65,15 +65,6 @@ async def record(
     )
 
 
-async def identity_keys() -> dict[str, str]:
-    """The reviewer-identity ring's public keys as they are now (after a rotation)."""
-    return await workflow.execute_activity_method(
-        ReviewActivities.identity_keys,
-        start_to_close_timeout=SHORT,
-        retry_policy=TRANSIENT,
-    )
-
-
 async def close(
     inp: ReviewItemInput,
     state: str,
